@@ -22,3 +22,11 @@ def smol_tokenizer(alignloop_home):
     from alignloop.models import load_builtin_tokenizer
 
     return load_builtin_tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(alignloop_home, smol_tokenizer):
+    """A tiny random Llama (2 layers, hidden 64) with SmolLM2's tokenizer, as an HF folder."""
+    from alignloop.models import save_tiny_model
+
+    return save_tiny_model(alignloop_home / "tiny-llama", tokenizer=smol_tokenizer)

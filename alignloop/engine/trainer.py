@@ -136,6 +136,8 @@ class Trainer:
         self.checkpoint_root = self.run_dir / "checkpoints"
         self.optimizer = build_optimizer(model, config)
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        # Per-process seed: dropout masks must differ across data-parallel ranks.
+        set_seed(config.seed + self.rank)
         self.total_steps = self._total_steps()
         # The scheduler is stepped by hand once per optimizer step (accelerate would step it
         # once per process), and saved in our own checkpoints.
@@ -361,10 +363,8 @@ class Trainer:
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    """An Accelerator for this config; the per-process seed makes dropout differ across ranks."""
+    """An Accelerator for this config (CPU unless CUDA is present)."""
     use_cpu = not torch.cuda.is_available()
     if config.mixed_precision == "fp16" and use_cpu:
         raise ValueError("train.mixed_precision: 'fp16' needs a GPU; use 'bf16' on CPU")
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=use_cpu)
-    set_seed(config.seed + accelerator.process_index)
-    return accelerator
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=use_cpu)

@@ -1,0 +1,1 @@
+"""One readable file per training method: its config, its batch, its loss."""

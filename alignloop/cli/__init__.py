@@ -1,0 +1,1 @@
+"""The `alignloop` command line (see main.py)."""

@@ -1,0 +1,130 @@
+"""Batches of encoded examples: padding, and packing several examples into one row.
+
+Padding wastes compute on pad tokens when lengths vary; packing concatenates whole examples
+(greedily, in order, never splitting one) into rows of up to `max_length` tokens instead.
+
+A packed row carries NO attention mask but `position_ids` that restart at 0 for each example.
+transformers (5.x, `masking_utils.find_packed_sequence_indices`) reads a restart of the
+positions as the start of a new sequence and builds a block-diagonal causal mask for sdpa and
+eager attention (flash-attention uses the same positions for its variable-length kernel), so
+no token attends across an example boundary. The detection only runs when the model gets no
+attention mask AND no cache: call the model with `use_cache=False` on packed batches, or a
+cache object is created and the examples silently attend to each other.
+
+Labels stay unshifted (the model shifts them: the logits at t are scored against the label at
+t + 1). At the first token of every packed example that target would be predicted from the
+previous example's last token, so that label is set to -100; on its own an example's first
+label is never a target either, which keeps packed and unpacked losses identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from alignloop.data.encode import IGNORE_INDEX, EncodedExample
+from alignloop.data.errors import DataError
+
+__all__ = ["PackedSequence", "pad_batch", "pack_examples", "collate_packed", "count_loss_tokens"]
+
+
+def pad_batch(
+    examples: Sequence[EncodedExample],
+    pad_token_id: int,
+    padding_side: Literal["right", "left"] = "right",
+) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and labels of shape (B, longest); labels are -100 on padding."""
+    if not examples:
+        raise ValueError("cannot pad an empty batch")
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    longest = max(len(example.input_ids) for example in examples)
+    input_ids = torch.full((len(examples), longest), pad_token_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(examples), longest), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)  # (B, T)
+    for row, example in enumerate(examples):
+        length = len(example.input_ids)
+        span = slice(0, length) if padding_side == "right" else slice(longest - length, longest)
+        input_ids[row, span] = torch.tensor(example.input_ids, dtype=torch.long)
+        labels[row, span] = torch.tensor(example.labels, dtype=torch.long)
+        attention_mask[row, span] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+@dataclass(frozen=True)
+class PackedSequence:
+    """Several whole examples end to end; `position_ids` restart at 0 at each example."""
+
+    input_ids: list[int]
+    labels: list[int]
+    position_ids: list[int]
+    example_lengths: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _pack(group: Sequence[EncodedExample]) -> PackedSequence:
+    input_ids: list[int] = []
+    labels: list[int] = []
+    position_ids: list[int] = []
+    for example in group:
+        input_ids.extend(example.input_ids)
+        # See the module docstring: the first label of an example must never be a target.
+        labels.extend([IGNORE_INDEX] + list(example.labels[1:]))
+        position_ids.extend(range(len(example.input_ids)))
+    return PackedSequence(input_ids, labels, position_ids, tuple(len(example) for example in group))
+
+
+def pack_examples(encoded: Sequence[EncodedExample], max_length: int) -> list[PackedSequence]:
+    """Greedy, order-preserving packing: start a new row when the next example would not fit."""
+    groups: list[list[EncodedExample]] = []
+    current_length = 0
+    for index, example in enumerate(encoded):
+        if len(example) > max_length:
+            raise DataError(
+                f"example {index}: {len(example)} tokens do not fit a packed row of max_length={max_length}; "
+                "truncate or drop overlong examples when encoding"
+            )
+        if not groups or current_length + len(example) > max_length:
+            groups.append([])
+            current_length = 0
+        groups[-1].append(example)
+        current_length += len(example)
+    return [_pack(group) for group in groups]
+
+
+def collate_packed(
+    packed: Sequence[PackedSequence], pad_token_id: int, pad_to: int | None = None
+) -> dict[str, torch.Tensor]:
+    """input_ids, labels and position_ids of shape (B, L), with no attention mask.
+
+    L is the longest row, or `pad_to` (e.g. the packing max_length, for fixed shapes). Padding
+    gets labels -100 and positions counting from 0 again, so it forms a block of its own that no
+    real token attends to. Call the model with `use_cache=False` (see the module docstring).
+    """
+    if not packed:
+        raise ValueError("cannot collate an empty batch")
+    width = max(len(row) for row in packed)
+    if pad_to is not None:
+        if pad_to < width:
+            raise ValueError(f"pad_to={pad_to} is shorter than the longest packed row ({width})")
+        width = pad_to
+    input_ids = torch.full((len(packed), width), pad_token_id, dtype=torch.long)  # (B, L)
+    labels = torch.full((len(packed), width), IGNORE_INDEX, dtype=torch.long)  # (B, L)
+    position_ids = torch.zeros((len(packed), width), dtype=torch.long)  # (B, L)
+    for row, sequence in enumerate(packed):
+        length = len(sequence)
+        input_ids[row, :length] = torch.tensor(sequence.input_ids, dtype=torch.long)
+        labels[row, :length] = torch.tensor(sequence.labels, dtype=torch.long)
+        position_ids[row, :length] = torch.tensor(sequence.position_ids, dtype=torch.long)
+        position_ids[row, length:] = torch.arange(width - length)
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+
+
+def count_loss_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """How many tokens the loss is taken over: labels other than -100 after the model's shift."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())

@@ -1,0 +1,77 @@
+"""Models: load a causal LM and tokenizer from a built-in name, a local folder or a hub id;
+prepare the offline built-in models; build tiny random models for tests; LoRA via peft; save a
+trained model (full or adapter, optionally merged) for the next stage.
+
+    from alignloop.models import load_model_and_tokenizer
+    model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
+"""
+
+from alignloop.models.builtin import (
+    BUILTIN_MODELS,
+    BuiltinModel,
+    BuiltinStatus,
+    MissingBuiltinPackageError,
+    UnknownBuiltinError,
+    builtin_model_dir,
+    builtin_names,
+    builtin_status,
+    is_builtin,
+    load_builtin_tokenizer,
+    prepare_builtin,
+)
+from alignloop.models.cache import alignloop_home
+from alignloop.models.loading import (
+    DEFAULT_MODEL,
+    TORCH_DTYPES,
+    ModelConfig,
+    ModelLoadError,
+    load_model_and_tokenizer,
+    load_tokenizer,
+    resolve_model_source,
+)
+from alignloop.models.lora import (
+    LoraSettings,
+    adapters_disabled,
+    apply_lora,
+    count_trainable_parameters,
+    is_lora_model,
+    merge_lora,
+    save_adapter,
+)
+from alignloop.models.saving import MERGED_SUBFOLDER, save_trained_model
+from alignloop.models.tiny import build_tiny_causal_lm, save_tiny_model
+from alignloop.models.tokenizer import ensure_pad_token
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "BuiltinModel",
+    "BuiltinStatus",
+    "DEFAULT_MODEL",
+    "LoraSettings",
+    "MERGED_SUBFOLDER",
+    "MissingBuiltinPackageError",
+    "ModelConfig",
+    "ModelLoadError",
+    "TORCH_DTYPES",
+    "UnknownBuiltinError",
+    "adapters_disabled",
+    "alignloop_home",
+    "apply_lora",
+    "build_tiny_causal_lm",
+    "builtin_model_dir",
+    "builtin_names",
+    "builtin_status",
+    "count_trainable_parameters",
+    "ensure_pad_token",
+    "is_builtin",
+    "is_lora_model",
+    "load_builtin_tokenizer",
+    "load_model_and_tokenizer",
+    "load_tokenizer",
+    "merge_lora",
+    "prepare_builtin",
+    "resolve_model_source",
+    "save_adapter",
+    "save_tiny_model",
+    "save_trained_model",
+]

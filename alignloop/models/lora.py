@@ -1,0 +1,125 @@
+"""LoRA adapters (via peft): train a few small matrices instead of the whole model.
+
+LoRA (Hu et al., 2021, "LoRA: Low-Rank Adaptation of Large Language Models") freezes a weight
+W and learns a low-rank update, W + (alpha / r) * B @ A, with B initialised to zero so that
+training starts exactly at the base model.
+
+That zero start gives RLHF a free frozen reference: the reference policy is the same network
+with its adapters switched off (`adapters_disabled`), so PPO / DPO need no second copy of the
+model in memory. `merge_lora` folds the update into W for export or fast inference.
+
+The functions here accept a model wrapped for distributed training (DDP, torch.compile) as
+well as a bare one, since the engine hands algorithms whatever accelerate prepared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from pydantic import Field
+
+from alignloop.config import Section
+
+__all__ = [
+    "LoraSettings",
+    "apply_lora",
+    "save_adapter",
+    "merge_lora",
+    "is_lora_model",
+    "count_trainable_parameters",
+    "adapters_disabled",
+]
+
+
+class LoraSettings(Section):
+    """Where to put LoRA adapters and how big to make them."""
+
+    r: int = Field(8, gt=0, description="rank of each low-rank update (more = more capacity, more memory)")
+    alpha: int = Field(16, gt=0, description="scale numerator: the update is multiplied by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input during training")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="module names to adapt (e.g. [q_proj, v_proj]), or all-linear: every linear layer but the output",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases to train as well")
+    modules_to_save: list[str] | None = Field(
+        None, description="modules trained in full and saved with the adapter (e.g. a new score head)"
+    )
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    # keep_torch_compile=False: we want the module that owns the adapters, not the compiled shell.
+    return extract_model_from_parallel(model, keep_torch_compile=False)
+
+
+def is_lora_model(model: torch.nn.Module) -> bool:
+    """True if `model` (possibly wrapped by DDP / torch.compile) carries peft adapters."""
+    return isinstance(_unwrap(model), PeftModel)
+
+
+def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> PeftModel:
+    """Freeze `model` and add trainable LoRA adapters as `settings` describes."""
+    if is_lora_model(model):
+        raise ValueError("model already has LoRA adapters; apply_lora expects a plain model")
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        bias=settings.bias,
+        modules_to_save=settings.modules_to_save,
+        task_type=TaskType.CAUSAL_LM,
+    )
+    return get_peft_model(model, config)
+
+
+def _require_lora(model: torch.nn.Module, action: str) -> PeftModel:
+    inner = _unwrap(model)
+    if not isinstance(inner, PeftModel):
+        raise TypeError(f"cannot {action}: the model has no LoRA adapters (see apply_lora)")
+    return inner
+
+
+def save_adapter(model: torch.nn.Module, path: str | Path) -> Path:
+    """Save only the adapter weights and config (a few MB); reload with PeftModel.from_pretrained."""
+    path = Path(path)
+    _require_lora(model, "save an adapter").save_pretrained(str(path))
+    return path
+
+
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold the adapters into the base weights and return the plain base model.
+
+    The base model's weights are changed in place, so the PeftModel must not be used afterwards.
+    """
+    return _require_lora(model, "merge adapters").merge_and_unload()
+
+
+def count_trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights count once."""
+    trainable = total = 0
+    for parameter in model.parameters():  # parameters() yields a shared tensor only once
+        total += parameter.numel()
+        if parameter.requires_grad:
+            trainable += parameter.numel()
+    return trainable, total
+
+
+@contextlib.contextmanager
+def adapters_disabled(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Inside the block the model computes as its base model (the frozen reference policy).
+
+    A model without adapters is already its own base, so for it this does nothing.
+    """
+    inner = _unwrap(model)
+    if not isinstance(inner, PeftModel):
+        yield model
+        return
+    with inner.disable_adapter():
+        yield model
