@@ -87,7 +87,7 @@ def run_sft(config: SFTConfig, resume: bool | str = False) -> TrainResult:
     )
     train_examples, report = encode(train_records)
     eval_examples, _ = encode(eval_records)
-    console.print(f"[bold]data[/]: {len(train_records)} training examples, {len(eval_records)} eval; {report}")
+    console.print(f"[bold]data[/]: {len(train_records)} training and {len(eval_records)} eval examples; training: {report}")
     if config.data.packing:
         train_examples = pack_examples(train_examples, config.data.max_length)
         eval_examples = pack_examples(eval_examples, config.data.max_length)

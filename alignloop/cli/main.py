@@ -144,6 +144,10 @@ def data_check(
 
 
 def main() -> None:
+    # transformers' own per-file tqdm bars ("Loading weights") would interleave with ours.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     app(prog_name="alignloop")
 
 

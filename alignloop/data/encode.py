@@ -71,6 +71,9 @@ class EncodeReport:
     truncated: int
     dropped: int
 
+    def __str__(self) -> str:
+        return f"{self.kept} kept ({self.truncated} with the response truncated), {self.dropped} dropped as over-long"
+
 
 def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))

