@@ -9,6 +9,7 @@ for an unknown key, the keys that are valid at that place.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,8 @@ class Section(BaseModel):
 
 S = TypeVar("S", bound=Section)
 
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
@@ -40,6 +43,8 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({error})") from error
+    if isinstance(value, str) and _SCIENTIFIC.match(value):
+        value = float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
     return key.strip().split("."), value
 
 

@@ -30,3 +30,23 @@ def tiny_model_dir(alignloop_home, smol_tokenizer):
     from alignloop.models import save_tiny_model
 
     return save_tiny_model(alignloop_home / "tiny-llama", tokenizer=smol_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def prepared_builtin_home(tmp_path_factory):
+    """A separate ALIGNLOOP_HOME where the real built-in model is converted once, for slow tests
+    (kept apart from `alignloop_home`, whose tests check that only the tokenizer is extracted)."""
+    from alignloop.models import prepare_builtin
+
+    home = tmp_path_factory.mktemp("alignloop-home-prepared")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ALIGNLOOP_HOME", str(home))
+    prepare_builtin("smollm2-135m-instruct")
+    mp.undo()
+    return home
+
+
+@pytest.fixture
+def with_prepared_builtin(prepared_builtin_home, monkeypatch):
+    monkeypatch.setenv("ALIGNLOOP_HOME", str(prepared_builtin_home))
+    return prepared_builtin_home

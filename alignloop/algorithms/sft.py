@@ -36,9 +36,7 @@ from alignloop.data import (
 from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
 from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
-
-IGNORE_INDEX = -100
-
+from alignloop.ops import IGNORE_INDEX, response_logits, shifted_targets
 
 class SFTConfig(Section):
     model: ModelConfig = Field(description="the causal LM to fine-tune (built-in name, local folder or hub id)")
@@ -52,16 +50,12 @@ class CompletionOnlyNLL:
     """Summed next-token negative log-likelihood over the unmasked (response) labels."""
 
     def count_items(self, batch: dict[str, Any]) -> int:
-        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        return int((shifted_targets(batch["labels"]) != IGNORE_INDEX).sum())
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-        logits = model(**inputs, use_cache=False).logits  # (B, T, V)
-        targets = batch["labels"][:, 1:]  # (B, T-1): token t is predicted from positions < t
-        nll_sum = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        return LossOutput(nll_sum)
+        logits, targets = response_logits(model, batch)  # (N, V), (N,)
+        # float32 log-softmax: bf16 has too few mantissa bits for a 49k-way normalisation.
+        return LossOutput(F.cross_entropy(logits.float(), targets, reduction="sum"))
 
 
 def make_collate(tokenizer, packing: bool):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from alignloop.config import Section
 
@@ -27,6 +27,7 @@ class TrainConfig(Section):
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="autocast precision; bf16 also speeds up CPUs with AMX")
     log_every: int = Field(1, ge=1, description="log metrics every N optimizer steps")
     eval_every: int | None = Field(None, ge=1, description="evaluate on the eval data every N steps (and at the end)")
+    eval_on_start: bool = Field(True, description="evaluate once before the first step, as the baseline (fresh runs)")
     save_every: int | None = Field(None, ge=1, description="write a resumable checkpoint every N steps (and at the end)")
     save_total_limit: int | None = Field(2, ge=1, description="keep only the newest N checkpoints (null: keep all)")
     report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
@@ -34,3 +35,9 @@ class TrainConfig(Section):
     )
     progress: bool = Field(True, description="show a progress bar with ETA and tokens/s")
 
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no_is_false(cls, value):
+        # YAML 1.1 reads an unquoted `no` as false; that is what the user meant by it.
+        return "no" if value is False else value

@@ -15,6 +15,7 @@ well as a bare one, since the engine hands algorithms whatever accelerate prepar
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,10 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from pydantic import Field
 
 from alignloop.config import Section
+
+# peft 0.21 calls a transformers method that transformers 5.23 deprecates; the warning is
+# theirs to fix and tells a user nothing they can act on.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 __all__ = [
     "LoraSettings",

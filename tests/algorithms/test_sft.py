@@ -60,7 +60,7 @@ def test_lora_run_saves_adapter_and_merged_model_and_evaluates(tiny_model_dir, t
     assert (result.final_model_dir / "adapter_config.json").is_file()
     assert (result.final_model_dir / "merged" / "model.safetensors").is_file()
     evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/loss" in r]
-    assert [r["step"] for r in evals] == [3, 6] and all(math.isfinite(r["eval/loss"]) for r in evals)
+    assert [r["step"] for r in evals] == [0, 3, 6] and all(math.isfinite(r["eval/loss"]) for r in evals)
 
 
 def test_eval_fraction_holds_out_training_examples(tiny_model_dir, tmp_path):
@@ -73,7 +73,7 @@ def test_eval_fraction_holds_out_training_examples(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_few_sft_steps_on_the_real_built_in_model(tmp_path):
+def test_a_few_sft_steps_on_the_real_built_in_model(tmp_path, with_prepared_builtin):
     config = load_config(SFTConfig, ROOT / "recipes" / "sft-smollm2.yaml", [
         f"train.output_dir={tmp_path}", "train.max_steps=3", "train.batch_size=2", "data.max_length=128",
         "train.eval_every=null", "data.eval=null", "train.lr=1e-3", "train.warmup_ratio=0", "save_merged=false",

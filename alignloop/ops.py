@@ -1,0 +1,57 @@
+"""Tensor operations shared by the methods: label shifting and response-only logits.
+
+A causal LM predicts token t from positions < t, so the label of position t+1 is scored by the
+logits at position t. Completion-only training scores only response tokens, often half of a
+chat-formatted sequence or less. Projecting *every* position onto a 49k-token vocabulary and
+taking its log-softmax then costs more than it needs to: `response_logits` runs the backbone,
+takes the final hidden states, and applies the output layer to the scored positions only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+IGNORE_INDEX = -100
+
+# Architectures whose logits are exactly `output_embeddings(last hidden state)`: no logit
+# soft-capping (Gemma 2), no logit scaling (Cohere, Granite). Others take the full-logits path.
+PLAIN_OUTPUT_LAYER_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "smollm3", "olmo2"})
+
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
+
+
+def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) labels -> (B, T-1) targets aligned with the logits of positions 0..T-2."""
+    return labels[:, 1:]
+
+
+def _base_config(model: torch.nn.Module) -> Any:
+    inner = getattr(model, "module", model)  # DDP wraps the model in `.module`
+    return getattr(inner, "config", None)
+
+
+def _output_layer(model: torch.nn.Module) -> torch.nn.Module:
+    inner = getattr(model, "module", model)
+    return inner.get_output_embeddings()
+
+
+def has_plain_output_layer(model: torch.nn.Module) -> bool:
+    config = _base_config(model)
+    return getattr(config, "model_type", None) in PLAIN_OUTPUT_LAYER_MODELS
+
+
+def response_logits(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, V), targets (N,)) for the N positions whose next token is a scored label."""
+    inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+    targets = shifted_targets(batch["labels"])  # (B, T-1)
+    scored = targets != IGNORE_INDEX  # (B, T-1)
+    if not has_plain_output_layer(model):
+        logits = model(**inputs, use_cache=False).logits  # (B, T, V)
+        return logits[:, :-1][scored], targets[scored]
+    # logits_to_keep=1 keeps the model from projecting every position; the last hidden state
+    # (after the final norm) is projected below for the scored positions only.
+    out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+    hidden = out.hidden_states[-1][:, :-1][scored]  # (N, H)
+    return _output_layer(model)(hidden), targets[scored]

@@ -1,0 +1,59 @@
+"""Recipes and overrides into typed configs, and the errors a user sees for bad keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from alignloop.config import ConfigError, apply_overrides, config_to_yaml, field_help, load_config
+from alignloop.engine import TrainConfig
+
+
+def test_overrides_set_nested_keys_with_yaml_values():
+    tree = apply_overrides({"train": {"lr": 1.0}}, ["train.lr=1e-4", "model.lora={r: 4}", "data.packing=true"])
+    assert tree == {"train": {"lr": 1e-4}, "model": {"lora": {"r": 4}}, "data": {"packing": True}}
+
+
+def test_override_without_equals_sign_is_explained():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides({}, ["train.lr"])
+
+
+def test_unknown_key_names_the_key_and_the_valid_ones(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("batch_sise: 4\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(TrainConfig, recipe)
+    message = str(error.value)
+    assert "r.yaml: unknown key 'batch_sise' (did you mean 'batch_size'?)" in message
+    assert "valid keys here:" in message and "grad_accum" in message
+
+
+def test_wrong_type_names_the_key_and_the_value():
+    with pytest.raises(ConfigError, match=r"overrides: key 'batch_size'.*got 'four'"):
+        load_config(TrainConfig, None, ["batch_size=four"])
+
+
+def test_missing_recipe_and_bad_yaml_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="recipe file not found"):
+        load_config(TrainConfig, tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(TrainConfig, bad)
+
+
+def test_yaml_no_means_no_mixed_precision():
+    assert load_config(TrainConfig, None, ["mixed_precision=no"]).mixed_precision == "no"
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    config = load_config(TrainConfig, None, ["lr=0.5", "report_to=[jsonl]"])
+    path = tmp_path / "config.yaml"
+    path.write_text(config_to_yaml(config))
+    assert load_config(TrainConfig, path) == config
+
+
+def test_every_field_has_one_line_of_help():
+    rows = field_help(TrainConfig)
+    assert {key for key, _, _ in rows} >= {"lr", "mixed_precision", "save_every"}
+    assert all(text and "\n" not in text for _, _, text in rows)
