@@ -55,3 +55,29 @@ def response_logits(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torc
     out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
     hidden = out.hidden_states[-1][:, :-1][scored]  # (N, H)
     return _output_layer(model)(hidden), targets[scored]
+
+
+def selective_log_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] per row without materialising the full log-softmax.
+
+    logits (N, V), targets (N,) -> (N,). Computed in float32: bf16 has too few mantissa bits
+    for a normalisation over tens of thousands of classes.
+    """
+    logits = logits.float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N,)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def response_logps(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of each row's scored (response) tokens, and how many there are.
+
+    Returns (logps (R,), token_counts (R,)) for the R rows of the batch; a row with no scored
+    token gets 0 and count 0. This is what DPO-style methods compare across policy and reference.
+    """
+    logits, targets = response_logits(model, batch)  # (N, V), (N,)
+    scored = shifted_targets(batch["labels"]) != IGNORE_INDEX  # (R, T-1)
+    rows = scored.nonzero(as_tuple=True)[0]  # (N,) row of each scored token, row-major like `logits`
+    token_logps = selective_log_softmax(logits, targets)  # (N,)
+    num_rows = scored.shape[0]
+    sums = torch.zeros(num_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+    return sums, scored.sum(-1)
