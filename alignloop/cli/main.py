@@ -4,6 +4,7 @@ overrides into its typed config; bad input ends with one clear line, never a tra
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,8 +27,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Built-in offline models: list them, prepare (convert) them.", no_args_is_help=True)
 data_app = typer.Typer(help="Check and convert datasets.", no_args_is_help=True)
+rm_app = typer.Typer(help="Reward models: train on pairs / rankings / ratings, evaluate, score.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.add_typer(rm_app, name="rm")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -86,6 +89,91 @@ def sft(
     from alignloop.config import load_config
 
     run_sft(load_config(SFTConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
+
+
+def _reward_epilog() -> str:
+    from alignloop.algorithms.reward import RewardConfig
+
+    return options_epilog(RewardConfig)
+
+
+def _dpo_epilog() -> str:
+    from alignloop.algorithms.dpo import DPOConfig
+
+    return options_epilog(DPOConfig)
+
+
+@app.command(epilog=_dpo_epilog())
+@friendly_errors
+def dpo(
+    config: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    resume: bool = RESUME_OPTION,
+    resume_from: Optional[Path] = RESUME_FROM_OPTION,
+) -> None:
+    """Direct preference optimisation (DPO, cDPO, rDPO, IPO, hinge, SimPO) on preference pairs."""
+    from alignloop.algorithms.dpo import DPOConfig, run_dpo
+    from alignloop.config import load_config
+
+    run_dpo(load_config(DPOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
+
+
+@rm_app.command("train", epilog=_reward_epilog())
+@friendly_errors
+def rm_train(
+    config: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    resume: bool = RESUME_OPTION,
+    resume_from: Optional[Path] = RESUME_FROM_OPTION,
+) -> None:
+    """Train a reward model (Bradley–Terry pairs, Plackett–Luce rankings, ratings)."""
+    from alignloop.algorithms.reward import RewardConfig, run_reward
+    from alignloop.config import load_config
+
+    run_reward(load_config(RewardConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
+
+
+@rm_app.command("eval")
+@friendly_errors
+def rm_eval(
+    model: Path = typer.Option(..., "--model", help="a saved reward model folder (final/ of `rm train`)"),
+    data: list[Path] = typer.Option(..., "--data", help="held-out pairs / rankings / ratings file (repeatable)"),
+    hh_rlhf: bool = typer.Option(False, "--hh-rlhf", help="the pairs file holds raw HH-RLHF dialogues"),
+    max_length: int = typer.Option(512, "--max-length", help="longest prompt + response in tokens"),
+) -> None:
+    """Pairwise accuracy, calibration and Kendall tau of a reward model on held-out judgements."""
+    from alignloop.data import PreferenceDataConfig, encode_preference_records, read_preference_data
+    from alignloop.evaluation.reward_evaluation import evaluate_reward_model
+    from alignloop.models import load_reward_model
+
+    reward_model, tokenizer = load_reward_model(model)
+    records = read_preference_data(PreferenceDataConfig(train=data, hh_rlhf=hh_rlhf, max_length=max_length))
+    encoded, report = encode_preference_records(tokenizer, records.train, max_length=max_length)
+    out.print(f"data: {records.report}; encoded: {report}")
+    out.print_json(data=evaluate_reward_model(reward_model, encoded, tokenizer.pad_token_id))
+
+
+@rm_app.command("score")
+@friendly_errors
+def rm_score(
+    model: Path = typer.Option(..., "--model", help="a saved reward model folder"),
+    input: Path = typer.Option(..., "--input", help="JSONL / JSON / CSV / Parquet with prompt and response"),
+    output: Path = typer.Option(..., "--output", help="JSONL written with a 'reward' field added"),
+    raw: bool = typer.Option(False, "--raw", help="raw scores instead of normalised ones"),
+    batch_size: int = typer.Option(8, "--batch-size", help="responses scored per forward pass"),
+) -> None:
+    """Score prompt + response records with a saved reward model."""
+    from alignloop.data import SFTExample, read_records
+    from alignloop.models import RewardScorer
+
+    scorer = RewardScorer.load(str(model), normalize=not raw, batch_size=batch_size)
+    records = read_records(input, SFTExample)
+    pairs = [record.prompt_and_response() for record in records]
+    rewards = scorer([p for p, _ in pairs], [r for _, r in pairs])
+    rows = [{**record.model_dump(mode="json", exclude_none=True), "reward": reward} for record, reward in zip(records, rewards)]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    out.print(f"scored {len(rows)} responses into {output}")
 
 
 @models_app.command("list")

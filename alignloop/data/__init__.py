@@ -8,6 +8,12 @@ The path of a record through this package:
       -> pad_batch / pack_examples            # collate.py: tensors for the model
     dataset_fingerprint(records)              # fingerprint.py: stored in every run directory
 
+Preference data (reward models, DPO) takes the same path, one kind per file:
+
+    read_preference_data(PreferenceDataConfig) # preference_config.py: kinds, skips counted by reason
+      -> encode_preference_records(tokenizer, …)  # preference.py: same encoding as SFT, one length rule
+      -> collate_pairs / collate_rankings / …  # collate.py: all responses of a batch in one tensor
+
 The web app imports this package and must never import torch, so the torch-based collators
 are loaded on first use (`alignloop.data.pad_batch` works; nothing else imports torch).
 """
@@ -31,7 +37,42 @@ from alignloop.data.encode import (
 from alignloop.data.errors import DataError
 from alignloop.data.fingerprint import canonical_json, dataset_fingerprint
 from alignloop.data.hh_rlhf import ConversionReport, HHSkip, convert_hh_file, hh_pair_to_preference, parse_hh_dialogue
-from alignloop.data.record_files import FORMATS, detect_format, read_records, write_jsonl
+from alignloop.data.preference import (
+    EncodedBinary,
+    EncodedPair,
+    EncodedPreferenceData,
+    EncodedRanking,
+    EncodedRating,
+    EncodeSkipReport,
+    encode_preference_records,
+    rankings_to_pairs,
+    ratings_to_pairs,
+)
+from alignloop.data.preference_config import (
+    PREFERENCE_KINDS,
+    PreferenceData,
+    PreferenceDataConfig,
+    PreferenceReadReport,
+    PreferenceRecords,
+    check_pair,
+    check_ranking,
+    detect_file_kind,
+    preference_fingerprint,
+    read_preference_data,
+    read_preference_file,
+    record_kind,
+)
+from alignloop.data.record_files import (
+    FORMATS,
+    InvalidRecord,
+    OnInvalid,
+    ReadReport,
+    detect_format,
+    iter_rows,
+    read_records,
+    read_records_report,
+    write_jsonl,
+)
 from alignloop.data.schemas import (
     RECORD_SCHEMAS,
     BinaryFeedback,
@@ -48,7 +89,10 @@ from alignloop.data.schemas import (
 )
 from alignloop.data.splits import split_by_fraction, split_every_nth
 
-_TORCH_NAMES = {"PackedSequence", "pad_batch", "pack_examples", "collate_packed", "count_loss_tokens"}
+_TORCH_NAMES = {
+    "PackedSequence", "pad_batch", "pack_examples", "collate_packed", "count_loss_tokens",
+    "collate_pairs", "collate_rankings", "collate_ratings", "collate_binary",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -62,15 +106,23 @@ __all__ = [
     "Message", "Prompt", "Record", "SFTExample", "PreferencePair", "Ranking", "Rating",
     "BinaryFeedback", "PromptOnly", "RECORD_SCHEMAS", "prompt_messages", "describe_validation_error",
     # files
-    "DataError", "FORMATS", "detect_format", "read_records", "write_jsonl",
+    "DataError", "FORMATS", "OnInvalid", "InvalidRecord", "ReadReport", "detect_format", "iter_rows",
+    "read_records", "read_records_report", "write_jsonl",
     # HH-RLHF and splits
     "HHSkip", "ConversionReport", "parse_hh_dialogue", "hh_pair_to_preference", "convert_hh_file",
     "split_every_nth", "split_by_fraction",
     # encoding
     "IGNORE_INDEX", "Overlong", "EncodedExample", "EncodeReport", "has_chat_template", "render_prompt",
     "encode_prompt", "encode_prompt_response", "encode_sft_example", "encode_sft_dataset",
+    # preference data: reading, checks, encoding, conversions
+    "PREFERENCE_KINDS", "PreferenceDataConfig", "PreferenceRecords", "PreferenceReadReport", "PreferenceData",
+    "record_kind", "detect_file_kind", "check_pair", "check_ranking", "read_preference_file",
+    "read_preference_data", "preference_fingerprint", "EncodedPair", "EncodedRanking", "EncodedRating",
+    "EncodedBinary", "EncodedPreferenceData", "EncodeSkipReport", "encode_preference_records",
+    "rankings_to_pairs", "ratings_to_pairs",
     # collation
     "PackedSequence", "pad_batch", "pack_examples", "collate_packed", "count_loss_tokens",
+    "collate_pairs", "collate_rankings", "collate_ratings", "collate_binary",
     # fingerprint and config
     "canonical_json", "dataset_fingerprint", "DataConfig", "read_train_and_eval",
 ]

@@ -15,20 +15,32 @@ Labels stay unshifted (the model shifts them: the logits at t are scored against
 t + 1). At the first token of every packed example that target would be predicted from the
 previous example's last token, so that label is set to -100; on its own an example's first
 label is never a target either, which keeps packed and unpacked losses identical.
+
+Preference batches put every response of the batch into ONE padded tensor, so a policy,
+reference or reward model runs one forward pass per batch instead of one per response slot:
+a pair batch is the B chosen rows followed by the B rejected rows (row i and row B + i answer
+the same prompt, so `logps[:B]` and `logps[B:]` line up); a ranking batch stacks the responses
+of all rankings, and `slot_index` (B, Kmax) says which row holds each ranking's k-th response.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from alignloop.data.encode import IGNORE_INDEX, EncodedExample
 from alignloop.data.errors import DataError
 
-__all__ = ["PackedSequence", "pad_batch", "pack_examples", "collate_packed", "count_loss_tokens"]
+if TYPE_CHECKING:
+    from alignloop.data.preference import EncodedBinary, EncodedPair, EncodedRanking, EncodedRating
+
+__all__ = [
+    "PackedSequence", "pad_batch", "pack_examples", "collate_packed", "count_loss_tokens",
+    "collate_pairs", "collate_rankings", "collate_ratings", "collate_binary",
+]
 
 
 def pad_batch(
@@ -128,3 +140,60 @@ def collate_packed(
 def count_loss_tokens(batch: dict[str, torch.Tensor]) -> int:
     """How many tokens the loss is taken over: labels other than -100 after the model's shift."""
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def collate_pairs(pairs: Sequence[EncodedPair], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask, labels (2B, T): chosen rows 0..B-1, then rejected rows B..2B-1;
+    margin (B,) float (0 where a pair has none) and has_margin (B,) bool."""
+    if not pairs:
+        raise ValueError("cannot collate an empty batch")
+    batch = pad_batch([pair.chosen for pair in pairs] + [pair.rejected for pair in pairs], pad_token_id)
+    # A missing margin is 0, not NaN: NaN times a zero weight is still NaN in a loss.
+    batch["margin"] = torch.tensor([pair.margin or 0.0 for pair in pairs], dtype=torch.float32)  # (B,)
+    batch["has_margin"] = torch.tensor([pair.margin is not None for pair in pairs], dtype=torch.bool)  # (B,)
+    return batch
+
+
+def collate_rankings(rankings: Sequence[EncodedRanking], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask, labels (N, T): every response of every ranking, ranking by ranking;
+    ranks (B, Kmax) long (0 on padding), ranking_mask (B, Kmax) bool, slot_index (B, Kmax) long.
+
+    `slot_index[b, k]` is the row of ranking b's k-th response, so `row_scores[slot_index]` gives
+    (B, Kmax) scores for `plackett_luce(scores, ranks, ranking_mask)`. Padding slots point at row
+    0, a valid row, so the gather needs no clamping; the mask keeps them out of the loss.
+    """
+    if not rankings:
+        raise ValueError("cannot collate an empty batch")
+    batch = pad_batch([response for ranking in rankings for response in ranking.responses], pad_token_id)
+    slots = max(len(ranking.responses) for ranking in rankings)
+    ranks = torch.zeros((len(rankings), slots), dtype=torch.long)  # (B, Kmax)
+    ranking_mask = torch.zeros((len(rankings), slots), dtype=torch.bool)  # (B, Kmax)
+    slot_index = torch.zeros((len(rankings), slots), dtype=torch.long)  # (B, Kmax)
+    first_row = 0
+    for row, ranking in enumerate(rankings):
+        count = len(ranking.responses)
+        ranks[row, :count] = torch.tensor(ranking.ranks, dtype=torch.long)
+        ranking_mask[row, :count] = True
+        slot_index[row, :count] = torch.arange(first_row, first_row + count)
+        first_row += count
+    batch.update(ranks=ranks, ranking_mask=ranking_mask, slot_index=slot_index)
+    return batch
+
+
+def collate_ratings(ratings: Sequence[EncodedRating], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask, labels (B, T); score, scale_min, scale_max (B,) float."""
+    if not ratings:
+        raise ValueError("cannot collate an empty batch")
+    batch = pad_batch([rating.example for rating in ratings], pad_token_id)
+    for name in ("score", "scale_min", "scale_max"):
+        batch[name] = torch.tensor([getattr(rating, name) for rating in ratings], dtype=torch.float32)  # (B,)
+    return batch
+
+
+def collate_binary(feedback: Sequence[EncodedBinary], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask, labels (B, T); label (B,) bool (True = thumbs up)."""
+    if not feedback:
+        raise ValueError("cannot collate an empty batch")
+    batch = pad_batch([item.example for item in feedback], pad_token_id)
+    batch["label"] = torch.tensor([item.label for item in feedback], dtype=torch.bool)  # (B,)
+    return batch

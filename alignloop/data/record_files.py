@@ -10,6 +10,15 @@ null`), raising one `DataError` that shows the first few problems and counts the
 CSV has one column per field. It has no null and no lists, so an empty cell in an optional
 column means "absent", and a cell of a list-valued field (a conversation prompt, `responses`,
 `ranks`) holding a JSON array is parsed as that array.
+
+`read_records` stops at a bad file; `read_records_report` can instead skip bad rows ("skip"
+mode) and count them under short, stable reasons (`missing_field`, `empty_response`,
+`score_outside_scale`, `malformed_json`, ...), keeping the first few located messages as
+examples. Dropping rows silently would hide a broken export, and refusing a million-row file
+for three bad rows makes real data unusable: counting lets a trainer do the second while the
+report shows the first. A row counts once, under the reason of its first problem, so the
+counts add up to the rows dropped. A caller's own per-record checks (`convert`) join the same
+loop, so their rejections are located and counted exactly like schema errors.
 """
 
 from __future__ import annotations
@@ -18,17 +27,25 @@ import csv
 import gzip
 import json
 import typing
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from alignloop.data.errors import DataError, ErrorCollector
+from alignloop.data.errors import MAX_REPORTED_ERRORS, DataError, ErrorCollector
 from alignloop.data.schemas import RECORD_SCHEMAS, Record, describe_validation_error
 
-__all__ = ["FORMATS", "detect_format", "read_records", "write_jsonl"]
+__all__ = [
+    "FORMATS", "OnInvalid", "InvalidRecord", "ReadReport", "detect_format", "iter_rows",
+    "read_records", "read_records_report", "write_jsonl",
+]
+
+OnInvalid = Literal["error", "skip"]
+
+MAX_SKIP_EXAMPLES = 5
 
 R = TypeVar("R", bound=Record)
 
@@ -48,6 +65,7 @@ class _RawRow:
     location: str
     fields: dict[str, Any] | None
     problem: str | None = None
+    reason: str | None = None  # the skip reason of `problem`
 
 
 def detect_format(path: str | Path) -> str:
@@ -84,14 +102,16 @@ def _jsonl_rows(path: Path, schema: type[Record]) -> Iterator[_RawRow]:
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as error:
-                yield _RawRow(location, None, f"not valid JSON: {error.msg} (column {error.colno})")
+                yield _RawRow(location, None, f"not valid JSON: {error.msg} (column {error.colno})", "malformed_json")
                 continue
             yield _as_object_row(location, value)
 
 
 def _as_object_row(location: str, value: Any) -> _RawRow:
     if not isinstance(value, dict):
-        return _RawRow(location, None, f"expected a JSON object (one record), got {_json_kind(value)}")
+        return _RawRow(
+            location, None, f"expected a JSON object (one record), got {_json_kind(value)}", "not_an_object"
+        )
     return _RawRow(location, value)
 
 
@@ -154,13 +174,14 @@ def _csv_rows(path: Path, schema: type[Record]) -> Iterator[_RawRow]:
             except StopIteration:
                 return
             except csv.Error as error:
-                yield _RawRow(f"{path}:{start_line}", None, f"not valid CSV: {error}")
+                yield _RawRow(f"{path}:{start_line}", None, f"not valid CSV: {error}", "malformed_csv")
                 return
             if not cells:
                 continue
             location = f"{path}:{start_line}"
             if len(cells) != len(header):
-                yield _RawRow(location, None, f"expected {len(header)} cells (one per column), got {len(cells)}")
+                problem = f"expected {len(header)} cells (one per column), got {len(cells)}"
+                yield _RawRow(location, None, problem, "malformed_csv")
                 continue
             yield _RawRow(location, _csv_fields(schema, header, cells))
 
@@ -224,6 +245,146 @@ def _resolve_schema(schema: type[R] | str) -> type[R]:
     return schema
 
 
+class InvalidRecord(DataError):
+    """A record that fits its schema but cannot be used (a `convert` check raises it); `reason` counts it."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ReadReport:
+    """What reading one file kept and skipped: reason -> count, and the first located messages."""
+
+    kept: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def __str__(self) -> str:
+        if not self.skipped:
+            return f"{self.kept} kept, none skipped"
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in self.skipped.items())
+        return f"{self.kept} kept, {self.total_skipped} skipped ({reasons})"
+
+
+# Which field a whole-record check blames says what went wrong (see schemas._field_error).
+_RECORD_CHECK_REASONS = {
+    "score": "score_outside_scale", "scale_max": "invalid_scale", "ranks": "invalid_ranks",
+    "messages": "invalid_conversation",
+}
+_CUSTOM_REASONS = {
+    "missing": "missing_field", "conversation": "invalid_conversation", "ranking": "too_few_responses",
+    "prompt_type": "wrong_type", "number_type": "wrong_type", "finite_number": "not_finite",
+    "literal_error": "wrong_type", "sft_form": "invalid_record",
+}
+
+
+def _skip_reason(error: dict[str, Any]) -> str:
+    """A short, stable name for one pydantic error, for counting skipped rows."""
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "non_empty_text":
+        if value is None:
+            return "missing_field"
+        if not isinstance(value, str):
+            return "wrong_type"
+        return "empty_prompt" if error["loc"][:1] == ("prompt",) else "empty_response"
+    if kind == "record":
+        if ctx.get("field") in _RECORD_CHECK_REASONS:
+            return _RECORD_CHECK_REASONS[ctx["field"]]
+        return "missing_field" if ctx.get("got") is None else "invalid_record"
+    if kind in _CUSTOM_REASONS:
+        return _CUSTOM_REASONS[kind]
+    # pydantic's own: string_type, bool_parsing, list_type, float_parsing, ...
+    return "wrong_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+
+
+def _check_row(
+    row: _RawRow, record_type: type[R], defaults: dict[str, Any] | None, convert: Callable[[R], Any] | None
+) -> tuple[Any, str | None, list[str]]:
+    """(record, None, []) for a usable row, or (None, reason, located messages) for one that is not."""
+    if row.problem is not None:
+        return None, row.reason or "unreadable_row", [f"{row.location}: {row.problem}"]
+    try:
+        record = record_type.model_validate(_with_defaults(row.fields, defaults))
+    except ValidationError as error:
+        lines = describe_validation_error(error)
+        return None, _skip_reason(error.errors()[0]), [f"{row.location}: {line}" for line in lines]
+    if convert is None:
+        return record, None, []
+    try:
+        return convert(record), None, []
+    except DataError as error:
+        # InvalidRecord, or another DataError with a `reason` (hh_rlhf.HHSkip is one).
+        return None, getattr(error, "reason", "invalid_record"), [f"{row.location}: {error}"]
+
+
+def _resolve_format(path: Path, format: str) -> str:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    file_format = detect_format(path) if format == "auto" else format
+    if file_format not in _ROW_READERS:
+        raise DataError(f"{path}: unknown format {format!r}; known: auto, {', '.join(FORMATS)}")
+    return file_format
+
+
+def iter_rows(path: str | Path, *, format: str = "auto") -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """(location, fields) of every row before validation; fields is None for an unreadable row.
+
+    For looking at a file's keys (e.g. to tell which kind of records it holds) before choosing a
+    schema. CSV list cells stay text here, since which cells hold lists depends on the schema.
+    """
+    path = Path(path)
+    for row in _rows(path, _resolve_format(path, format), Record):
+        yield row.location, row.fields
+
+
+def read_records_report(
+    path: str | Path,
+    schema: type[R] | str,
+    *,
+    format: str = "auto",
+    defaults: dict[str, Any] | None = None,
+    on_invalid: OnInvalid = "error",
+    convert: Callable[[R], Any] | None = None,
+) -> tuple[list[Any], ReadReport]:
+    """Read and validate every record of a file: (records, report).
+
+    on_invalid="error" raises one `DataError` listing the problems, exactly as `read_records`;
+    "skip" drops each bad row and counts it under the reason of its first problem. `convert`,
+    if given, is applied to every valid record and its result kept instead; an `InvalidRecord`
+    (or any `DataError` with a `reason`) that it raises is treated like a schema error. A file
+    with no rows at all is an error in both modes.
+    """
+    if on_invalid not in ("error", "skip"):
+        raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+    path = Path(path)
+    record_type = _resolve_schema(schema)
+    file_format = _resolve_format(path, format)
+    records: list[Any] = []
+    reasons: Counter[str] = Counter()
+    problems = ErrorCollector(MAX_REPORTED_ERRORS if on_invalid == "error" else MAX_SKIP_EXAMPLES)
+    rows_seen = 0
+    for row in _rows(path, file_format, record_type):
+        rows_seen += 1
+        record, reason, messages = _check_row(row, record_type, defaults, convert)
+        if reason is None:
+            records.append(record)
+            continue
+        reasons[reason] += 1
+        for message in messages:
+            problems.add(message)
+    if on_invalid == "error":
+        problems.raise_if_any(f"{path}: not a valid {record_type.__name__} dataset:")
+    if not rows_seen:
+        raise DataError(f"{path}: no records (the {'dataset' if file_format == 'datasets' else 'file'} is empty)")
+    return records, ReadReport(kept=len(records), skipped=dict(sorted(reasons.items())), examples=problems.messages)
+
+
 def read_records(
     path: str | Path,
     schema: type[R] | str,
@@ -236,29 +397,7 @@ def read_records(
     `schema` is a record class or its name in `RECORD_SCHEMAS` ("preference", ...). `defaults`
     fills fields a row leaves absent or null, e.g. `{"scale_min": 1, "scale_max": 7}` for ratings.
     """
-    path = Path(path)
-    record_type = _resolve_schema(schema)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    file_format = detect_format(path) if format == "auto" else format
-    if file_format not in _ROW_READERS:
-        raise DataError(f"{path}: unknown format {format!r}; known: auto, {', '.join(FORMATS)}")
-    records: list[R] = []
-    problems = ErrorCollector()
-    rows_seen = 0
-    for row in _rows(path, file_format, record_type):
-        rows_seen += 1
-        if row.problem is not None:
-            problems.add(f"{row.location}: {row.problem}")
-            continue
-        try:
-            records.append(record_type.model_validate(_with_defaults(row.fields, defaults)))
-        except ValidationError as error:
-            for line in describe_validation_error(error):
-                problems.add(f"{row.location}: {line}")
-    problems.raise_if_any(f"{path}: not a valid {record_type.__name__} dataset:")
-    if not rows_seen:
-        raise DataError(f"{path}: no records (the {'dataset' if file_format == 'datasets' else 'file'} is empty)")
+    records, _ = read_records_report(path, schema, format=format, defaults=defaults, on_invalid="error")
     return records
 
 

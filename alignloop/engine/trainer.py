@@ -75,16 +75,26 @@ def micro_batch_indices(order: list[int], step_in_epoch: int, batch_size: int, w
 
 
 def batch_token_count(batch: dict[str, Any]) -> int:
-    """Real (non-padding) tokens in a batch, for tokens/s; 0 for batches that hold no text."""
+    """Real (non-padding) tokens in a batch, for tokens/s; nested sub-batches (a reward model's
+    pairs and rankings) are counted too; 0 for batches that hold no text."""
     if "num_tokens" in batch:
         return int(batch["num_tokens"])
     if "attention_mask" in batch:
         return int(batch["attention_mask"].sum())
-    return int(batch["input_ids"].numel()) if "input_ids" in batch else 0
+    if "input_ids" in batch:
+        return int(batch["input_ids"].numel())
+    return sum(batch_token_count(v) for v in batch.values() if isinstance(v, dict))
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device)
+        elif isinstance(value, dict):
+            value = to_device(value, device)
+        moved[key] = value
+    return moved
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -324,7 +334,7 @@ class Trainer:
         total = max(float(self._reduce(items)), 1.0)
         metrics = {"eval/loss": float(self._reduce(loss_sum)) / total}
         for name, value in metric_sums.items():
-            metrics["eval/" + name.split("/", 1)[-1]] = float(self._reduce(value)) / total
+            metrics["eval/" + name] = float(self._reduce(value)) / total  # e.g. eval/rewards/accuracy
         return metrics
 
     # ------------------------------------------------------------------ checkpoints

@@ -1,6 +1,7 @@
 """Models: load a causal LM and tokenizer from a built-in name, a local folder or a hub id;
 prepare the offline built-in models; build tiny random models for tests; LoRA via peft; save a
-trained model (full or adapter, optionally merged) for the next stage.
+trained model (full or adapter, optionally merged) for the next stage; reward models (a causal-LM
+backbone with a scalar head), their saved folders and a scorer for (prompt, response) texts.
 
     from alignloop.models import load_model_and_tokenizer
     model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
@@ -38,6 +39,9 @@ from alignloop.models.lora import (
     merge_lora,
     save_adapter,
 )
+from alignloop.models.reward_io import load_reward_model, read_reward_metadata, save_reward_model
+from alignloop.models.reward_model import RewardModel, build_reward_model, init_reward_head
+from alignloop.models.reward_scoring import RewardScorer, score_texts
 from alignloop.models.saving import MERGED_SUBFOLDER, save_trained_model
 from alignloop.models.tiny import build_tiny_causal_lm, save_tiny_model
 from alignloop.models.tokenizer import ensure_pad_token
@@ -52,26 +56,34 @@ __all__ = [
     "MissingBuiltinPackageError",
     "ModelConfig",
     "ModelLoadError",
+    "RewardModel",
+    "RewardScorer",
     "TORCH_DTYPES",
     "UnknownBuiltinError",
     "adapters_disabled",
     "alignloop_home",
     "apply_lora",
+    "build_reward_model",
     "build_tiny_causal_lm",
     "builtin_model_dir",
     "builtin_names",
     "builtin_status",
     "count_trainable_parameters",
     "ensure_pad_token",
+    "init_reward_head",
     "is_builtin",
     "is_lora_model",
     "load_builtin_tokenizer",
     "load_model_and_tokenizer",
+    "load_reward_model",
     "load_tokenizer",
     "merge_lora",
     "prepare_builtin",
+    "read_reward_metadata",
     "resolve_model_source",
     "save_adapter",
+    "save_reward_model",
     "save_tiny_model",
     "save_trained_model",
+    "score_texts",
 ]

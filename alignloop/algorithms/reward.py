@@ -1,0 +1,222 @@
+"""Reward model training: a scalar score that agrees with human judgements.
+
+The backbone (the SFT model or any causal LM) reads prompt + response; a linear head turns the
+hidden state of the last real token into a score. Three kinds of judgement train it, alone or
+mixed in one batch:
+
+* pairs — Bradley–Terry: P(chosen ≻ rejected) = σ(r_c − r_r), with an optional margin;
+* K-way rankings — Plackett–Luce, the listwise generalisation: the best response is drawn
+  first from a softmax over all, the next from the rest, and so on (ties: Breslow). A ranking
+  of K carries up to K·(K−1)/2 pairwise facts at the cost of K forward rows, not K·(K−1);
+* ratings — regression on the score mapped to [0, 1] on its declared scale, or an ordinal
+  (cumulative-link) model whose class thresholds are learned with the head; or turned into
+  pairs of responses to the same prompt.
+
+After training, the mean and std of the scores of the training responses are stored with the
+model, so that normalised scores (mean 0, std 1) are comparable across reward models.
+The training metrics average over every item of a step; with mixed kinds, the per-kind
+metrics (rewards/accuracy, ranking/...) are diluted — the final evaluation reports each kind
+on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate.utils import set_seed
+from pydantic import Field
+
+from alignloop.config import Section, config_to_yaml
+from alignloop.data import (
+    EncodedPair,
+    EncodedRanking,
+    EncodedRating,
+    PreferenceDataConfig,
+    collate_pairs,
+    collate_rankings,
+    collate_ratings,
+    dataset_fingerprint,
+    encode_preference_records,
+    ratings_to_pairs,
+    read_preference_data,
+)
+from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
+from alignloop.engine.console import console_for
+from alignloop.evaluation.reward_evaluation import evaluate_reward_model, score_encoded
+from alignloop.losses import bradley_terry, plackett_luce, rating_ordinal, rating_regression
+from alignloop.models import ModelConfig, RewardModel, build_reward_model, save_reward_model
+
+
+class RewardSettings(Section):
+    rating_loss: Literal["regression", "ordinal", "pairs"] = Field(
+        "regression", description="ratings: regression on the scaled score, ordinal thresholds, or pairs per prompt"
+    )
+    rating_classes: int | None = Field(None, ge=2, description="ordinal: number of rating classes (integer scale)")
+    rating_pair_min_gap: float = Field(1.0, gt=0, description="rating_loss=pairs: smallest score gap that makes a pair")
+    pair_weight: float = Field(1.0, ge=0, description="weight of the pairwise (Bradley–Terry) loss")
+    ranking_weight: float = Field(1.0, ge=0, description="weight of the listwise (Plackett–Luce) loss")
+    rating_weight: float = Field(1.0, ge=0, description="weight of the rating loss")
+    normalization_samples: int = Field(512, ge=0, description="training responses scored to set mean/std (0: none)")
+
+
+class RewardConfig(Section):
+    model: ModelConfig = Field(description="the backbone: the SFT model or any causal LM")
+    data: PreferenceDataConfig = Field(description="pairs, K-way rankings and/or ratings")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="optimiser, schedule and run settings")
+    reward: RewardSettings = Field(default_factory=RewardSettings, description="losses and their weights")
+
+
+def collate_judgements(items: list, pad_token_id: int) -> dict[str, Any]:
+    """Group a mixed list of encoded judgements into one sub-batch per kind."""
+    batch: dict[str, Any] = {}
+    for name, kind, collate in (("pairs", EncodedPair, collate_pairs), ("rankings", EncodedRanking, collate_rankings),
+                                ("ratings", EncodedRating, collate_ratings)):
+        chosen = [item for item in items if isinstance(item, kind)]
+        if chosen:
+            batch[name] = collate(chosen, pad_token_id)
+    return batch
+
+
+@dataclass(frozen=True)
+class RewardMethod:
+    settings: RewardSettings
+
+    def count_items(self, batch: dict[str, Any]) -> int:
+        return sum(len(self._rows(batch[name])) for name in ("pairs", "rankings", "ratings") if name in batch)
+
+    @staticmethod
+    def _rows(sub: dict[str, Any]) -> range:
+        if "ranks" in sub:
+            return range(sub["ranks"].shape[0])
+        if "score" in sub:
+            return range(sub["score"].shape[0])
+        return range(sub["input_ids"].shape[0] // 2)
+
+    def loss(self, model: RewardModel, batch: dict[str, Any]) -> LossOutput:
+        total = torch.zeros((), device=next(model.parameters()).device)
+        metrics: dict[str, torch.Tensor] = {}
+        for name, fn, weight in (("pairs", self._pairs, self.settings.pair_weight),
+                                 ("rankings", self._rankings, self.settings.ranking_weight),
+                                 ("ratings", self._ratings, self.settings.rating_weight)):
+            if name in batch:
+                losses, parts = fn(model, batch[name])
+                total = total + weight * losses.sum()
+                metrics.update({key: value.sum() for key, value in parts.items()})
+        return LossOutput(total, metrics)
+
+    def _pairs(self, model, sub):
+        scores = model(sub["input_ids"], sub["attention_mask"])  # (2B,)
+        half = scores.shape[0] // 2
+        margin = torch.where(sub["has_margin"], sub["margin"], torch.zeros_like(sub["margin"]))
+        return bradley_terry(scores[:half], scores[half:], margin=margin)
+
+    def _rankings(self, model, sub):
+        scores = model(sub["input_ids"], sub["attention_mask"])  # (N,)
+        mask = sub["ranking_mask"]  # (B, K)
+        grid = scores[sub["slot_index"].clamp(min=0)]  # (B, K): each slot's response score
+        return plackett_luce(grid, sub["ranks"], mask=mask)
+
+    def _ratings(self, model, sub):
+        scores = model(sub["input_ids"], sub["attention_mask"])  # (B,)
+        if self.settings.rating_loss == "ordinal":
+            index = (sub["score"] - sub["scale_min"]).round().long()
+            return rating_ordinal(scores, index, model_thresholds(model))
+        return rating_regression(scores, sub["score"], sub["scale_min"], sub["scale_max"])
+
+
+def model_thresholds(model) -> torch.Tensor:
+    inner = getattr(model, "module", model)
+    if inner.rating_thresholds is None:
+        raise ValueError("reward.rating_loss=ordinal needs reward.rating_classes")
+    return inner.rating_thresholds
+
+
+def training_items(encoded, settings: RewardSettings) -> list:
+    """Every encoded judgement the loss will see; ratings become pairs when asked to."""
+    items = list(encoded.pairs) + list(encoded.rankings)
+    if settings.rating_loss != "pairs":
+        items += list(encoded.ratings)
+    return items
+
+
+def freeze_unused_output_layer(model: RewardModel) -> None:
+    """The LM head is not used for scores; an untied one would get no gradient (DDP refuses)."""
+    backbone = model.backbone
+    output, inputs = backbone.get_output_embeddings(), backbone.get_input_embeddings()
+    if output is not None and output.weight is not inputs.weight:
+        output.weight.requires_grad_(False)
+
+
+def set_normalization_from(model: RewardModel, items: list, pad_token_id: int, limit: int) -> None:
+    if limit == 0:
+        return
+    scores = score_encoded(model, responses_of(items)[:limit], pad_token_id)
+    if len(scores) >= 2:
+        model.set_normalization(statistics.fmean(scores), statistics.pstdev(scores) or 1.0)
+
+
+def responses_of(items: list) -> list:
+    """Every encoded (prompt + response) sequence in a list of judgements."""
+    out = []
+    for item in items:
+        if isinstance(item, EncodedPair):
+            out += [item.chosen, item.rejected]
+        elif isinstance(item, EncodedRanking):
+            out += list(item.responses)
+        elif isinstance(item, EncodedRating):
+            out.append(item.example)
+    return out
+
+
+def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
+    accelerator = make_accelerator(config.train)
+    console = console_for(accelerator)
+    set_seed(config.train.seed)
+    classes = config.reward.rating_classes if config.reward.rating_loss == "ordinal" else None
+    model, tokenizer = build_reward_model(config.model, num_rating_classes=classes)
+    freeze_unused_output_layer(model)
+    model.train()
+    data = read_preference_data(config.data)
+    encode = partial(encode_preference_records, tokenizer, max_length=config.data.max_length,
+                     max_prompt_length=config.data.max_prompt_length,
+                     use_chat_template=config.data.use_chat_template, on_invalid=config.data.on_invalid)
+    train, report = encode(with_rating_pairs(data.train, config.reward))
+    evaluation, _ = encode(with_rating_pairs(data.eval, config.reward))
+    console.print(f"[bold]data[/]: {data.report}; encoded: {report}")
+    pad = tokenizer.pad_token_id
+    items, eval_items = training_items(train, config.reward), training_items(evaluation, config.reward)
+    summary: dict[str, Any] = {}
+
+    def finalize(trained: RewardModel, path: Path) -> None:
+        set_normalization_from(trained, items, pad, config.reward.normalization_samples)
+        summary.update(evaluate_reward_model(trained, evaluation, pad) if eval_items else {})
+        save_reward_model(trained, path, tokenizer, extra={"eval": summary, "train_sha256": fingerprint})
+
+    fingerprint = dataset_fingerprint(data.train.pairs + data.train.rankings + data.train.ratings)
+    trainer = Trainer(
+        config.train, model, RewardMethod(config.reward), items, partial(collate_judgements, pad_token_id=pad),
+        eval_examples=eval_items, save_final=finalize, config_yaml=config_to_yaml(config),
+        data_info={"train_sha256": fingerprint, "train_items": len(items), "eval_items": len(eval_items),
+                   "encoding": str(report)},
+        accelerator=accelerator,
+    )
+    result = trainer.train(resume=resume)
+    if accelerator.is_main_process and summary:
+        (result.run_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+        console.print(f"[bold]held-out evaluation[/]: {json.dumps(summary)}")
+    console.print(f"[bold green]done[/]: {result.global_step} steps; reward model in {result.final_model_dir}")
+    return result
+
+
+def with_rating_pairs(records, settings: RewardSettings):
+    """With rating_loss=pairs, ratings of the same prompt become preference pairs."""
+    if settings.rating_loss != "pairs" or not records.ratings:
+        return records
+    extra = ratings_to_pairs(records.ratings, min_gap=settings.rating_pair_min_gap)
+    return replace(records, pairs=list(records.pairs) + extra, ratings=[])

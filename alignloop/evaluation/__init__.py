@@ -1,0 +1,1 @@
+"""Evaluation: metrics, win rates and reports."""

@@ -1,0 +1,204 @@
+"""Saving and loading a reward model as one folder that the next stage loads by name.
+
+Layout of a saved reward model:
+
+    path/
+      reward_model.json         format version, hidden size, rating classes, normalisation
+                                mean / std, backbone kind (full / lora), the base model name it
+                                was built from, and the caller's `extra` (data hash, metrics)
+      reward_head.safetensors   everything that is not the backbone: head weight and bias,
+                                rating thresholds (if any), score_mean / score_std buffers
+      backbone/                 `save_trained_model(merged=False)` output with the tokenizer:
+                                a full Hugging Face model folder, or a LoRA adapter folder
+
+The backbone is an ordinary model or adapter folder, so other tools can read it, and it is a
+subfolder so that the head's files never make the folder look like something else to
+transformers. The json duplicates mean / std so that people and tools can read them without
+torch; loading takes the tensors from the safetensors file.
+
+A LoRA backbone holds only the adapter; `adapter_config.json` names the base model by the
+folder it was loaded from (for a built-in, its folder in the alignloop cache; for a hub id,
+the hub id). That works offline on the machine that trained it. Elsewhere, pass
+`base_model=` (the json records the name the model was built from, e.g. a built-in name,
+which resolves on any machine).
+
+The folder is written to a scratch folder and renamed into place, so a crash never leaves a
+half-written reward model, and saving over an older reward model replaces it whole (a stale
+adapter next to a new full model would otherwise load as both). A folder that exists and is
+not a reward model is refused rather than replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from alignloop.models.cache import write_folder_atomically
+from alignloop.models.loading import TORCH_DTYPES, ModelLoadError, load_model_and_tokenizer, load_tokenizer
+from alignloop.models.lora import is_lora_model
+from alignloop.models.reward_model import RewardModel
+from alignloop.models.saving import save_trained_model
+
+__all__ = [
+    "REWARD_FORMAT_VERSION",
+    "REWARD_HEAD_FILE",
+    "REWARD_METADATA_FILE",
+    "REWARD_BACKBONE_SUBFOLDER",
+    "save_reward_model",
+    "load_reward_model",
+    "read_reward_metadata",
+]
+
+REWARD_FORMAT_VERSION = 1
+REWARD_METADATA_FILE = "reward_model.json"
+REWARD_HEAD_FILE = "reward_head.safetensors"
+REWARD_BACKBONE_SUBFOLDER = "backbone"
+
+_BACKBONE_PREFIX = "backbone."
+
+
+def _head_tensors(model: RewardModel) -> dict[str, Any]:
+    # Everything outside the backbone, by state-dict name: a parameter or buffer added to
+    # RewardModel later is saved without touching this module.
+    return {
+        name: tensor.detach().cpu().contiguous()
+        for name, tensor in model.state_dict().items()
+        if not name.startswith(_BACKBONE_PREFIX)
+    }
+
+
+def _metadata(model: RewardModel, extra: dict[str, Any] | None) -> dict[str, Any]:
+    mean, std = model.normalization
+    return {
+        "format": "alignloop-reward-model",
+        "format_version": REWARD_FORMAT_VERSION,
+        "backbone": "lora" if is_lora_model(model.backbone) else "full",
+        "base_model": model.base_model_name,
+        "hidden_size": model.hidden_size,
+        "num_rating_classes": model.num_rating_classes,
+        "score_mean": mean,
+        "score_std": std,
+        "extra": extra or {},
+    }
+
+
+def save_reward_model(
+    model: RewardModel,
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `model` (and `tokenizer`, needed to score later) to `path`; see the module docstring.
+
+    `extra` is any JSON-serialisable dict stored in reward_model.json (training data hash,
+    evaluation metrics, ...).
+    """
+    path = Path(path)
+    # Serialise first: a bad `extra` must fail before anything is written.
+    metadata_text = json.dumps(_metadata(model, extra), indent=2, sort_keys=True)
+    if path.exists() and any(path.iterdir()) and not (path / REWARD_METADATA_FILE).is_file():
+        raise FileExistsError(f"{path} exists and is not a saved reward model; refusing to replace it")
+
+    def write(folder: Path) -> None:
+        save_trained_model(model.backbone, folder / REWARD_BACKBONE_SUBFOLDER, tokenizer=tokenizer, merged=False)
+        safetensors.torch.save_file(_head_tensors(model), str(folder / REWARD_HEAD_FILE))
+        (folder / REWARD_METADATA_FILE).write_text(metadata_text + "\n")
+
+    return write_folder_atomically(path, write, replace=True)
+
+
+def _require_file(path: Path, name: str) -> Path:
+    target = path / name
+    if not target.exists():
+        raise ModelLoadError(
+            f"{path} is not a saved reward model: {name} is missing (expected {REWARD_METADATA_FILE}, "
+            f"{REWARD_HEAD_FILE} and {REWARD_BACKBONE_SUBFOLDER}/, as save_reward_model writes)"
+        )
+    return target
+
+
+def read_reward_metadata(path: str | Path) -> dict[str, Any]:
+    """The contents of a saved reward model's reward_model.json (no torch work)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"reward model {str(path)!r}: no such folder")
+    metadata = json.loads(_require_file(path, REWARD_METADATA_FILE).read_text())
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or version > REWARD_FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path / REWARD_METADATA_FILE}: format_version {version!r} is not one this alignloop reads "
+            f"(up to {REWARD_FORMAT_VERSION}); upgrade alignloop"
+        )
+    return metadata
+
+
+def _load_lora_backbone(
+    path: Path, backbone_dir: Path, dtype: str, base_model: str | None, trainable: bool, built_from: str | None
+) -> Any:
+    adapter_config = json.loads((backbone_dir / "adapter_config.json").read_text())
+    base = base_model or adapter_config.get("base_model_name_or_path")
+    try:
+        base_network, _ = load_model_and_tokenizer(str(base), dtype=dtype)
+    except ModelLoadError as error:
+        raise ModelLoadError(
+            f"reward model {str(path)!r} has a LoRA backbone whose base model {base!r} cannot be loaded here; "
+            f"pass base_model= to load_reward_model (the reward model was built from {built_from!r}). {error}"
+        ) from error
+    return PeftModel.from_pretrained(base_network, str(backbone_dir), is_trainable=trainable)
+
+
+def load_reward_model(
+    path: str | Path,
+    *,
+    dtype: str = "float32",
+    base_model: str | None = None,
+    trainable: bool = False,
+) -> tuple[RewardModel, PreTrainedTokenizerBase]:
+    """A reward model saved by `save_reward_model`, in eval mode, and its tokenizer.
+
+    `dtype` is the backbone's precision (the head is always float32). `base_model` replaces
+    the base model that a LoRA adapter names (see the module docstring). With
+    `trainable=False` every parameter is frozen (scoring, a frozen reward for RL); with True
+    the parameters that were trained train again (adapters + head, or everything).
+    """
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
+    path = Path(path)
+    metadata = read_reward_metadata(path)
+    head_file = _require_file(path, REWARD_HEAD_FILE)
+    backbone_dir = _require_file(path, REWARD_BACKBONE_SUBFOLDER)
+    if (backbone_dir / "adapter_config.json").is_file():
+        backbone = _load_lora_backbone(path, backbone_dir, dtype, base_model, trainable, metadata.get("base_model"))
+        tokenizer = load_tokenizer(str(backbone_dir))
+    else:
+        backbone, tokenizer = load_model_and_tokenizer(str(backbone_dir), dtype=dtype)
+    model = RewardModel(
+        backbone, num_rating_classes=metadata.get("num_rating_classes"), base_model_name=metadata.get("base_model")
+    )
+    _load_head(model, head_file, metadata)
+    if not trainable:
+        model.requires_grad_(False)
+    return model.eval(), tokenizer
+
+
+def _load_head(model: RewardModel, head_file: Path, metadata: dict[str, Any]) -> None:
+    if metadata.get("hidden_size") != model.hidden_size:
+        raise ModelLoadError(
+            f"{head_file.parent}: the head was saved for hidden size {metadata.get('hidden_size')}, "
+            f"but the backbone has {model.hidden_size}"
+        )
+    device = next(model.parameters()).device
+    tensors = safetensors.torch.load_file(str(head_file), device=str(device))
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    not_backbone = [name for name in missing if not name.startswith(_BACKBONE_PREFIX)]
+    if not_backbone or unexpected:
+        raise ModelLoadError(
+            f"{head_file} does not match the reward model described by {REWARD_METADATA_FILE}: "
+            f"missing {not_backbone}, unexpected {unexpected}"
+        )
+

@@ -1,0 +1,188 @@
+"""A reward model: a causal-LM backbone that reads a whole (prompt, response) and says one number.
+
+Design choices, each for a reason:
+
+- **Backbone = a causal LM, not a sequence-classification class.** The reward model starts
+  from the same network as the policy (often the SFT model itself), loaded, LoRA-wrapped and
+  saved by the same code (`load_model_and_tokenizer`, `save_trained_model`). Any causal LM
+  that transformers can load therefore works, and a LoRA reward model is just the usual peft
+  model plus a head.
+- **The score is read at the last real token.** Under causal attention only the last token has
+  seen the whole prompt and response (and the end-of-turn token the chat template writes,
+  which marks "the response is finished"). Its index comes from the attention mask, so left
+  and right padding both work.
+- **Positions come from the attention mask.** A left-padded row would otherwise start its real
+  tokens at position `pad_count` instead of 0, and its score would change with the padding of
+  its batch neighbours: completely with absolute position embeddings (GPT-2, OPT), slightly
+  with RoPE (relative in exact arithmetic, not in floating point). `cumsum(mask) - 1` gives
+  every row the positions it would have alone.
+- **The head runs in float32, outside autocast.** It is a single dot product whose output is
+  compared across examples (Bradley-Terry margins, normalisation); bf16 keeps 8 significant
+  bits, so a score near 3 would be rounded to steps of 1/64 and small margins would drown in
+  rounding. The cost is one (B, H) matmul.
+- **Normalisation lives in buffers, outside `forward`.** Training losses want raw scores (a
+  pairwise loss ignores a shift anyway); the RL step wants rewards of mean 0 and std 1 on
+  the policy's own responses, so that the KL coefficient and value-loss scale mean the same
+  thing from one reward model to the next (Ziegler et al. 2019, sec. 2.2, normalise to mean 0
+  and variance 1 on samples of the initial policy). The statistics travel with the saved model.
+- **Optional ordinal cut points** (`num_rating_classes`) for ratings on a scale: the
+  cumulative-link loss in `losses/reward.py` needs C-1 increasing thresholds that train
+  together with the model, so they live here and are saved with the head.
+
+`model.train()` / `model.eval()` switch the backbone's dropout (and LoRA's) as for any module;
+the backbone is used exactly as loaded. Scoring (`reward_scoring.py`) always runs in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from alignloop.models.loading import ModelConfig, load_model_and_tokenizer
+
+__all__ = [
+    "RewardModel",
+    "build_reward_model",
+    "init_reward_head",
+    "initial_rating_thresholds",
+    "last_token_indices",
+    "positions_from_mask",
+]
+
+
+def init_reward_head(head: nn.Linear) -> nn.Linear:
+    """Weights ~ N(0, std = 1 / sqrt(d_model + 1)), bias 0; returns `head`.
+
+    Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences" (sec. 2.2; the
+    value is in the openai/lm-human-preferences code released with the paper, also used for
+    Stiennon et al. 2020 and documented in Huang et al. 2023, "The N Implementation Details of
+    RLHF with PPO"). The hidden features come out of the final norm at roughly unit scale, so
+    the initial scores have a standard deviation of about 1 (variance d / (d + 1)): the
+    pairwise loss starts in the sigmoid's sensitive range, on the same scale as the
+    unit-variance normalisation applied later.
+    """
+    d_model = head.in_features
+    with torch.no_grad():
+        head.weight.normal_(mean=0.0, std=1.0 / math.sqrt(d_model + 1))
+        head.bias.zero_()
+    return head
+
+
+def initial_rating_thresholds(num_classes: int) -> torch.Tensor:
+    """(C-1,) cut points logit(c / C), c = 1..C-1: strictly increasing, and at a score of 0
+    (near where a fresh head starts) every rating class is equally likely under the
+    cumulative-link model, so the first steps are not spent undoing an arbitrary prior."""
+    if num_classes < 2:
+        raise ValueError(f"num_rating_classes must be at least 2, got {num_classes}")
+    fractions = torch.arange(1, num_classes, dtype=torch.float32) / num_classes  # (C-1,)
+    return torch.logit(fractions)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask -> (B, T) position ids counting real tokens from 0, whatever the padding side."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def last_token_indices(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask -> (B,) index of each row's last real token (0 for an all-padding row).
+
+    Position t weighted by its mask value is largest at the last real token, for left and
+    right padding alike.
+    """
+    T = attention_mask.shape[-1]
+    steps = torch.arange(T, device=attention_mask.device)  # (T,)
+    return (steps * attention_mask.long()).argmax(-1)
+
+
+class RewardModel(nn.Module):
+    """backbone (a causal LM, plain or peft LoRA) + a float32 linear head -> one score per row.
+
+    `forward` returns raw scores; `normalized(scores)` applies the stored mean / std.
+    `base_model_name` records what the backbone was built from (a built-in name, folder or hub
+    id), for the saved model's metadata.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        num_rating_classes: int | None = None,
+        base_model_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.base_model_name = base_model_name
+        hidden_size = backbone.config.get_text_config().hidden_size
+        device = next(backbone.parameters()).device
+        # The head stays float32 whatever the backbone's dtype: see the module docstring.
+        self.head = init_reward_head(nn.Linear(hidden_size, 1, device=device, dtype=torch.float32))
+        self.num_rating_classes = num_rating_classes
+        if num_rating_classes is None:
+            self.rating_thresholds = None
+        else:
+            self.rating_thresholds = nn.Parameter(initial_rating_thresholds(num_rating_classes).to(device))
+        self.register_buffer("score_mean", torch.zeros((), device=device))
+        self.register_buffer("score_std", torch.ones((), device=device))
+
+    @property
+    def hidden_size(self) -> int:
+        return self.head.in_features
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids and mask -> (B,) float32 raw scores, read at each row's last real token."""
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions_from_mask(attention_mask),
+            use_cache=False,
+            output_hidden_states=True,
+            logits_to_keep=1,  # the LM logits are not used: don't project every position
+        )
+        hidden = out.hidden_states[-1]  # (B, T, H), after the final norm
+        rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
+        last = hidden[rows, last_token_indices(attention_mask).to(hidden.device)]  # (B, H)
+        with torch.autocast(device_type=last.device.type, enabled=False):
+            scores = F.linear(last.float(), self.head.weight.float(), self.head.bias.float())  # (B, 1)
+        return scores.squeeze(-1)  # (B,)
+
+    def normalized(self, scores: torch.Tensor) -> torch.Tensor:
+        """(scores - mean) / std with the stored statistics (identity until they are set)."""
+        return (scores - self.score_mean) / self.score_std
+
+    def set_normalization(self, mean: float, std: float) -> None:
+        """Store the raw-score mean and std that `normalized` removes (e.g. measured on
+        policy samples after training)."""
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ValueError(f"normalisation needs a finite mean and a finite std > 0, got mean={mean}, std={std}")
+        self.score_mean.fill_(float(mean))
+        self.score_std.fill_(float(std))
+
+    @property
+    def normalization(self) -> tuple[float, float]:
+        """(mean, std) currently stored."""
+        return float(self.score_mean), float(self.score_std)
+
+
+def build_reward_model(
+    model: ModelConfig | str,
+    *,
+    num_rating_classes: int | None = None,
+    log: Callable[[str], None] | None = None,
+    **fields: Any,
+) -> tuple[RewardModel, PreTrainedTokenizerBase]:
+    """A fresh reward model on the backbone `model` describes, and its tokenizer.
+
+    `fields` override ModelConfig fields as in `load_model_and_tokenizer` (dtype, lora, ...).
+    With `lora` set only the adapters, the head (and the rating thresholds) train; otherwise
+    everything does. The model comes back in whatever mode the loader left it (transformers
+    returns eval mode); call `.train()` before training.
+    """
+    backbone, tokenizer = load_model_and_tokenizer(model, log=log, **fields)
+    name = model if isinstance(model, str) else model.name
+    return RewardModel(backbone, num_rating_classes=num_rating_classes, base_model_name=name), tokenizer

@@ -1,0 +1,141 @@
+"""Scoring (prompt, response) texts with a reward model: the interface the RL step and
+evaluation use.
+
+Texts are encoded exactly as reward training encodes them (`encode_prompt_response`: the
+tokenizer's chat template, so the score is read at the template's end-of-turn token), since a
+reward model only means something on the format it learned.
+
+For speed, examples are scored in order of length, so that each batch holds similar lengths
+and little compute goes to padding; scores come back in the caller's order. The score of an
+example does not depend on its batch (positions come from the attention mask; see
+`reward_model.py`), so the batch size is only a speed / memory knob.
+
+Over-long texts (`max_length`) lose their BEGINNING: the score is read at the last token,
+and the end of the response, with its end-of-turn token, is what a reward model must see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from alignloop.data.collate import pad_batch
+from alignloop.data.encode import IGNORE_INDEX, EncodedExample, encode_prompt_response
+from alignloop.data.schemas import Message
+from alignloop.models.reward_io import load_reward_model
+from alignloop.models.reward_model import RewardModel
+
+__all__ = ["PromptLike", "RewardScorer", "score_texts"]
+
+# A prompt as text, or as a conversation of Message objects or {"role", "content"} dicts.
+PromptLike = str | Sequence[Message | Mapping[str, Any]]
+
+
+def _as_prompt(prompt: PromptLike) -> str | list[Message]:
+    if isinstance(prompt, str):
+        return prompt
+    return [m if isinstance(m, Message) else Message.model_validate(dict(m)) for m in prompt]
+
+
+def _encode(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: PromptLike,
+    response: str,
+    use_chat_template: bool,
+    max_length: int | None,
+) -> list[int]:
+    prompt_ids, response_ids = encode_prompt_response(tokenizer, _as_prompt(prompt), response, use_chat_template)
+    ids = prompt_ids + response_ids
+    return ids[-max_length:] if max_length is not None else ids  # keep the end: see the docstring
+
+
+def _score_batch(model: RewardModel, ids: list[list[int]], pad_token_id: int, device: torch.device) -> torch.Tensor:
+    examples = [EncodedExample(input_ids=row, labels=[IGNORE_INDEX] * len(row)) for row in ids]
+    batch = pad_batch(examples, pad_token_id)
+    return model(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (B,)
+
+
+def score_texts(
+    model: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[PromptLike],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 8,
+    normalize: bool = True,
+    use_chat_template: bool = True,
+    max_length: int | None = None,
+) -> list[float]:
+    """One score per (prompt, response), in the given order.
+
+    `normalize` applies the model's stored mean / std (`RewardModel.normalized`). Runs without
+    gradients and in eval mode (no dropout); the model's previous mode is restored afterwards.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+    if batch_size < 1 or (max_length is not None and max_length < 1):
+        raise ValueError(f"batch_size and max_length must be positive, got {batch_size} and {max_length}")
+    encoded = [_encode(tokenizer, p, r, use_chat_template, max_length) for p, r in zip(prompts, responses)]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    scores = torch.empty(len(encoded), dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch_scores = _score_batch(model, [encoded[i] for i in chunk], pad_token_id, device)
+                if normalize:
+                    batch_scores = model.normalized(batch_scores)
+                scores[chunk] = batch_scores.float().cpu()
+    finally:
+        model.train(was_training)
+    return scores.tolist()
+
+
+class RewardScorer:
+    """A reward model and its tokenizer behind one call: `scorer(prompts, responses) -> list[float]`.
+
+    The interface a learned reward offers the RL step; options are fixed at construction so
+    that every call in a run scores the same way.
+    """
+
+    def __init__(
+        self,
+        model: RewardModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        batch_size: int = 8,
+        normalize: bool = True,
+        use_chat_template: bool = True,
+        max_length: int | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.use_chat_template = use_chat_template
+        self.max_length = max_length
+
+    @classmethod
+    def load(cls, path: str, *, dtype: str = "float32", base_model: str | None = None, **options: Any) -> RewardScorer:
+        """A scorer for the reward model saved at `path`; `options` as for the constructor."""
+        model, tokenizer = load_reward_model(path, dtype=dtype, base_model=base_model)
+        return cls(model, tokenizer, **options)
+
+    def __call__(self, prompts: Sequence[PromptLike], responses: Sequence[str]) -> list[float]:
+        return score_texts(
+            self.model,
+            self.tokenizer,
+            prompts,
+            responses,
+            batch_size=self.batch_size,
+            normalize=self.normalize,
+            use_chat_template=self.use_chat_template,
+            max_length=self.max_length,
+        )

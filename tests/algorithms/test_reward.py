@@ -1,0 +1,100 @@
+"""Reward-model training on a tiny model: mixed judgement kinds, saving, scoring, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignloop.algorithms.reward import RewardConfig, RewardMethod, RewardSettings, collate_judgements, run_reward
+from alignloop.config import load_config
+from alignloop.data import encode_preference_records, read_preference_data
+from alignloop.losses import bradley_terry, plackett_luce, rating_regression
+from alignloop.models import build_reward_model, load_reward_model, read_reward_metadata
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "rm-tiny-cpu.yaml"
+
+
+def config(tiny_model_dir, out, *overrides) -> RewardConfig:
+    return load_config(RewardConfig, RECIPE, [f"model.name={tiny_model_dir}", f"train.output_dir={out}", *overrides])
+
+
+def test_mixed_batch_loss_is_the_sum_of_its_parts(tiny_model_dir, tmp_path):
+    cfg = config(tiny_model_dir, tmp_path)
+    model, tokenizer = build_reward_model(cfg.model)
+    data = read_preference_data(cfg.data)
+    encoded, _ = encode_preference_records(tokenizer, data.train, max_length=128)
+    items = [encoded.pairs[0], encoded.pairs[1], encoded.rankings[0], encoded.ratings[0]]
+    batch = collate_judgements(items, tokenizer.pad_token_id)
+    method = RewardMethod(RewardSettings())
+    assert method.count_items(batch) == 4
+
+    with torch.no_grad():
+        out = method.loss(model, batch)
+        pair_scores = model(batch["pairs"]["input_ids"], batch["pairs"]["attention_mask"])
+        ranking_scores = model(batch["rankings"]["input_ids"], batch["rankings"]["attention_mask"])
+        rating_scores = model(batch["ratings"]["input_ids"], batch["ratings"]["attention_mask"])
+    expected = (
+        bradley_terry(pair_scores[:2], pair_scores[2:])[0].sum()
+        + plackett_luce(ranking_scores[None, :], torch.tensor([[1, 2, 3]]))[0].sum()
+        + rating_regression(rating_scores, torch.tensor([5.0]), 1.0, 5.0)[0].sum()
+    )
+    torch.testing.assert_close(out.loss_sum, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_training_saves_a_normalised_reward_model_with_its_evaluation(tiny_model_dir, tmp_path):
+    result = run_reward(config(tiny_model_dir, tmp_path, "train.max_steps=12"))
+    metadata = read_reward_metadata(result.final_model_dir)
+    assert metadata["score_std"] != 1.0 and math.isfinite(metadata["score_mean"])
+    evaluation = json.loads((tmp_path / "eval_results.json").read_text())
+    assert evaluation["pairs/count"] == 24 and 0.0 <= evaluation["pairs/accuracy"] <= 1.0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["step"] == 0 and "eval/rewards/accuracy" in records[0]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert len(losses) == 12 and losses[-1] < losses[0]
+
+
+def test_ordinal_ratings_learn_thresholds(tiny_model_dir, tmp_path):
+    cfg = config(tiny_model_dir, tmp_path, "data.train=[recipes/data/calm-ratings.jsonl]", "data.eval=[]",
+                 "reward.rating_loss=ordinal", "reward.rating_classes=5", "train.max_steps=3")
+    result = run_reward(cfg)
+    model, _ = load_reward_model(result.final_model_dir)
+    assert model.rating_thresholds is not None and model.rating_thresholds.shape == (4,)
+
+
+def alignloop(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "alignloop", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_rm_score_and_eval_commands(tiny_model_dir, tmp_path):
+    trained = run_reward(config(tiny_model_dir, tmp_path / "run", "train.max_steps=2")).final_model_dir
+    scored = tmp_path / "scored.jsonl"
+    done = alignloop("rm", "score", "--model", str(trained), "--input", "recipes/data/calm-replies-eval.jsonl",
+                     "--output", str(scored))
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in scored.read_text().splitlines()]
+    assert len(rows) == 24 and all(math.isfinite(row["reward"]) for row in rows)
+    assert rows[0]["prompt"] and rows[0]["response"]
+
+    done = alignloop("rm", "eval", "--model", str(trained), "--data", "recipes/data/calm-pairs-eval.jsonl")
+    assert done.returncode == 0, done.stderr
+    assert '"pairs/accuracy"' in done.stdout and '"pairs/calibration_error"' in done.stdout
+
+
+def test_identical_pair_is_a_named_error_when_asked(tiny_model_dir, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "q", "chosen": "same", "rejected": "same"}\n')
+    done = alignloop("rm", "train", "--config", str(RECIPE), f"model.name={tiny_model_dir}",
+                     f"train.output_dir={tmp_path / 'out'}", f"data.train=[{data}]", "data.eval=[]",
+                     "data.on_invalid=error")
+    assert done.returncode == 2
+    assert "pairs.jsonl:2" in done.stderr and "identical" in done.stderr and "Traceback" not in done.stderr
