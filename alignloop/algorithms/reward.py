@@ -83,20 +83,20 @@ def collate_judgements(items: list, pad_token_id: int) -> dict[str, Any]:
     return batch
 
 
+# How many judgements each kind of sub-batch holds: the items the loss is averaged over.
+JUDGEMENTS_IN = {
+    "pairs": lambda sub: sub["input_ids"].shape[0] // 2,  # chosen and rejected rows
+    "rankings": lambda sub: sub["ranks"].shape[0],
+    "ratings": lambda sub: sub["score"].shape[0],
+}
+
+
 @dataclass(frozen=True)
 class RewardMethod:
     settings: RewardSettings
 
     def count_items(self, batch: dict[str, Any]) -> int:
-        return sum(len(self._rows(batch[name])) for name in ("pairs", "rankings", "ratings") if name in batch)
-
-    @staticmethod
-    def _rows(sub: dict[str, Any]) -> range:
-        if "ranks" in sub:
-            return range(sub["ranks"].shape[0])
-        if "score" in sub:
-            return range(sub["score"].shape[0])
-        return range(sub["input_ids"].shape[0] // 2)
+        return sum(JUDGEMENTS_IN[name](sub) for name, sub in batch.items())
 
     def loss(self, model: RewardModel, batch: dict[str, Any]) -> LossOutput:
         total = torch.zeros((), device=next(model.parameters()).device)

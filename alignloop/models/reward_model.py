@@ -84,6 +84,15 @@ def initial_rating_thresholds(num_classes: int) -> torch.Tensor:
     return torch.logit(fractions)
 
 
+MIN_THRESHOLD_GAP = 1e-3  # keeps neighbouring cut points apart where softplus underflows
+
+
+def threshold_parameters(thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Increasing cut points -> (first (1,), gaps (C-2,) in softplus-inverse space)."""
+    gaps = thresholds[1:] - thresholds[:-1] - MIN_THRESHOLD_GAP
+    return thresholds[:1].clone(), gaps + torch.log(-torch.expm1(-gaps))  # softplus⁻¹(g) = g + log(1 - e^-g)
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) mask -> (B, T) position ids counting real tokens from 0, whatever the padding side."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -123,12 +132,23 @@ class RewardModel(nn.Module):
         # The head stays float32 whatever the backbone's dtype: see the module docstring.
         self.head = init_reward_head(nn.Linear(hidden_size, 1, device=device, dtype=torch.float32))
         self.num_rating_classes = num_rating_classes
-        if num_rating_classes is None:
-            self.rating_thresholds = None
-        else:
-            self.rating_thresholds = nn.Parameter(initial_rating_thresholds(num_rating_classes).to(device))
+        # Cut points are stored as the first one plus softplus-positive gaps, so that no
+        # optimiser step can put them out of order (the ordinal likelihood needs them increasing).
+        self.rating_threshold_first: nn.Parameter | None = None
+        self.rating_threshold_gaps: nn.Parameter | None = None
+        if num_rating_classes is not None:
+            first, gaps = threshold_parameters(initial_rating_thresholds(num_rating_classes).to(device))
+            self.rating_threshold_first, self.rating_threshold_gaps = nn.Parameter(first), nn.Parameter(gaps)
         self.register_buffer("score_mean", torch.zeros((), device=device))
         self.register_buffer("score_std", torch.ones((), device=device))
+
+    @property
+    def rating_thresholds(self) -> torch.Tensor | None:
+        """(C-1,) strictly increasing cut points of the ordinal rating model, or None."""
+        if self.rating_threshold_first is None:
+            return None
+        steps = F.softplus(self.rating_threshold_gaps) + MIN_THRESHOLD_GAP  # (C-2,) > 0 even in float32
+        return torch.cat([self.rating_threshold_first, self.rating_threshold_first + steps.cumsum(0)])
 
     @property
     def hidden_size(self) -> int:

@@ -79,7 +79,7 @@ def test_model_parts(reward_model):
 def test_rating_thresholds_start_increasing_and_uniform(smol_tokenizer):
     model = RewardModel(build_tiny_causal_lm(smol_tokenizer)[0], num_rating_classes=5)
     thresholds = model.rating_thresholds
-    assert isinstance(thresholds, nn.Parameter) and thresholds.shape == (4,)
+    assert thresholds.requires_grad and thresholds.shape == (4,)
     assert bool((thresholds[1:] > thresholds[:-1]).all())
     probs = ordinal_log_probs(torch.zeros(1), thresholds.detach()).exp()  # at score 0: uniform
     torch.testing.assert_close(probs, torch.full((1, 5), 0.2))
@@ -196,5 +196,14 @@ def test_full_reward_model_gradient_reaches_backbone_and_thresholds(smol_tokeniz
     losses, _ = rating_ordinal(scores, torch.tensor([0, 1, 2]), model.rating_thresholds)
     losses.sum().backward()
     assert model.head.weight.grad.abs().sum() > 0
-    assert model.rating_thresholds.grad.abs().sum() > 0
+    assert model.rating_threshold_first.grad.abs().sum() > 0
+    assert model.rating_threshold_gaps.grad.abs().sum() > 0
     assert model.backbone.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_rating_thresholds_stay_increasing_whatever_the_parameters(smol_tokenizer):
+    model = RewardModel(build_tiny_causal_lm(smol_tokenizer, seed=4)[0], num_rating_classes=5)
+    with torch.no_grad():
+        model.rating_threshold_gaps.fill_(-30.0)  # an optimiser pushing the gaps far negative
+    thresholds = model.rating_thresholds
+    assert thresholds.shape == (4,) and bool((thresholds[1:] > thresholds[:-1]).all())
