@@ -148,7 +148,7 @@ def encode_prompt_response(
     return prompt_ids, _tokenize(tokenizer, separator + response) + eos
 
 
-def _fit_to_length(
+def fit_to_length(
     prompt_ids: list[int],
     response_ids: list[int],
     *,
@@ -206,7 +206,7 @@ def _encode_sft(
         raise ValueError(f"overlong must be 'truncate', 'drop' or 'error', got {overlong!r}")
     prompt, response = example.prompt_and_response()
     prompt_ids, response_ids = encode_prompt_response(tokenizer, prompt, response, use_chat_template)
-    return _fit_to_length(
+    return fit_to_length(
         prompt_ids, response_ids, max_length=max_length, overlong=overlong,
         min_response_tokens=min_response_tokens, index=index,
     )

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alignloop.data.encode import EncodedExample, _fit_to_length, encode_prompt_response
+from alignloop.data.encode import EncodedExample, fit_to_length, encode_prompt_response
 from alignloop.data.errors import DataError
 from alignloop.data.preference_config import PREFERENCE_KINDS, PreferenceRecords
 from alignloop.data.record_files import OnInvalid
@@ -149,7 +149,7 @@ def _encode_responses(
     for response in responses:
         prompt_ids, response_ids = encode_prompt_response(tokenizer, prompt, response, limits.use_chat_template)
         prompt_ids, prompt_cut = _cut_prompt(prompt_ids, limits)
-        example, was_truncated = _fit_to_length(
+        example, was_truncated = fit_to_length(
             prompt_ids, response_ids, max_length=limits.max_length, overlong="truncate",
             min_response_tokens=limits.min_response_tokens, index=None,
         )
