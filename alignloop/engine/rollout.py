@@ -1,0 +1,135 @@
+"""Rollouts: the policy writes responses to a batch of prompts.
+
+Generation runs through Hugging Face `generate` with the KV cache, prompts left-padded so that
+every row's next token is at the same column (transformers derives position ids from the
+attention mask, so padding does not shift positions). Each response is cut after its first
+end-of-sequence token; a response that never emitted one is marked unfinished, so the RL step
+can penalise it.
+
+The sampler's temperature is recorded with the rollout: the log-probs used for training must
+be computed from logits divided by the same temperature, or the "old" policy of PPO is not the
+policy that sampled, and the measured KL to the reference can even go negative.
+
+`RolloutEngine` is the interface; `HFRolloutEngine` the implementation that works everywhere.
+A vLLM engine for GPU machines slots in behind the same interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import torch
+from pydantic import Field
+
+from alignloop.config import Section
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(1.0, ge=0, description="softmax temperature; 0 means greedy decoding")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: keep the smallest set with this mass")
+    top_k: int = Field(0, ge=0, description="keep only the k most likely tokens (0: no limit)")
+    max_new_tokens: int = Field(64, ge=1, description="longest response in tokens")
+    batch_size: int = Field(16, ge=1, description="prompts generated for together")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Responses to a batch of prompts (row i answers prompt_ids[i])."""
+
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]  # up to and including the first EOS
+    finished: list[bool]  # whether the response ended with EOS (else it hit max_new_tokens)
+    texts: list[str]  # decoded responses without special tokens
+    temperature: float
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompt_ids: Sequence[list[int]], *, seed: int | None = None) -> Rollout:
+        """One response per prompt (repeat a prompt K times for K samples)."""
+
+
+def left_pad(rows: Sequence[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) with every row's last token in the last column."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def cut_at_eos(tokens: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
+    """The response up to and including its first EOS, and whether there was one."""
+    for index, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[: index + 1], True
+    return tokens, False
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """Every id that ends a turn: the tokenizer's EOS and the generation config's (chat models
+    often list the end-of-turn token there)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    return ids
+
+
+class HFRolloutEngine:
+    """Batched sampling with transformers' `generate` (CPU or GPU)."""
+
+    def __init__(self, model, tokenizer, sampling: SamplingConfig):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampling = sampling
+        self.eos_ids = eos_token_ids(model, tokenizer)
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Sequence[list[int]], *, seed: int | None = None) -> Rollout:
+        if seed is not None:
+            torch.manual_seed(seed)
+        responses: list[list[int]] = []
+        finished: list[bool] = []
+        for start in range(0, len(prompt_ids), self.sampling.batch_size):
+            chunk = prompt_ids[start : start + self.sampling.batch_size]
+            for tokens in self._generate_chunk(chunk):
+                response, done = cut_at_eos(tokens, self.eos_ids)
+                responses.append(response)
+                finished.append(done)
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        return Rollout([list(p) for p in prompt_ids], responses, finished, texts, self.sampling.temperature)
+
+    def _generate_chunk(self, chunk: Sequence[list[int]]) -> list[list[int]]:
+        pad_id = self.tokenizer.pad_token_id
+        input_ids, attention_mask = left_pad(chunk, pad_id)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()  # no dropout while sampling
+        output = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            **self._generation_kwargs(pad_id),
+        )
+        self.model.train(was_training)
+        new_tokens = output[:, input_ids.shape[1] :].tolist()
+        return new_tokens
+
+    def _generation_kwargs(self, pad_id: int) -> dict:
+        s = self.sampling
+        sample = s.temperature > 0
+        kwargs = {
+            "max_new_tokens": s.max_new_tokens,
+            "do_sample": sample,
+            "pad_token_id": pad_id,
+            "eos_token_id": sorted(self.eos_ids),
+            "use_cache": True,
+        }
+        if sample:
+            # top_k=0 must be passed: None would fall back to the generation config default (50).
+            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+        return kwargs
