@@ -69,6 +69,8 @@ def _model_at(cls: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | 
     """The section class that a dotted location refers to, to list its valid keys."""
     model: Any = cls
     for part in path:
+        if isinstance(part, int):  # an index into a list of sections: same section type
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
         field = model.model_fields.get(str(part))
@@ -79,10 +81,13 @@ def _model_at(cls: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | 
 
 
 def _section_type(annotation: Any) -> Any:
-    """Unwrap `Section | None` and similar unions to the Section class inside."""
+    """Unwrap `Section | None`, `list[Section]` and similar to the Section class inside."""
     for candidate in getattr(annotation, "__args__", ()) or ():
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
+        inner = _section_type(candidate)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
     return annotation
 
 
@@ -95,6 +100,8 @@ def _describe(cls: type[BaseModel], error: dict[str, Any], source: str) -> str:
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{source}: unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
+    if not loc:  # a check across several keys of the top-level section
+        return f"{source}: {error['msg']}"
     if error["type"] == "missing":
         return f"{source}: missing required key {key!r}"
     got = error.get("input")

@@ -57,3 +57,15 @@ def test_every_field_has_one_line_of_help():
     rows = field_help(TrainConfig)
     assert {key for key, _, _ in rows} >= {"lr", "mixed_precision", "save_every"}
     assert all(text and "\n" not in text for _, _, text in rows)
+
+
+def test_unknown_key_inside_a_list_of_sections_lists_that_sections_keys():
+    from alignloop.rewards.config import RewardSourceConfig
+
+    tree = {"type": "mix", "sources": [{"type": "toxicity", "wieght": 2.0}]}
+    from alignloop.config import validate_config
+
+    with pytest.raises(ConfigError) as error:
+        validate_config(RewardSourceConfig, tree, "recipe.yaml")
+    assert "unknown key 'sources.0.wieght' (did you mean 'weight'?)" in str(error.value)
+    assert "valid keys here: " in str(error.value) and "function" in str(error.value)

@@ -38,8 +38,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignloop.data import DataError
     from alignloop.engine import NonFiniteLossError, ResumeError
     from alignloop.models import ModelLoadError
+    from alignloop.rewards import RewardSourceError
 
-    return (ConfigError, DataError, ModelLoadError, ResumeError, NonFiniteLossError, FileNotFoundError)
+    return (ConfigError, DataError, ModelLoadError, ResumeError, NonFiniteLossError, RewardSourceError, FileNotFoundError)
 
 
 def friendly_errors(command: Callable) -> Callable:
@@ -118,6 +119,27 @@ def dpo(
     run_dpo(load_config(DPOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
 
 
+def _kto_epilog() -> str:
+    from alignloop.algorithms.kto import KTOConfig
+
+    return options_epilog(KTOConfig)
+
+
+@app.command(epilog=_kto_epilog())
+@friendly_errors
+def kto(
+    config: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    resume: bool = RESUME_OPTION,
+    resume_from: Optional[Path] = RESUME_FROM_OPTION,
+) -> None:
+    """KTO on thumbs-up / thumbs-down feedback (preference pairs are split into one of each)."""
+    from alignloop.algorithms.kto import KTOConfig, run_kto
+    from alignloop.config import load_config
+
+    run_kto(load_config(KTOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
+
+
 @rm_app.command("train", epilog=_reward_epilog())
 @friendly_errors
 def rm_train(
@@ -174,6 +196,28 @@ def rm_score(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     out.print(f"scored {len(rows)} responses into {output}")
+
+
+@rm_app.command("serve")
+@friendly_errors
+def rm_serve(
+    model: Optional[Path] = typer.Option(None, "--model", help="serve this saved reward model folder"),
+    source: Optional[Path] = typer.Option(None, "--source", help="or: a YAML reward-source config (any type, or a mix)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8000, "--port", help="TCP port"),
+) -> None:
+    """Serve rewards over HTTP: POST /score {prompts, responses} -> {rewards}; GET /health."""
+    from alignloop.config import load_config
+    from alignloop.rewards import RewardSourceConfig, build_reward_source
+    from alignloop.rewards.server import serve_reward_source
+
+    if (model is None) == (source is None):
+        raise ConfigError("rm serve: pass exactly one of --model DIR or --source CONFIG.yaml")
+    config = (
+        RewardSourceConfig(type="reward_model", path=str(model)) if model is not None
+        else load_config(RewardSourceConfig, source)
+    )
+    serve_reward_source(build_reward_source(config), host=host, port=port)
 
 
 @models_app.command("list")
