@@ -142,13 +142,26 @@ def config_to_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
+def _nested_section(annotation: Any) -> type[BaseModel] | None:
+    """The section a field holds directly (`Section` or `Section | None`), not inside a list."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if getattr(annotation, "__origin__", None) is list:
+        return None
+    for candidate in getattr(annotation, "__args__", ()) or ():
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def field_help(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every leaf field, for `--help` listings."""
+    """(dotted key, default, help) for every leaf field, for `--help` listings (a list of
+    sections, such as a reward mix, is shown as one key)."""
     rows: list[tuple[str, str, str]] = []
     for name, field in cls.model_fields.items():
         key = f"{prefix}{name}"
-        inner = _section_type(field.annotation)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
+        inner = _nested_section(field.annotation)
+        if inner is not None and inner is not cls:
             rows.extend(field_help(inner, key + "."))
             continue
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))

@@ -81,3 +81,21 @@ def response_logps(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch
     num_rows = scored.shape[0]
     sums = torch.zeros(num_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
     return sums, scored.sum(-1)
+
+
+def response_token_logps(
+    model: torch.nn.Module, batch: dict[str, Any], temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the scored tokens laid out on a grid, for policy-gradient losses.
+
+    Returns (logps (R, T-1) with 0 off the mask, mask (R, T-1) bool, logits (N, V) of the scored
+    positions — for an entropy bonus). `temperature` divides the logits as the sampler did, so
+    the log-probs belong to the distribution the responses were drawn from.
+    """
+    logits, targets = response_logits(model, batch)  # (N, V), (N,)
+    if temperature not in (0.0, 1.0):
+        logits = logits / temperature
+    mask = shifted_targets(batch["labels"]) != IGNORE_INDEX  # (R, T-1)
+    grid = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
+    grid = grid.masked_scatter(mask, selective_log_softmax(logits, targets))
+    return grid, mask, logits

@@ -140,6 +140,46 @@ def kto(
     run_kto(load_config(KTOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
 
 
+def _grpo_epilog() -> str:
+    from alignloop.algorithms.grpo import GRPOConfig
+
+    return options_epilog(GRPOConfig)
+
+
+def _run_group_method(config: Optional[Path], overrides: list[str], resume, resume_from, advantage: str) -> None:
+    from alignloop.algorithms.grpo import GRPOConfig, run_grpo
+    from alignloop.config import load_config
+
+    # `alignloop rloo` is GRPO's loop with the leave-one-out baseline and the KL in the reward;
+    # overrides on the command line still win over these.
+    defaults = [f"group.advantage={advantage}"] + (["group.kl_in=reward"] if advantage == "rloo" else [])
+    run_grpo(load_config(GRPOConfig, config, defaults + overrides), resume=_resume_value(resume, resume_from))
+
+
+@app.command(epilog=_grpo_epilog())
+@friendly_errors
+def grpo(
+    config: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    resume: bool = RESUME_OPTION,
+    resume_from: Optional[Path] = RESUME_FROM_OPTION,
+) -> None:
+    """GRPO: K samples per prompt, group-normalised advantages, KL to the reference in the loss."""
+    _run_group_method(config, overrides or [], resume, resume_from, "grpo")
+
+
+@app.command(epilog=_grpo_epilog())
+@friendly_errors
+def rloo(
+    config: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    resume: bool = RESUME_OPTION,
+    resume_from: Optional[Path] = RESUME_FROM_OPTION,
+) -> None:
+    """RLOO: K samples per prompt, leave-one-out baseline, KL to the reference in the reward."""
+    _run_group_method(config, overrides or [], resume, resume_from, "rloo")
+
+
 @rm_app.command("train", epilog=_reward_epilog())
 @friendly_errors
 def rm_train(

@@ -265,15 +265,16 @@ class Trainer:
         scale = self.world / global_items
         loss_sum, metric_sums, tokens, bad = 0.0, {}, 0, 0.0
         for index, batch in enumerate(micro_batches):
-            tokens += batch_token_count(batch)
             last = index == len(micro_batches) - 1
+            batch = to_device(batch, self.accelerator.device)
             with self.accelerator.no_sync(self.model) if not last else nullcontext():
                 # The whole loss runs under autocast, not only the model's forward: methods may
                 # apply layers themselves (the output layer on response positions only).
                 with self.accelerator.autocast():
-                    out = self.method.loss(self.model, to_device(batch, self.accelerator.device))
+                    out = self.method.loss(self.model, batch)
                 bad += float(not torch.isfinite(out.loss_sum.detach()).item())
                 self.accelerator.backward(out.loss_sum * scale)
+            tokens += batch_token_count(batch)  # after the loss: RL methods set num_tokens once sampled
             loss_sum += float(out.loss_sum.detach())
             for name, value in out.metric_sums.items():
                 metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
