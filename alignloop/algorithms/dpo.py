@@ -22,9 +22,10 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import set_seed
 from pydantic import Field
 
+from alignloop.algorithms.reference import reference_logps
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import (
     EncodedPair,
@@ -118,24 +119,12 @@ class DPOMethod:
         return split_rows(logps)
 
 
-@torch.no_grad()
 def precompute_reference(model, pairs: list[EncodedPair], pad_token_id: int, batch_size: int, accelerator) -> list[PairWithReference]:
-    """Reference log-probs of every pair, each process computing a slice, then shared."""
-    rank, world = accelerator.process_index, accelerator.num_processes
-    was_training = model.training
-    model.eval()
-    mine = list(range(rank, len(pairs), world))
-    results: list[tuple[int, float, float]] = []
-    with adapters_disabled(model), accelerator.autocast():
-        for start in range(0, len(mine), batch_size):
-            indices = mine[start : start + batch_size]
-            batch = collate_pairs([pairs[i] for i in indices], pad_token_id)
-            batch = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            chosen, rejected = split_rows(response_logps(model, batch)[0])
-            results.extend(zip(indices, chosen.tolist(), rejected.tolist()))
-    model.train(was_training)
-    gathered = sorted(gather_object(results) if world > 1 else results)
-    return [PairWithReference(pairs[i], c, r) for i, c, r in gathered]
+    """Every pair with the reference log-probs of its chosen and rejected response."""
+    sequences = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    logps = reference_logps(model, sequences, pad_token_id, batch_size, accelerator)
+    n = len(pairs)
+    return [PairWithReference(pair, logps[i], logps[n + i]) for i, pair in enumerate(pairs)]
 
 
 def all_pairs(records) -> list:

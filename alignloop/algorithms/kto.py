@@ -42,9 +42,10 @@ from functools import partial
 from typing import Any, Literal, Sequence
 
 import torch
-from accelerate.utils import gather, gather_object, set_seed
+from accelerate.utils import gather, set_seed
 from pydantic import Field
 
+from alignloop.algorithms.reference import reference_logps
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import (
     IGNORE_INDEX,
@@ -199,21 +200,9 @@ class KTOMethod:
 @torch.no_grad()
 def precompute_reference(model, examples: list[EncodedBinary], pad_token_id: int, batch_size: int,
                          accelerator) -> list[FeedbackWithReference]:
-    """Reference log-probs of every example's own response, each process computing a slice, then shared."""
-    rank, world = accelerator.process_index, accelerator.num_processes
-    was_training = model.training
-    model.eval()
-    mine = list(range(rank, len(examples), world))
-    results: list[tuple[int, float]] = []
-    with adapters_disabled(model), accelerator.autocast():
-        for start in range(0, len(mine), batch_size):
-            indices = mine[start : start + batch_size]
-            batch = pad_batch([examples[i].example for i in indices], pad_token_id)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            results.extend(zip(indices, response_logps(model, batch)[0].tolist()))
-    model.train(was_training)
-    gathered = sorted(gather_object(results) if world > 1 else results)
-    return [FeedbackWithReference(examples[i], logps) for i, logps in gathered]
+    """Every example with the reference log-probs of its own response."""
+    logps = reference_logps(model, [e.example for e in examples], pad_token_id, batch_size, accelerator)
+    return [FeedbackWithReference(example, value) for example, value in zip(examples, logps)]
 
 
 # ---------------------------------------------------------------------------------- the run

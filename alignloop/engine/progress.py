@@ -38,5 +38,7 @@ class TrainingProgress:
         self._progress.__exit__(*exc)
 
     def advance(self, metrics: dict[str, float]) -> None:
-        status = f"loss {metrics.get('train/loss', float('nan')):.4f}  {metrics.get('train/tokens_per_s', 0.0):,.0f} tok/s"
+        status = ""
+        if "train/loss" in metrics:
+            status = f"loss {metrics['train/loss']:.4f}  {metrics.get('train/tokens_per_s', 0.0):,.0f} tok/s"
         self._progress.update(self._task, advance=1, status=status)
