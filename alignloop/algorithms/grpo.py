@@ -159,7 +159,8 @@ class GroupPolicyGradient:
         finished = torch.tensor(rollout.finished, dtype=torch.float32, device=rewards.device)
         return {
             "reward/mean": rewards.detach().sum(),
-            "reward/squared": (rewards.detach() ** 2).sum(),  # with reward/mean gives the std
+            # The engine averages sums over items: the std of this micro-batch, weighted by its size.
+            "reward/std": rewards.detach().std(unbiased=False) * rewards.numel(),
             "kl/sequence": (kl * mask).sum(),
             "response/length": lengths.sum(),
             "response/eos_rate": finished.sum(),
