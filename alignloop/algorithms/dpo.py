@@ -16,7 +16,6 @@ Chosen and rejected responses run through the model as one batch of 2B rows.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
@@ -25,7 +24,7 @@ import torch
 from accelerate.utils import set_seed
 from pydantic import Field
 
-from alignloop.algorithms.reference import reference_logps
+from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_logps, reference_network
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import (
     EncodedPair,
@@ -40,7 +39,7 @@ from alignloop.data import (
 from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
 from alignloop.losses import DPO_LOSSES, simpo
-from alignloop.models import ModelConfig, adapters_disabled, is_lora_model, load_model_and_tokenizer, save_trained_model
+from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
 from alignloop.ops import response_logps
 
 
@@ -110,12 +109,8 @@ class DPOMethod:
     def _reference(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.settings.reference == "precompute":
             return batch["reference_chosen_logps"], batch["reference_rejected_logps"]
-        with torch.no_grad():
-            if self.reference_model is not None:
-                logps, _ = response_logps(self.reference_model, batch)
-            else:
-                with adapters_disabled(model):
-                    logps, _ = response_logps(model, batch)
+        with torch.no_grad(), reference_network(model, self.reference_model) as reference:
+            logps, _ = response_logps(reference, batch)
         return split_rows(logps)
 
 
@@ -146,9 +141,7 @@ def run_dpo(config: DPOConfig, resume: bool | str = False) -> TrainResult:
     eval_encoded, _ = encode(replace_pairs(data.eval, eval_pairs))
     console.print(f"[bold]data[/]: {data.report}; encoded: {report}")
     train_items, eval_items = _with_reference(config, model, tokenizer, train_encoded.pairs, eval_encoded.pairs, accelerator)
-    reference_model = None
-    if config.dpo.reference == "online" and config.dpo.loss != "simpo" and not is_lora_model(model):
-        reference_model = copy.deepcopy(model).eval().requires_grad_(False)
+    reference_model = frozen_copy_unless_lora(model, config.dpo.reference == "online" and config.dpo.loss != "simpo")
     trainer = Trainer(
         config.train, model, DPOMethod(config.dpo, reference_model), train_items,
         partial(collate_with_reference, pad_token_id=tokenizer.pad_token_id), eval_examples=eval_items,

@@ -20,7 +20,6 @@ known before sampling, which the engine's step-wide normalisation needs.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
@@ -36,7 +35,8 @@ from alignloop.engine.console import console_for
 from alignloop.engine.rollout import HFRolloutEngine, Rollout, SamplingConfig
 from alignloop.losses import entropy_from_logits, grpo_kl_term, group_normalized_advantages, kl_penalty
 from alignloop.losses import leave_one_out_advantages, policy_gradient_loss
-from alignloop.models import ModelConfig, adapters_disabled, is_lora_model, load_model_and_tokenizer, save_trained_model
+from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_network
+from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
 from alignloop.ops import IGNORE_INDEX, response_token_logps
 from alignloop.rewards import RewardSourceConfig, build_reward_source, penalize_unfinished
 
@@ -92,11 +92,8 @@ def rollout_batch(rollout: Rollout, pad_token_id: int) -> dict[str, torch.Tensor
 
 
 def reference_token_logps(model, batch, temperature, reference_model) -> torch.Tensor:
-    with torch.no_grad():
-        if reference_model is not None:
-            return response_token_logps(reference_model, batch, temperature)[0]
-        with adapters_disabled(model):
-            return response_token_logps(model, batch, temperature)[0]
+    with torch.no_grad(), reference_network(model, reference_model) as reference:
+        return response_token_logps(reference, batch, temperature)[0]
 
 
 @dataclass
@@ -192,9 +189,7 @@ def run_grpo(config: GRPOConfig, resume: bool | str = False) -> TrainResult:
     train_prompts = read_prompts(config.data.train, tokenizer, config.data)
     eval_prompts = read_prompts(config.data.eval, tokenizer, config.data) if config.data.eval else []
     console.print(f"[bold]data[/]: {len(train_prompts)} training prompts, {len(eval_prompts)} held out")
-    reference_model = None
-    if config.group.kl_coef > 0 and not is_lora_model(model):
-        reference_model = copy.deepcopy(model).eval().requires_grad_(False)
+    reference_model = frozen_copy_unless_lora(model, needed=config.group.kl_coef > 0)
     method = GroupPolicyGradient(
         config.group, config.sampling, build_reward_source(config.reward), tokenizer.pad_token_id,
         make_engine=partial(HFRolloutEngine, tokenizer=tokenizer, sampling=config.sampling),

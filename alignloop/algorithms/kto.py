@@ -36,7 +36,6 @@ response would be labelled both good and bad.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal, Sequence
@@ -45,7 +44,7 @@ import torch
 from accelerate.utils import gather, set_seed
 from pydantic import Field
 
-from alignloop.algorithms.reference import reference_logps
+from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_logps, reference_network
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import (
     IGNORE_INDEX,
@@ -63,7 +62,7 @@ from alignloop.data import (
 from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
 from alignloop.losses import kto, kto_reference_point
-from alignloop.models import ModelConfig, adapters_disabled, is_lora_model, load_model_and_tokenizer, save_trained_model
+from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
 from alignloop.ops import response_logps
 
 
@@ -191,10 +190,8 @@ class KTOMethod:
 
     @torch.no_grad()
     def _reference_logps(self, model: torch.nn.Module, rows: dict[str, Any]) -> torch.Tensor:
-        if self.reference_model is not None:
-            return response_logps(self.reference_model, rows)[0]
-        with adapters_disabled(model):
-            return response_logps(model, rows)[0]
+        with reference_network(model, self.reference_model) as reference:
+            return response_logps(reference, rows)[0]
 
 
 @torch.no_grad()
@@ -225,7 +222,7 @@ def run_kto(config: KTOConfig, resume: bool | str = False) -> TrainResult:
     for line in _warnings(config, desirable, undesirable):
         console.print(f"[yellow]{line}[/]")
     # The mismatched pairs' reference is needed every step: without LoRA, keep the starting weights.
-    reference_model = None if is_lora_model(model) else copy.deepcopy(model).eval().requires_grad_(False)
+    reference_model = frozen_copy_unless_lora(model)
     train_items, eval_items = _with_reference(config, model, tokenizer, train_encoded.binary, eval_encoded.binary,
                                               accelerator)
     trainer = Trainer(
