@@ -4,6 +4,7 @@ overrides into its typed config; bad input ends with one clear line, never a tra
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -55,6 +56,11 @@ def friendly_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def method_epilog(module: str, config_class: str) -> str:
+    """The config-key listing of `alignloop.algorithms.<module>.<config_class>`."""
+    return options_epilog(getattr(importlib.import_module(f"alignloop.algorithms.{module}"), config_class))
+
+
 def options_epilog(config_class) -> str:
     """Every config key with its default and one line of help, for the command's --help."""
     rows = [f"  {key} = {escape(default)}  —  {escape(text)}" for key, default, text in field_help(config_class)]
@@ -71,13 +77,7 @@ def _resume_value(resume: bool, resume_from: Optional[Path]) -> bool | str:
     return str(resume_from) if resume_from is not None else resume
 
 
-def _sft_epilog() -> str:
-    from alignloop.algorithms.sft import SFTConfig
-
-    return options_epilog(SFTConfig)
-
-
-@app.command(epilog=_sft_epilog())
+@app.command(epilog=method_epilog("sft", "SFTConfig"))
 @friendly_errors
 def sft(
     config: Optional[Path] = CONFIG_OPTION,
@@ -92,19 +92,7 @@ def sft(
     run_sft(load_config(SFTConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
 
 
-def _reward_epilog() -> str:
-    from alignloop.algorithms.reward import RewardConfig
-
-    return options_epilog(RewardConfig)
-
-
-def _dpo_epilog() -> str:
-    from alignloop.algorithms.dpo import DPOConfig
-
-    return options_epilog(DPOConfig)
-
-
-@app.command(epilog=_dpo_epilog())
+@app.command(epilog=method_epilog("dpo", "DPOConfig"))
 @friendly_errors
 def dpo(
     config: Optional[Path] = CONFIG_OPTION,
@@ -119,13 +107,7 @@ def dpo(
     run_dpo(load_config(DPOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
 
 
-def _kto_epilog() -> str:
-    from alignloop.algorithms.kto import KTOConfig
-
-    return options_epilog(KTOConfig)
-
-
-@app.command(epilog=_kto_epilog())
+@app.command(epilog=method_epilog("kto", "KTOConfig"))
 @friendly_errors
 def kto(
     config: Optional[Path] = CONFIG_OPTION,
@@ -140,12 +122,6 @@ def kto(
     run_kto(load_config(KTOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
 
 
-def _grpo_epilog() -> str:
-    from alignloop.algorithms.grpo import GRPOConfig
-
-    return options_epilog(GRPOConfig)
-
-
 def _run_group_method(config: Optional[Path], overrides: list[str], resume, resume_from, advantage: str) -> None:
     from alignloop.algorithms.grpo import GRPOConfig, run_grpo
     from alignloop.config import load_config
@@ -156,7 +132,7 @@ def _run_group_method(config: Optional[Path], overrides: list[str], resume, resu
     run_grpo(load_config(GRPOConfig, config, defaults + overrides), resume=_resume_value(resume, resume_from))
 
 
-@app.command(epilog=_grpo_epilog())
+@app.command(epilog=method_epilog("grpo", "GRPOConfig"))
 @friendly_errors
 def grpo(
     config: Optional[Path] = CONFIG_OPTION,
@@ -168,7 +144,7 @@ def grpo(
     _run_group_method(config, overrides or [], resume, resume_from, "grpo")
 
 
-@app.command(epilog=_grpo_epilog())
+@app.command(epilog=method_epilog("grpo", "GRPOConfig"))
 @friendly_errors
 def rloo(
     config: Optional[Path] = CONFIG_OPTION,
@@ -180,7 +156,7 @@ def rloo(
     _run_group_method(config, overrides or [], resume, resume_from, "rloo")
 
 
-@rm_app.command("train", epilog=_reward_epilog())
+@rm_app.command("train", epilog=method_epilog("reward", "RewardConfig"))
 @friendly_errors
 def rm_train(
     config: Optional[Path] = CONFIG_OPTION,
