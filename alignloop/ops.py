@@ -44,17 +44,29 @@ def has_plain_output_layer(model: torch.nn.Module) -> bool:
 
 def response_logits(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (N, V), targets (N,)) for the N positions whose next token is a scored label."""
+    logits, targets, _ = response_outputs(model, batch)
+    return logits, targets
+
+
+def response_outputs(
+    model: torch.nn.Module, batch: dict[str, Any], with_hidden: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(logits (N, V), targets (N,), last hidden states (N, H) or None) of the N scored positions.
+
+    The hidden states are what a value head reads (PPO); they come from the same forward pass.
+    """
     inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
     targets = shifted_targets(batch["labels"])  # (B, T-1)
     scored = targets != IGNORE_INDEX  # (B, T-1)
     if not has_plain_output_layer(model):
-        logits = model(**inputs, use_cache=False).logits  # (B, T, V)
-        return logits[:, :-1][scored], targets[scored]
+        out = model(**inputs, use_cache=False, output_hidden_states=with_hidden)
+        hidden = out.hidden_states[-1][:, :-1][scored] if with_hidden else None
+        return out.logits[:, :-1][scored], targets[scored], hidden
     # logits_to_keep=1 keeps the model from projecting every position; the last hidden state
     # (after the final norm) is projected below for the scored positions only.
     out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
     hidden = out.hidden_states[-1][:, :-1][scored]  # (N, H)
-    return _output_layer(model)(hidden), targets[scored]
+    return _output_layer(model)(hidden), targets[scored], hidden if with_hidden else None
 
 
 def selective_log_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -93,9 +105,20 @@ def response_token_logps(
     the log-probs belong to the distribution the responses were drawn from.
     """
     logits, targets = response_logits(model, batch)  # (N, V), (N,)
+    return token_logp_grid(logits, targets, batch["labels"], temperature)
+
+
+def token_logp_grid(
+    logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scored-position logits (N, V) -> (logps grid (R, T-1), mask (R, T-1), tempered logits (N, V))."""
     if temperature not in (0.0, 1.0):
         logits = logits / temperature
-    mask = shifted_targets(batch["labels"]) != IGNORE_INDEX  # (R, T-1)
-    grid = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
-    grid = grid.masked_scatter(mask, selective_log_softmax(logits, targets))
-    return grid, mask, logits
+    mask = shifted_targets(labels) != IGNORE_INDEX  # (R, T-1)
+    return on_grid(selective_log_softmax(logits, targets), mask), mask, logits
+
+
+def on_grid(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N,) values of the masked positions (row-major) -> (R, T-1) float32 grid, 0 elsewhere."""
+    grid = torch.zeros(mask.shape, dtype=torch.float32, device=values.device)
+    return grid.masked_scatter(mask, values.float())

@@ -132,6 +132,21 @@ def _run_group_method(config: Optional[Path], overrides: list[str], resume, resu
     run_grpo(load_config(GRPOConfig, config, defaults + overrides), resume=_resume_value(resume, resume_from))
 
 
+@app.command(epilog=method_epilog("ppo", "PPOConfig"))
+@friendly_errors
+def ppo(
+    config: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    resume: bool = RESUME_OPTION,
+    resume_from: Optional[Path] = RESUME_FROM_OPTION,
+) -> None:
+    """PPO: value head, GAE, clipped updates, per-token KL penalty against the frozen reference."""
+    from alignloop.algorithms.ppo import PPOConfig, run_ppo
+    from alignloop.config import load_config
+
+    run_ppo(load_config(PPOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
+
+
 @app.command(epilog=method_epilog("grpo", "GRPOConfig"))
 @friendly_errors
 def grpo(

@@ -2,14 +2,16 @@
 
 from alignloop.engine.checkpoint import latest_checkpoint, list_checkpoints
 from alignloop.engine.config import TrainConfig
-from alignloop.engine.method import LossOutput, NonFiniteLossError, TrainingMethod
+from alignloop.engine.method import Experience, LossOutput, NonFiniteLossError, OnPolicyMethod, TrainingMethod
 from alignloop.engine.metrics import read_metrics
 from alignloop.engine.trainer import KILL_AT_STEP_ENV, ResumeError, Trainer, TrainResult, make_accelerator
 
 __all__ = [
+    "Experience",
     "KILL_AT_STEP_ENV",
     "LossOutput",
     "NonFiniteLossError",
+    "OnPolicyMethod",
     "ResumeError",
     "TrainConfig",
     "Trainer",

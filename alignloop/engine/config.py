@@ -28,6 +28,7 @@ class TrainConfig(Section):
     log_every: int = Field(1, ge=1, description="log metrics every N optimizer steps")
     eval_every: int | None = Field(None, ge=1, description="evaluate on the eval data every N steps (and at the end)")
     eval_on_start: bool = Field(True, description="evaluate once before the first step, as the baseline (fresh runs)")
+    sample_every: int | None = Field(10, ge=1, description="online RL: log a table of sampled responses every N steps (samples.jsonl, TensorBoard)")
     save_every: int | None = Field(None, ge=1, description="write a resumable checkpoint every N steps (and at the end)")
     save_total_limit: int | None = Field(2, ge=1, description="keep only the newest N checkpoints (null: keep all)")
     report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(

@@ -17,6 +17,7 @@ class MetricsLogger:
     """Writes metrics to every configured sink; only ever created on the main process."""
 
     def __init__(self, run_dir: Path, report_to: list[str], config: dict[str, Any], resume: bool):
+        self.run_dir = run_dir
         self.jsonl = None
         self.tensorboard = None
         self.wandb_run = None
@@ -44,6 +45,14 @@ class MetricsLogger:
         if self.wandb_run is not None:
             self.wandb_run.log(clean, step=step)
 
+    def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
+        """A table of (prompt, response, reward, ...) rows: samples.jsonl and TensorBoard text."""
+        with open(self.run_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
+            for row in samples:
+                handle.write(json.dumps({"step": step, **row}) + "\n")
+        if self.tensorboard is not None and samples:
+            self.tensorboard.add_text("samples", markdown_table(samples), step)
+
     def close(self) -> None:
         if self.jsonl is not None:
             self.jsonl.close()
@@ -67,8 +76,19 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of equal keys as a markdown table (TensorBoard renders it), cells on one line."""
+    columns = list(rows[0])
+    def cell(value: Any) -> str:
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def drop_metrics_after(path: Path, step: int) -> None:
-    """On resume, forget records logged after the checkpoint: those steps will be run again."""
+    """On resume, forget records (metrics, samples) logged after the checkpoint: those steps run again."""
     if not path.is_file():
         return
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]

@@ -9,7 +9,9 @@ This loop owns what must be identical across methods and exact across interrupti
 * the loss is normalised by the item count of the whole optimizer step (see `method.py`);
 * a NaN/inf loss or gradient stops the run before `optimizer.step`, so the weights and the
   last checkpoint stay good;
-* checkpoints hold only trainable tensors, optimizer, scheduler, per-rank RNG and the step.
+* checkpoints hold only trainable tensors, optimizer, scheduler, per-rank RNG and the step;
+* on-policy methods (PPO, GRPO) collect experience first and then run several updates on it;
+  one step is one rollout with its updates (see `method.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from transformers import get_scheduler
 
 from alignloop.engine import checkpoint as ckpt
 from alignloop.engine.config import TrainConfig
-from alignloop.engine.method import LossOutput, NonFiniteLossError, TrainingMethod
+from alignloop.engine.method import Experience, LossOutput, NonFiniteLossError, OnPolicyMethod, TrainingMethod
 from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
 from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.run_dir import write_run_info
@@ -151,16 +153,19 @@ class Trainer:
         # Per-process seed: dropout masks must differ across data-parallel ranks.
         set_seed(config.seed + self.rank)
         self.total_steps = self._total_steps()
-        # The scheduler is stepped by hand once per optimizer step (accelerate would step it
+        self.on_policy = isinstance(method, OnPolicyMethod)
+        updates = method.updates_per_step() if self.on_policy else 1
+        # The scheduler is stepped by hand once per optimizer update (accelerate would step it
         # once per process), and saved in our own checkpoints.
         self.scheduler = get_scheduler(
             {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.schedule],
             self.optimizer,
-            num_warmup_steps=warmup_steps(config, self.total_steps),
-            num_training_steps=self.total_steps,
+            num_warmup_steps=warmup_steps(config, self.total_steps) * updates,
+            num_training_steps=self.total_steps * updates,
         )
         self.global_step = 0
         self.tokens_seen = 0
+        self.samples: list[dict[str, Any]] = []  # the last rollout's sample rows (on-policy methods)
 
     # ------------------------------------------------------------------ sizes and order
     @property
@@ -207,7 +212,7 @@ class Trainer:
             with progress:
                 while self.global_step < self.total_steps:
                     started = time.perf_counter()
-                    metrics = self._optimizer_step(self._micro_batches(self.global_step))
+                    metrics = self._train_step(self._micro_batches(self.global_step))
                     self.global_step += 1
                     metrics["train/tokens_per_s"] = metrics.pop("_tokens") / (time.perf_counter() - started)
                     last_metrics = metrics
@@ -223,6 +228,9 @@ class Trainer:
 
     def _after_step(self, logger: MetricsLogger | None, metrics: dict[str, float]) -> None:
         step, cfg = self.global_step, self.config
+        if logger is not None and self.samples and cfg.sample_every and (
+                step == 1 or step % cfg.sample_every == 0 or step == self.total_steps):
+            logger.log_samples(step, self.samples)
         if cfg.eval_every and self.eval_examples and step % cfg.eval_every == 0 and step < self.total_steps:
             metrics.update(self.evaluate())
         if logger is not None and (step % cfg.log_every == 0 or step == self.total_steps):
@@ -253,6 +261,37 @@ class Trainer:
     def _reduce(self, value: float | torch.Tensor) -> torch.Tensor:
         tensor = torch.as_tensor(value, dtype=torch.float64, device=self.accelerator.device)
         return self.accelerator.reduce(tensor.clone(), reduction="sum") if self.world > 1 else tensor
+
+    def _train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
+        if not self.on_policy:
+            return self._optimizer_step(micro_batches)
+        experience = self._collect(micro_batches)
+        per_update = [self._optimizer_step(update) for update in experience.updates]
+        metrics = {name: sum(m[name] for m in per_update) / len(per_update) for name in per_update[0]}
+        metrics["_tokens"] = sum(m["_tokens"] for m in per_update)
+        metrics["train/lr"] = per_update[0]["train/lr"]  # the rate this step started with
+        for name in ("train/epoch", "train/tokens_seen"):  # positions, not averages
+            metrics[name] = per_update[-1][name]
+        sequences = float(self._reduce(experience.num_sequences))
+        for name, value in experience.metric_sums.items():
+            metrics[name] = float(self._reduce(value)) / sequences
+        metrics.update(self.method.end_step(metrics))
+        return metrics
+
+    def _collect(self, micro_batches: list[dict[str, Any]]) -> Experience:
+        """Rollouts of an on-policy method with the current weights, dropout off, no gradients."""
+        micro_batches = [to_device(b, self.accelerator.device) for b in micro_batches]
+        self.model.eval()
+        try:
+            with torch.no_grad(), self.accelerator.autocast():
+                experience = self.method.collect(self.model, micro_batches)
+        finally:
+            self.model.train()
+        if len(experience.updates) != self.method.updates_per_step():
+            raise RuntimeError(f"{type(self.method).__name__} returned {len(experience.updates)} updates, "
+                               f"declared {self.method.updates_per_step()}")
+        self.samples = experience.samples
+        return experience
 
     def _optimizer_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
         """Forward/backward every micro-batch, then one clipped AdamW step (or a clear stop)."""
@@ -325,9 +364,13 @@ class Trainer:
         mine = list(range(self.rank, len(self.eval_examples), self.world))
         for start in range(0, len(mine), self.config.batch_size):
             batch = self.collate([self.eval_examples[i] for i in mine[start : start + self.config.batch_size]])
-            items += self.method.count_items(batch)
+            batch = to_device(batch, self.accelerator.device)
             with self.accelerator.autocast():
-                out: LossOutput = self.method.loss(model, to_device(batch, self.accelerator.device))
+                if hasattr(self.method, "evaluate_batch"):  # online RL: sample, score, measure the KL
+                    out, count = self.method.evaluate_batch(model, batch)
+                else:
+                    out, count = self.method.loss(model, batch), self.method.count_items(batch)
+            items += count
             loss_sum += float(out.loss_sum)
             for name, value in out.metric_sums.items():
                 metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
@@ -347,7 +390,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         ckpt.write_rank_state(staging, self.rank)
         if self.is_main:
-            state = ckpt.TrainerState(self.global_step, self.total_steps, self.tokens_seen, {})
+            extra = self.method.state_dict() if self.on_policy else {}  # e.g. the adaptive KL coefficient
+            state = ckpt.TrainerState(self.global_step, self.total_steps, self.tokens_seen, extra)
             ckpt.write_shared_state(staging, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, state)
         self.accelerator.wait_for_everyone()
         if self.is_main:
@@ -377,8 +421,11 @@ class Trainer:
                 "resume with the same train.max_steps / epochs / batch sizes"
             )
         self.global_step, self.tokens_seen = state.global_step, state.tokens_seen
+        if self.on_policy:
+            self.method.load_state_dict(state.extra)
         if self.is_main:
             drop_metrics_after(self.run_dir / "metrics.jsonl", self.global_step)
+            drop_metrics_after(self.run_dir / "samples.jsonl", self.global_step)
         self.accelerator.wait_for_everyone()
 
 

@@ -45,6 +45,12 @@ from alignloop.models.reward_scoring import RewardScorer, score_texts
 from alignloop.models.saving import MERGED_SUBFOLDER, save_trained_model
 from alignloop.models.tiny import build_tiny_causal_lm, save_tiny_model
 from alignloop.models.tokenizer import ensure_pad_token
+from alignloop.models.value_head import (
+    PolicyWithValueHead,
+    disable_dropout,
+    load_value_head,
+    save_policy_with_value_head,
+)
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -56,6 +62,7 @@ __all__ = [
     "MissingBuiltinPackageError",
     "ModelConfig",
     "ModelLoadError",
+    "PolicyWithValueHead",
     "RewardModel",
     "RewardScorer",
     "TORCH_DTYPES",
@@ -69,6 +76,7 @@ __all__ = [
     "builtin_names",
     "builtin_status",
     "count_trainable_parameters",
+    "disable_dropout",
     "ensure_pad_token",
     "init_reward_head",
     "is_builtin",
@@ -77,11 +85,13 @@ __all__ = [
     "load_model_and_tokenizer",
     "load_reward_model",
     "load_tokenizer",
+    "load_value_head",
     "merge_lora",
     "prepare_builtin",
     "read_reward_metadata",
     "resolve_model_source",
     "save_adapter",
+    "save_policy_with_value_head",
     "save_reward_model",
     "save_tiny_model",
     "save_trained_model",

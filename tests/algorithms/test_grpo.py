@@ -32,12 +32,17 @@ def run(tiny_model_dir, out, *overrides):
     return [r for r in read_metrics(out / "metrics.jsonl") if "train/loss" in r]
 
 
+def method_with(settings: GroupSettings) -> GroupPolicyGradient:
+    return GroupPolicyGradient(sampling=SamplingConfig(), reward_source=None, pad_token_id=0, make_engine=None,
+                               rows_per_micro_batch=4, settings=settings)
+
+
 def test_group_advantages_sum_to_zero_within_each_group():
-    method = GroupPolicyGradient(GroupSettings(group_size=3), SamplingConfig(), None, 0, make_engine=None)
+    method = method_with(GroupSettings(group_size=3))
     advantages = method._advantages(torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 8.0]))
     assert advantages.view(2, 3).sum(-1).abs().max() < 1e-6
     assert advantages[0] == pytest.approx(-1.0, abs=1e-5)  # (1 - 2) / std([1, 2, 3]) = -1 / 1
-    rloo = GroupPolicyGradient(GroupSettings(group_size=3, advantage="rloo"), SamplingConfig(), None, 0, None)
+    rloo = method_with(GroupSettings(group_size=3, advantage="rloo"))
     assert rloo._advantages(torch.tensor([1.0, 2.0, 3.0]))[0] == pytest.approx(1.0 - 2.5)
 
 

@@ -1,0 +1,242 @@
+"""What every online RL method (PPO, GRPO, RLOO) shares: prompts in, responses sampled with the
+current weights and scored, the experience cut into update micro-batches, and the held-out
+evaluation that says whether the policy got better.
+
+The experience of a step is one right-padded batch of (prompt + response) rows with per-token
+grids aligned to the shifted labels: grid column t belongs to the token at position t + 1, the
+one the logits of position t predict. Methods add their own grids (old log-probs, values,
+advantages) and `update_micro_batches` cuts the rows into the optimizer updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+from pydantic import Field
+
+from alignloop.config import Section
+from alignloop.data import DataError, EncodedExample, PromptOnly, encode_prompt, pad_batch, read_records
+from alignloop.engine import LossOutput
+from alignloop.engine.console import console_for
+from alignloop.engine.rollout import Rollout, SamplingConfig
+from alignloop.algorithms.reference import reference_network
+from alignloop.losses import kl_penalty
+from alignloop.ops import IGNORE_INDEX, response_token_logps
+from alignloop.rewards import penalize_unfinished
+
+
+class PromptDataConfig(Section):
+    train: str = Field(description="prompts: JSONL / JSON / CSV / Parquet with a `prompt` field")
+    eval: str | None = Field(None, description="held-out prompts, evaluated every train.eval_every steps")
+    max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept (see overlong_prompts)")
+    overlong_prompts: Literal["truncate", "drop", "error"] = Field(
+        "truncate", description="prompts over max_prompt_length: keep their last tokens, drop them, or stop"
+    )
+    use_chat_template: bool = Field(True, description="render prompts with the tokenizer's chat template")
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    record: PromptOnly  # the prompt as written (str or chat messages), for the reward source
+    prompt_ids: list[int]
+
+    @property
+    def prompt(self) -> Any:
+        return self.record.prompt
+
+
+def collate_prompts(items: list[PromptItem]) -> dict[str, Any]:
+    return {"prompts": items}
+
+
+def read_prompts(path: str, tokenizer, config: PromptDataConfig, console=None) -> list[PromptItem]:
+    """The prompts of `path`, tokenized; overlong ones handled as `config.overlong_prompts` says."""
+    items, overlong = [], []
+    for line, record in enumerate(read_records(path, PromptOnly), start=1):
+        ids = encode_prompt(tokenizer, record.prompt, config.use_chat_template)
+        if len(ids) > config.max_prompt_length:
+            overlong.append((line, len(ids)))
+            if config.overlong_prompts == "drop":
+                continue
+            ids = ids[-config.max_prompt_length :]
+        items.append(PromptItem(record, ids))
+    if overlong and config.overlong_prompts == "error":
+        shown = ", ".join(f"record {line} ({n} tokens)" for line, n in overlong[:5])
+        raise DataError(f"{path}: {len(overlong)} prompt(s) longer than data.max_prompt_length="
+                        f"{config.max_prompt_length} tokens: {shown}; raise the limit, or set "
+                        "data.overlong_prompts to truncate or drop")
+    if overlong and console is not None:
+        done = "dropped" if config.overlong_prompts == "drop" else "cut to their last tokens"
+        console.print(f"[yellow]note[/]: {path}: {len(overlong)} prompt(s) over {config.max_prompt_length} tokens {done}")
+    if not items:
+        raise DataError(f"{path}: no prompts left (all {len(overlong)} were longer than data.max_prompt_length)")
+    return items
+
+
+def check_context_fits(model, data: PromptDataConfig, sampling: SamplingConfig) -> None:
+    """Prompt + response must fit the model's positions, or generation fails deep inside torch."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if context is not None and data.max_prompt_length + sampling.max_new_tokens > context:
+        raise DataError(
+            f"data.max_prompt_length ({data.max_prompt_length}) + sampling.max_new_tokens "
+            f"({sampling.max_new_tokens}) exceeds the model's context of {context} tokens; lower one of them"
+        )
+
+
+def rollout_batch(rollout: Rollout, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Prompt + response rows with labels on the response only (the tokens to score)."""
+    examples = [
+        EncodedExample(prompt + response, [IGNORE_INDEX] * len(prompt) + response)
+        for prompt, response in zip(rollout.prompt_ids, rollout.response_ids)
+    ]
+    return pad_batch(examples, pad_token_id)
+
+
+def select_rows(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+    """The given rows of an experience batch, cut to the width their longest row needs.
+
+    Token tensors are (R, T), per-token grids (R, T-1) and per-row tensors (R,); right padding
+    beyond the longest selected row is dropped so short micro-batches cost less.
+    """
+    index = torch.tensor(rows, device=batch["input_ids"].device)
+    full = batch["input_ids"].shape[1]
+    width = int(batch["attention_mask"][index].sum(-1).max())
+    picked = {}
+    for key, value in batch.items():
+        value = value.index_select(0, index)
+        if value.dim() == 2:
+            value = value[:, : width if value.shape[1] == full else width - 1]
+        picked[key] = value
+    return picked
+
+
+def update_micro_batches(batch: dict[str, torch.Tensor], rows_per_micro_batch: int, epochs: int,
+                         num_minibatches: int) -> list[list[dict[str, torch.Tensor]]]:
+    """`epochs` passes over the rows in a fresh random order, each pass cut into `num_minibatches`
+    optimizer updates of micro-batches of at most `rows_per_micro_batch` rows."""
+    num_rows = batch["input_ids"].shape[0]
+    if num_minibatches > num_rows:
+        raise ValueError(f"{num_minibatches} minibatches asked of a rollout of only {num_rows} sequences")
+    updates = []
+    for _ in range(epochs):
+        for minibatch in torch.randperm(num_rows).tensor_split(num_minibatches):
+            rows = minibatch.tolist()
+            chunks = [rows[i : i + rows_per_micro_batch] for i in range(0, len(rows), rows_per_micro_batch)]
+            updates.append([select_rows(batch, chunk) for chunk in chunks])
+    return updates
+
+
+def in_row_chunks(batch: dict[str, torch.Tensor], rows: int, fn: Callable[[dict], torch.Tensor]) -> torch.Tensor:
+    """`fn` over slices of at most `rows` rows (full width), results concatenated along rows."""
+    size = batch["input_ids"].shape[0]
+    return torch.cat([fn({k: v[i : i + rows] for k, v in batch.items()}) for i in range(0, size, rows)])
+
+
+def per_sequence_mean(grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(R, T) values -> (R,) mean over each row's masked entries (0 for an empty row)."""
+    return (grid * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+@dataclass
+class ScoredRollout:
+    items: list[PromptItem]  # the prompt of each row
+    rollout: Rollout
+    scores: torch.Tensor  # (R,) after the missing-EOS penalty
+    tokens: dict[str, torch.Tensor]  # input_ids, attention_mask, labels (R, T)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.tokens["labels"][:, 1:] != IGNORE_INDEX  # (R, T-1)
+
+
+@dataclass
+class OnlineRL:
+    """Sampling, scoring, reference log-probs, sample tables and the held-out evaluation."""
+
+    sampling: SamplingConfig
+    reward_source: Any
+    pad_token_id: int
+    make_engine: Callable  # causal LM -> rollout engine, so sampling uses the weights being trained
+    rows_per_micro_batch: int
+    missing_eos_penalty: float = 0.0
+    reference_model: torch.nn.Module | None = None
+    eval_seed: int = 1234
+    last_samples: list[dict] = field(default_factory=list)
+
+    # ---------------------------------------------------------------- hooks for the methods
+    def policy_of(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The causal LM inside `model` (PPO wraps it with a value head)."""
+        return getattr(model, "module", model)
+
+    def kl_coef_now(self) -> float:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared steps
+    @property
+    def temperature(self) -> float:
+        return self.sampling.temperature or 1.0  # greedy decoding scores with the plain softmax
+
+    def sample(self, model: torch.nn.Module, items: list[PromptItem], per_prompt: int) -> ScoredRollout:
+        """`per_prompt` responses to every prompt (consecutive rows), scored by the reward source."""
+        rows = [item for item in items for _ in range(per_prompt)]
+        rollout = self.make_engine(self.policy_of(model)).generate([item.prompt_ids for item in rows])
+        scores = self.reward_source([item.prompt for item in rows], rollout.texts)
+        scores = penalize_unfinished(scores, rollout.finished, self.missing_eos_penalty)
+        device = next(model.parameters()).device
+        tokens = {k: v.to(device) for k, v in rollout_batch(rollout, self.pad_token_id).items()}
+        return ScoredRollout(rows, rollout, torch.tensor(scores, dtype=torch.float32, device=device), tokens)
+
+    def reference_logps(self, model: torch.nn.Module, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(R, T-1) log-probs of the responses under the frozen reference."""
+        with reference_network(self.policy_of(model), self.reference_model) as reference:
+            return in_row_chunks(tokens, self.rows_per_micro_batch,
+                                 lambda chunk: response_token_logps(reference, chunk, self.temperature)[0])
+
+    def policy_logps(self, model: torch.nn.Module, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(R, T-1) log-probs of the responses under the current policy (no gradient wanted here)."""
+        return in_row_chunks(tokens, self.rows_per_micro_batch,
+                             lambda chunk: response_token_logps(self.policy_of(model), chunk, self.temperature)[0])
+
+    def rollout_metrics(self, scored: ScoredRollout, kl: torch.Tensor) -> dict[str, float]:
+        """Sums over sequences (the engine divides by the global count); kl is (R, T-1) k1."""
+        mask = scored.mask
+        finished = torch.tensor(scored.rollout.finished, dtype=torch.float32)
+        scores = scored.scores.float()
+        return {
+            "reward/mean": float(scores.sum()),
+            # The std of this process's rollout, weighted by its size (exact for one process).
+            "reward/std": float(scores.std(unbiased=False)) * scores.numel(),
+            "kl/sequence": float((kl * mask).sum()),
+            "response/length": float(mask.sum()),
+            "response/eos_rate": float(finished.sum()),
+        }
+
+    def sample_rows(self, scored: ScoredRollout, kl: torch.Tensor, every: int = 1, limit: int = 8) -> list[dict]:
+        """A few rows for the sample table: prompt, response, reward, KL of the sequence."""
+        kl_sums = (kl * scored.mask).sum(-1).tolist()
+        rows = []
+        for i in range(0, len(scored.items), every)[:limit]:
+            rows.append({"prompt": str(scored.items[i].prompt)[:200], "response": scored.rollout.texts[i][:300],
+                         "reward": round(float(scored.scores[i]), 4), "kl": round(kl_sums[i], 4)})
+        return rows
+
+    @torch.no_grad()
+    def evaluate_batch(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[LossOutput, int]:
+        """One sampled response per held-out prompt: reward, KL to the reference, length.
+
+        Sampling uses a fixed seed in a forked RNG: every evaluation draws the same noise, so the
+        before/after numbers differ by the policy alone, and training's RNG stream (which a
+        resumed run must reproduce) is untouched. The loss is the negated RL objective,
+        -(reward - kl_coef * KL).
+        """
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.eval_seed)
+            scored = self.sample(model, batch["prompts"], per_prompt=1)
+        kl = kl_penalty(self.policy_logps(model, scored.tokens), self.reference_logps(model, scored.tokens), "k1")
+        metrics = self.rollout_metrics(scored, kl)
+        metrics.pop("reward/std")
+        objective = scored.scores.sum() - self.kl_coef_now() * metrics["kl/sequence"]
+        return LossOutput(-objective, {k: torch.tensor(v) for k, v in metrics.items()}), len(scored.items)
