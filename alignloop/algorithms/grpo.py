@@ -28,14 +28,14 @@ import torch
 from accelerate.utils import set_seed
 from pydantic import Field
 
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, check_context_fits
+from alignloop.algorithms.online import OnlineRL, PromptDataConfig, check_context_fits, rollout_engines
 from alignloop.algorithms.online import collate_prompts, per_sequence_mean, read_prompts, update_micro_batches
 from alignloop.algorithms.reference import frozen_copy_unless_lora
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import dataset_fingerprint
 from alignloop.engine import Experience, LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
-from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig
+from alignloop.engine.rollout import SamplingConfig
 from alignloop.losses import entropy_from_logits, grpo_kl_term, group_normalized_advantages, kl_penalty
 from alignloop.losses import leave_one_out_advantages, policy_gradient_loss
 from alignloop.models import ModelConfig, disable_dropout, load_model_and_tokenizer, save_trained_model
@@ -151,9 +151,10 @@ def run_grpo(config: GRPOConfig, resume: bool | str = False) -> TrainResult:
         sampling=config.sampling,
         reward_source=build_reward_source(config.reward),
         pad_token_id=tokenizer.pad_token_id,
-        make_engine=partial(HFRolloutEngine, tokenizer=tokenizer, sampling=config.sampling),
+        make_engine=rollout_engines(config, tokenizer),
         rows_per_micro_batch=config.train.batch_size * config.group.group_size,
         missing_eos_penalty=config.group.missing_eos_penalty,
+        eval_samples=config.data.eval_samples,
         reference_model=frozen_copy_unless_lora(model),  # the KL is measured even when β = 0
         settings=config.group,
     )

@@ -20,9 +20,10 @@ from alignloop.config import Section
 from alignloop.data import DataError, EncodedExample, PromptOnly, encode_prompt, pad_batch, read_records
 from alignloop.engine import LossOutput
 from alignloop.engine.console import console_for
-from alignloop.engine.rollout import Rollout, SamplingConfig
+from alignloop.engine.rollout import Rollout, SamplingConfig, rollout_engine_factory
 from alignloop.algorithms.reference import reference_network
 from alignloop.losses import kl_penalty
+from alignloop.models import resolve_model_source
 from alignloop.ops import IGNORE_INDEX, response_token_logps
 from alignloop.rewards import penalize_unfinished
 
@@ -30,6 +31,7 @@ from alignloop.rewards import penalize_unfinished
 class PromptDataConfig(Section):
     train: str = Field(description="prompts: JSONL / JSON / CSV / Parquet with a `prompt` field")
     eval: str | None = Field(None, description="held-out prompts, evaluated every train.eval_every steps")
+    eval_samples: int = Field(1, ge=1, description="responses sampled per held-out prompt (more: a less noisy eval reward)")
     max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept (see overlong_prompts)")
     overlong_prompts: Literal["truncate", "drop", "error"] = Field(
         "truncate", description="prompts over max_prompt_length: keep their last tokens, drop them, or stop"
@@ -83,6 +85,13 @@ def check_context_fits(model, data: PromptDataConfig, sampling: SamplingConfig) 
             f"data.max_prompt_length ({data.max_prompt_length}) + sampling.max_new_tokens "
             f"({sampling.max_new_tokens}) exceeds the model's context of {context} tokens; lower one of them"
         )
+
+
+def rollout_engines(config, tokenizer) -> Callable:
+    """The `policy -> rollout engine` factory of a PPO / GRPO config (HF generate or vLLM)."""
+    path = resolve_model_source(config.model.name) if config.sampling.engine == "vllm" else ""
+    max_model_len = config.data.max_prompt_length + config.sampling.max_new_tokens
+    return rollout_engine_factory(config.sampling, tokenizer, path, max_model_len, config.train.seed)
 
 
 def rollout_batch(rollout: Rollout, pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -163,6 +172,7 @@ class OnlineRL:
     missing_eos_penalty: float = 0.0
     reference_model: torch.nn.Module | None = None
     eval_seed: int = 1234
+    eval_samples: int = 1  # responses per held-out prompt
     last_samples: list[dict] = field(default_factory=list)
 
     # ---------------------------------------------------------------- hooks for the methods
@@ -174,6 +184,12 @@ class OnlineRL:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- shared steps
+    @property
+    def eval_batch_size(self) -> int:
+        """Held-out prompts per evaluation batch: one sampling batch, whatever the training batch
+        size, so that runs of different methods draw the same samples from the same policy."""
+        return max(1, self.sampling.batch_size // self.eval_samples)
+
     @property
     def temperature(self) -> float:
         return self.sampling.temperature or 1.0  # greedy decoding scores with the plain softmax
@@ -224,7 +240,7 @@ class OnlineRL:
 
     @torch.no_grad()
     def evaluate_batch(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[LossOutput, int]:
-        """One sampled response per held-out prompt: reward, KL to the reference, length.
+        """`eval_samples` sampled responses per held-out prompt: reward, KL to the reference, length.
 
         Sampling uses a fixed seed in a forked RNG: every evaluation draws the same noise, so the
         before/after numbers differ by the policy alone, and training's RNG stream (which a
@@ -234,7 +250,7 @@ class OnlineRL:
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.eval_seed)
-            scored = self.sample(model, batch["prompts"], per_prompt=1)
+            scored = self.sample(model, batch["prompts"], per_prompt=self.eval_samples)
         kl = kl_penalty(self.policy_logps(model, scored.tokens), self.reference_logps(model, scored.tokens), "k1")
         metrics = self.rollout_metrics(scored, kl)
         metrics.pop("reward/std")

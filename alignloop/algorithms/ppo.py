@@ -29,14 +29,14 @@ from accelerate.utils import set_seed
 from pydantic import Field
 
 from alignloop.algorithms.kl_control import adaptive_kl_coef
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, check_context_fits, collate_prompts
+from alignloop.algorithms.online import OnlineRL, PromptDataConfig, check_context_fits, rollout_engines, collate_prompts
 from alignloop.algorithms.online import read_prompts, update_micro_batches
 from alignloop.algorithms.reference import frozen_copy_unless_lora
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import dataset_fingerprint
 from alignloop.engine import Experience, LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
-from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig
+from alignloop.engine.rollout import SamplingConfig
 from alignloop.losses import entropy_from_logits, gae, kl_penalty, per_token_rewards, ppo_policy_loss
 from alignloop.losses import value_loss, whiten
 from alignloop.models import ModelConfig, PolicyWithValueHead, disable_dropout, load_model_and_tokenizer
@@ -176,9 +176,10 @@ def run_ppo(config: PPOConfig, resume: bool | str = False) -> TrainResult:
         sampling=config.sampling,
         reward_source=build_reward_source(config.reward),
         pad_token_id=tokenizer.pad_token_id,
-        make_engine=partial(HFRolloutEngine, tokenizer=tokenizer, sampling=config.sampling),
+        make_engine=rollout_engines(config, tokenizer),
         rows_per_micro_batch=config.train.batch_size,
         missing_eos_penalty=config.ppo.missing_eos_penalty,
+        eval_samples=config.data.eval_samples,
         reference_model=frozen_copy_unless_lora(policy),
         settings=config.ppo,
         sequences_per_step=config.train.batch_size * config.train.grad_accum * accelerator.num_processes,

@@ -39,9 +39,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignloop.data import DataError
     from alignloop.engine import NonFiniteLossError, ResumeError
     from alignloop.models import ModelLoadError
+    from alignloop.engine.vllm_rollout import VLLMUnavailableError
     from alignloop.rewards import RewardSourceError
 
-    return (ConfigError, DataError, ModelLoadError, ResumeError, NonFiniteLossError, RewardSourceError, FileNotFoundError)
+    return (ConfigError, DataError, ModelLoadError, ResumeError, NonFiniteLossError, RewardSourceError,
+            VLLMUnavailableError, FileNotFoundError)
 
 
 def friendly_errors(command: Callable) -> Callable:

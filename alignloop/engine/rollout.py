@@ -10,17 +10,19 @@ The sampler's temperature is recorded with the rollout: the log-probs used for t
 be computed from logits divided by the same temperature, or the "old" policy of PPO is not the
 policy that sampled, and the measured KL to the reference can even go negative.
 
-`RolloutEngine` is the interface; `HFRolloutEngine` the implementation that works everywhere.
-A vLLM engine for GPU machines slots in behind the same interface.
+`RolloutEngine` is the interface; `HFRolloutEngine` the implementation that works everywhere;
+`vllm_rollout.VLLMRolloutEngine` the same interface on vLLM for GPU machines.
+`rollout_engine_factory` picks one from the sampling config.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from alignloop.config import Section
 
@@ -30,7 +32,16 @@ class SamplingConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: keep the smallest set with this mass")
     top_k: int = Field(0, ge=0, description="keep only the k most likely tokens (0: no limit)")
     max_new_tokens: int = Field(64, ge=1, description="longest response in tokens")
+    min_new_tokens: int = Field(0, ge=0, description="EOS is suppressed before this many tokens (benchmarks: fixed lengths)")
     batch_size: int = Field(16, ge=1, description="prompts generated for together")
+    engine: Literal["hf", "vllm"] = Field("hf", description="hf (transformers generate, anywhere) or vllm (CUDA, optional extra)")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description="vllm: share of GPU memory for vLLM (weights + KV cache)")
+
+    @model_validator(mode="after")
+    def _lengths_in_order(self) -> "SamplingConfig":
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens ({self.min_new_tokens}) must not exceed max_new_tokens ({self.max_new_tokens})")
+        return self
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,7 @@ class HFRolloutEngine:
         sample = s.temperature > 0
         kwargs = {
             "max_new_tokens": s.max_new_tokens,
+            "min_new_tokens": s.min_new_tokens,
             "do_sample": sample,
             "pad_token_id": pad_id,
             "eos_token_id": sorted(self.eos_ids),
@@ -133,3 +145,15 @@ class HFRolloutEngine:
             # top_k=0 must be passed: None would fall back to the generation config default (50).
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         return kwargs
+
+
+def rollout_engine_factory(sampling: SamplingConfig, tokenizer, model_path: str, max_model_len: int, seed: int = 0):
+    """A `policy -> RolloutEngine` callable for the RL methods, which call it before each rollout
+    so that sampling uses the weights being trained. HF wraps the live policy (no copy); vLLM
+    is started once and receives the current weights on each call."""
+    if sampling.engine == "vllm":
+        from alignloop.engine.vllm_rollout import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(model_path, tokenizer, sampling, max_model_len,
+                                 sampling.vllm_gpu_memory_utilization, seed)
+    return functools.partial(HFRolloutEngine, tokenizer=tokenizer, sampling=sampling)

@@ -265,7 +265,9 @@ class Trainer:
     def _train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
         if not self.on_policy:
             return self._optimizer_step(micro_batches)
+        started = time.perf_counter()
         experience = self._collect(micro_batches)
+        collected = time.perf_counter()
         per_update = [self._optimizer_step(update) for update in experience.updates]
         metrics = {name: sum(m[name] for m in per_update) / len(per_update) for name in per_update[0]}
         metrics["_tokens"] = sum(m["_tokens"] for m in per_update)
@@ -276,6 +278,9 @@ class Trainer:
         for name, value in experience.metric_sums.items():
             metrics[name] = float(self._reduce(value)) / sequences
         metrics.update(self.method.end_step(metrics))
+        # Where the step's time went: sampling + scoring + reference, then the updates.
+        metrics["time/rollout_s"] = collected - started
+        metrics["time/update_s"] = time.perf_counter() - collected
         return metrics
 
     def _collect(self, micro_batches: list[dict[str, Any]]) -> Experience:
@@ -362,8 +367,9 @@ class Trainer:
         model.eval()
         loss_sum, items, metric_sums = 0.0, 0, {}
         mine = list(range(self.rank, len(self.eval_examples), self.world))
-        for start in range(0, len(mine), self.config.batch_size):
-            batch = self.collate([self.eval_examples[i] for i in mine[start : start + self.config.batch_size]])
+        size = getattr(self.method, "eval_batch_size", None) or self.config.batch_size
+        for start in range(0, len(mine), size):
+            batch = self.collate([self.eval_examples[i] for i in mine[start : start + size]])
             batch = to_device(batch, self.accelerator.device)
             with self.accelerator.autocast():
                 if hasattr(self.method, "evaluate_batch"):  # online RL: sample, score, measure the KL
