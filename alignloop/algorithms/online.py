@@ -19,7 +19,6 @@ from pydantic import Field
 from alignloop.config import Section
 from alignloop.data import DataError, EncodedExample, PromptOnly, encode_prompt, pad_batch, read_records
 from alignloop.engine import LossOutput
-from alignloop.engine.console import console_for
 from alignloop.engine.rollout import Rollout, SamplingConfig, rollout_engine_factory
 from alignloop.algorithms.reference import reference_network
 from alignloop.losses import kl_penalty

@@ -32,6 +32,10 @@ rm_app = typer.Typer(help="Reward models: train on pairs / rankings / ratings, e
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(rm_app, name="rm")
+from alignloop.cli.feedback import db_app, feedback_app, serve  # noqa: E402  (kept light: imports inside commands)
+app.add_typer(db_app, name="db")
+app.add_typer(feedback_app, name="feedback")
+app.command("serve")(serve)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

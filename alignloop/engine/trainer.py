@@ -33,7 +33,7 @@ from transformers import get_scheduler
 
 from alignloop.engine import checkpoint as ckpt
 from alignloop.engine.config import TrainConfig
-from alignloop.engine.method import Experience, LossOutput, NonFiniteLossError, OnPolicyMethod, TrainingMethod
+from alignloop.engine.method import Experience, NonFiniteLossError, OnPolicyMethod, TrainingMethod
 from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
 from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.run_dir import write_run_info

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from alignloop.algorithms.reward import RewardConfig, RewardMethod, RewardSettings, collate_judgements, run_reward

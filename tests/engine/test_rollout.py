@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig, cut_at_eos, left_pad
 from alignloop.models import build_tiny_causal_lm

@@ -1,0 +1,445 @@
+"""Export a campaign's judgements as a dataset the trainers read as it is.
+
+`export_campaign` turns judgements into the data layer's records (`alignloop.data`) and writes
+`<out_dir>/<campaign>-<format>-v<N>/` holding `data.jsonl` and `manifest.json` (what was
+exported, how, what was dropped and why, the sha256 of `data.jsonl`). N counts up, so an export
+never overwrites an earlier one that a training run may name. The folder is written under a
+temporary name and renamed into place: a reader sees a whole dataset or none.
+
+Formats and where they come from:
+
+    pairs     pairwise answers -> PreferencePair (tie / both bad dropped and counted);
+              with `pairs_from_rankings`, also every ordered pair of each ranking
+    rankings  ranking answers  -> Ranking (best first; `ranks` keeps ties)
+    ratings   rating answers   -> Rating, one per rubric axis, on the campaign's scale
+    sft       edit answers     -> SFTExample (the edited or written ideal response)
+    kto       pairwise answers -> BinaryFeedback (chosen desirable, rejected undesirable), and
+              rating answers   -> BinaryFeedback (mean over axes above / below the scale midpoint)
+
+Aggregations:
+
+    all       one record per judgement
+    majority  one record per unit (the same item and candidates): the answer with most votes;
+              a tie at the top is dropped and counted as `no_majority`
+    weighted  the same, each vote counting its evaluator's quality weight (`quality.py`);
+              pairs carry `margin` = (weight for chosen - weight for rejected) / all weight
+
+Rankings are aggregated by mean rank (a Borda count): candidates with equal mean rank are tied,
+which a ranking can express, so nothing is dropped for that. Edits are free text with nothing to
+vote on: `sft` takes only `all`. Gold items are left out unless asked for (their answers are
+known in advance and would be over-represented), and `exclude_flagged` leaves out every
+judgement of an evaluator whom the quality checks flag.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+import alignloop
+from alignloop.data import (
+    BinaryFeedback,
+    PreferencePair,
+    Ranking,
+    Rating,
+    Record,
+    SFTExample,
+    dataset_fingerprint,
+    rankings_to_pairs,
+    write_jsonl,
+)
+from alignloop.feedback.models import Campaign, Candidate, Item, User
+from alignloop.feedback.quality import (
+    TIE_CHOICES,
+    JudgementFacts,
+    QualityThresholds,
+    campaign_report,
+    dense_ranks,
+    load_judgement_facts,
+    preferred_candidate,
+    rated_candidate,
+)
+
+__all__ = ["FORMATS", "AGGREGATIONS", "ExportError", "ExportResult", "export_campaign", "export_campaign_from_url"]
+
+# Format -> the task types whose judgements it is made from.
+FORMATS: dict[str, frozenset[str]] = {
+    "pairs": frozenset({"pairwise"}),
+    "rankings": frozenset({"ranking"}),
+    "ratings": frozenset({"rating"}),
+    "sft": frozenset({"edit"}),
+    "kto": frozenset({"pairwise", "rating"}),
+}
+AGGREGATIONS = ("all", "majority", "weighted")
+
+
+class ExportError(ValueError):
+    """An export that cannot be made (unknown campaign, format or aggregation, nothing to export)."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where an export went and what its manifest says."""
+
+    path: Path  # the dataset folder
+    version: int
+    records: int
+    sha256: str  # of data.jsonl
+    dropped: dict[str, int]
+    manifest: dict[str, Any]
+
+    @property
+    def data_file(self) -> Path:
+        return self.path / "data.jsonl"
+
+    def __str__(self) -> str:
+        dropped = ", ".join(f"{reason} {count}" for reason, count in self.dropped.items()) or "none"
+        return f"{self.records} records -> {self.data_file} (sha256 {self.sha256[:12]}; dropped: {dropped})"
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What record building needs besides the judgements."""
+
+    aggregation: str
+    prompts: dict[int, Any]  # item id -> prompt
+    texts: dict[int, str]  # candidate id -> text
+    scale: tuple[int, int]
+    weights: dict[int, float]  # evaluator id -> vote weight
+    dropped: Counter[str]
+
+    def weight(self, fact: JudgementFacts) -> float:
+        return self.weights.get(fact.evaluator_id, 0.0) if self.aggregation == "weighted" else 1.0
+
+    def record(self, schema: type[Record], **fields: Any) -> Record | None:
+        # The server validates answers on the way in; a row that still fails the schema (an
+        # empty edit, a score off the scale) is counted rather than stopping the whole export.
+        try:
+            return schema(**fields)
+        except ValidationError:
+            self.dropped[f"invalid_{schema.__name__}"] += 1
+            return None
+
+
+@dataclass(frozen=True)
+class _Ballot:
+    """One judgement's vote on one unit (e.g. which of two candidates is better)."""
+
+    unit: tuple[Any, ...]
+    fact: JudgementFacts
+    label: Any
+
+
+def _units(ballots: Iterable[_Ballot], aggregation: str) -> list[list[_Ballot]]:
+    """Ballots grouped by what they vote on; with `all` each judgement is its own group."""
+    groups: dict[tuple[Any, ...], list[_Ballot]] = defaultdict(list)
+    for ballot in ballots:
+        key = ballot.unit if aggregation != "all" else (ballot.fact.judgement_id, *ballot.unit)
+        groups[key].append(ballot)
+    return list(groups.values())
+
+
+def _vote(ballots: Sequence[_Ballot], context: _Context) -> tuple[Any, dict[Any, float]] | None:
+    """(winning label, weight per label), or None when the top is tied or carries no weight."""
+    totals: dict[Any, float] = defaultdict(float)
+    for ballot in ballots:
+        totals[ballot.label] += context.weight(ballot.fact)
+    ranked = sorted(totals.items(), key=lambda entry: -entry[1])
+    if ranked[0][1] <= 0 or (len(ranked) > 1 and math.isclose(ranked[0][1], ranked[1][1])):
+        context.dropped["no_majority"] += 1
+        return None
+    return ranked[0][0], totals
+
+
+def _pairs(facts: Sequence[JudgementFacts], context: _Context) -> list[PreferencePair]:
+    ballots = [
+        _Ballot((f.item_id, *sorted(f.shown_order[:2])), f, preferred_candidate(f))
+        for f in facts if f.task_type == "pairwise"
+    ]
+    pairs = []
+    for unit in _units(ballots, context.aggregation):
+        outcome = _vote(unit, context)
+        if outcome is None:
+            continue
+        winner, totals = outcome
+        if winner in TIE_CHOICES:
+            context.dropped[winner] += 1
+            continue
+        loser = next(candidate for candidate in unit[0].fact.shown_order[:2] if candidate != winner)
+        margin = None
+        if context.aggregation == "weighted":
+            margin = (totals[winner] - totals.get(loser, 0.0)) / sum(totals.values())
+        pairs.append(context.record(
+            PreferencePair, prompt=context.prompts[unit[0].fact.item_id], chosen=context.texts[winner],
+            rejected=context.texts[loser], margin=margin,
+        ))
+    return [pair for pair in pairs if pair is not None]
+
+
+def _mean_ranks(unit: Sequence[_Ballot], context: _Context) -> dict[int, int] | None:
+    """Candidates re-ranked densely by their (weighted) mean rank; None when no vote has weight."""
+    total = sum(context.weight(ballot.fact) for ballot in unit)
+    if total <= 0:
+        context.dropped["no_majority"] += 1
+        return None
+    sums: dict[int, float] = defaultdict(float)
+    for ballot in unit:
+        for candidate, rank in ballot.label.items():
+            sums[candidate] += context.weight(ballot.fact) * rank
+    # Rounded so that means equal up to float noise count as a tie.
+    return dense_ranks({candidate: round(rank_sum / total, 9) for candidate, rank_sum in sums.items()})
+
+
+def _rankings(facts: Sequence[JudgementFacts], context: _Context) -> list[Ranking]:
+    ballots = []
+    for fact in facts:
+        if fact.task_type == "ranking":
+            ranks = dense_ranks(fact.answer["ranks"])
+            ballots.append(_Ballot((fact.item_id, *sorted(ranks)), fact, ranks))
+    rankings = []
+    for unit in _units(ballots, context.aggregation):
+        ranks = _mean_ranks(unit, context)
+        if ranks is None:
+            continue
+        if len(set(ranks.values())) == 1:
+            context.dropped["all_tied"] += 1
+            continue
+        order = sorted(ranks, key=lambda candidate: (ranks[candidate], candidate))
+        rankings.append(context.record(
+            Ranking, prompt=context.prompts[unit[0].fact.item_id], responses=[context.texts[c] for c in order],
+            ranks=[ranks[c] for c in order],
+        ))
+    return [ranking for ranking in rankings if ranking is not None]
+
+
+def _ratings(facts: Sequence[JudgementFacts], context: _Context) -> list[Rating]:
+    ballots = [
+        _Ballot((f.item_id, rated_candidate(f), axis), f, float(score))
+        for f in facts if f.task_type == "rating" for axis, score in sorted(f.answer["scores"].items())
+    ]
+    ratings = []
+    for unit in _units(ballots, context.aggregation):
+        outcome = _vote(unit, context)
+        if outcome is not None:
+            item, candidate, axis = unit[0].unit
+            ratings.append(context.record(
+                Rating, prompt=context.prompts[item], response=context.texts[candidate], score=outcome[0],
+                scale_min=context.scale[0], scale_max=context.scale[1], axis=axis,
+            ))
+    return [rating for rating in ratings if rating is not None]
+
+
+def _sft(facts: Sequence[JudgementFacts], context: _Context) -> list[SFTExample]:
+    examples = [
+        context.record(SFTExample, prompt=context.prompts[f.item_id], response=f.answer.get("text"))
+        for f in facts if f.task_type == "edit"
+    ]
+    return [example for example in examples if example is not None]
+
+
+def _rating_is_good(fact: JudgementFacts, midpoint: float, context: _Context) -> bool | None:
+    """Whether a rating's mean over its axes is above the scale midpoint; None (counted) when neither."""
+    scores = list(fact.answer["scores"].values())
+    mean = sum(scores) / len(scores) if scores else None
+    if mean is None or mean == midpoint:
+        context.dropped["at_midpoint" if scores else "no_scores"] += 1
+        return None
+    return mean > midpoint
+
+
+def _kto(facts: Sequence[JudgementFacts], context: _Context) -> list[BinaryFeedback]:
+    feedback = []
+    for pair in _pairs(facts, context):
+        feedback += [BinaryFeedback(prompt=pair.prompt, response=pair.chosen, label=True),
+                     BinaryFeedback(prompt=pair.prompt, response=pair.rejected, label=False)]
+    midpoint = (context.scale[0] + context.scale[1]) / 2
+    ballots = []
+    for fact in facts:
+        if fact.task_type == "rating":
+            good = _rating_is_good(fact, midpoint, context)
+            if good is not None:
+                ballots.append(_Ballot((fact.item_id, rated_candidate(fact)), fact, good))
+    for unit in _units(ballots, context.aggregation):
+        outcome = _vote(unit, context)
+        if outcome is not None:
+            item, candidate = unit[0].unit
+            record = context.record(
+                BinaryFeedback, prompt=context.prompts[item], response=context.texts[candidate], label=outcome[0]
+            )
+            feedback += [record] if record is not None else []
+    return feedback
+
+
+_BUILDERS: dict[str, Callable[[Sequence[JudgementFacts], _Context], list[Record]]] = {
+    "pairs": _pairs, "rankings": _rankings, "ratings": _ratings, "sft": _sft, "kto": _kto,
+}
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _slug(name: str) -> str:
+    """A campaign name made safe as part of a folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "campaign"
+
+
+def _next_version(out_dir: Path, stem: str) -> int:
+    pattern = re.compile(rf"{re.escape(stem)}-v(\d+)")
+    versions = [int(match.group(1)) for path in out_dir.iterdir() if (match := pattern.fullmatch(path.name))]
+    return max(versions, default=0) + 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _publish(out_dir: Path, stem: str, records: Sequence[Record], manifest: dict[str, Any]) -> ExportResult:
+    """Write data and manifest into a temporary folder, then rename it to the next free version."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=out_dir))
+    staging.chmod(0o755)  # mkdtemp makes it private; the dataset is for trainers run by anyone
+    try:
+        write_jsonl(staging / "data.jsonl", records)
+        manifest = {**manifest, "sha256": _sha256(staging / "data.jsonl")}
+        while True:
+            version = _next_version(out_dir, stem)
+            manifest["version"] = version
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+            final = out_dir / f"{stem}-v{version}"
+            try:
+                os.rename(staging, final)
+                break
+            except OSError as error:  # another export took this version first: take the next one
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(final, version, len(records), manifest["sha256"], manifest["dropped"], manifest)
+
+
+# ---------------------------------------------------------------- the export
+
+
+def _check_options(fmt: str, aggregation: str) -> None:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if aggregation not in AGGREGATIONS:
+        raise ExportError(f"unknown aggregation {aggregation!r}; expected one of {', '.join(AGGREGATIONS)}")
+    if fmt == "sft" and aggregation != "all":
+        raise ExportError(f"sft exports every edit (free text has no majority); aggregation must be 'all', "
+                          f"got {aggregation!r}")
+
+
+def _select_facts(
+    facts: Sequence[JudgementFacts], task_types: frozenset[str], gold_items: set[int], excluded: set[int],
+    include_gold: bool, dropped: Counter[str],
+) -> list[JudgementFacts]:
+    """The judgements the format uses, item by item; gold and flagged ones counted as dropped."""
+    kept = []
+    for fact in sorted(facts, key=lambda f: (f.item_id, f.judgement_id)):
+        if fact.task_type not in task_types:
+            continue
+        if fact.item_id in gold_items and not include_gold:
+            dropped["gold_item"] += 1
+        elif fact.evaluator_id in excluded:
+            dropped["flagged_evaluator"] += 1
+        else:
+            kept.append(fact)
+    return kept
+
+
+def _load_context(session: Session, campaign: Campaign, aggregation: str, weights: dict[int, float]) -> _Context:
+    prompts = dict(session.execute(select(Item.id, Item.prompt).where(Item.campaign_id == campaign.id)).all())
+    texts = dict(session.execute(
+        select(Candidate.id, Candidate.text).join(Item, Candidate.item_id == Item.id)
+        .where(Item.campaign_id == campaign.id)
+    ).all())
+    return _Context(aggregation, prompts, texts, (campaign.scale_min, campaign.scale_max), weights, Counter())
+
+
+def export_campaign(
+    session: Session,
+    campaign_name: str,
+    fmt: str,
+    out_dir: str | Path,
+    aggregation: str = "all",
+    exclude_flagged: bool = False,
+    thresholds: QualityThresholds | None = None,
+    include_gold: bool = False,
+    pairs_from_rankings: bool = False,
+) -> ExportResult:
+    """Write one campaign's judgements as a versioned dataset folder (see the module docstring)."""
+    _check_options(fmt, aggregation)
+    campaign = session.scalars(select(Campaign).where(Campaign.name == campaign_name)).one_or_none()
+    if campaign is None:
+        raise ExportError(f"no campaign named {campaign_name!r}")
+    weights: dict[int, float] = {}
+    flagged: dict[int, tuple[str, ...]] = {}
+    if aggregation == "weighted" or exclude_flagged:
+        quality = campaign_report(session, campaign.id, thresholds)
+        weights = quality.weights()
+        flagged = {row.evaluator_id: row.flags for row in quality.flagged} if exclude_flagged else {}
+    context = _load_context(session, campaign, aggregation, weights)
+    gold_items = set(session.scalars(select(Item.id).where(Item.campaign_id == campaign.id, Item.is_gold)))
+    task_types = FORMATS[fmt] | ({"ranking"} if fmt == "pairs" and pairs_from_rankings else set())
+    facts = _select_facts(load_judgement_facts(session, campaign.id), task_types, gold_items, set(flagged),
+                          include_gold, context.dropped)
+    records = _BUILDERS[fmt](facts, context)
+    if fmt == "pairs" and pairs_from_rankings:
+        records += rankings_to_pairs(_rankings(facts, context))
+    if not records:
+        raise ExportError(f"campaign {campaign_name!r} has nothing to export as {fmt} with aggregation "
+                          f"{aggregation!r} (dropped: {dict(context.dropped) or 'none'})")
+    usernames = dict(session.execute(select(User.id, User.username)).all())
+    manifest = {
+        "campaign": campaign.name, "format": fmt, "aggregation": aggregation,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "records": len(records), "dropped": dict(sorted(context.dropped.items())),
+        "fingerprint": dataset_fingerprint(records),  # the hash trainers store as the data fingerprint
+        "include_gold": include_gold, "exclude_flagged": exclude_flagged, "pairs_from_rankings": pairs_from_rankings,
+        "evaluators": {
+            "included": sorted(usernames[e] for e in {fact.evaluator_id for fact in facts}),
+            "excluded": {usernames[e]: list(reasons) for e, reasons in sorted(flagged.items())},
+        },
+        "weights": {usernames[e]: w for e, w in sorted(context.weights.items())} if aggregation == "weighted" else None,
+        "alignloop_version": alignloop.__version__,
+    }
+    return _publish(Path(out_dir), f"{_slug(campaign.name)}-{fmt}", records, manifest)
+
+
+def export_campaign_from_url(
+    db_url: str, campaign_name: str, fmt: str, out_dir: str | Path, **options: Any
+) -> ExportResult:
+    """`export_campaign` on a database URL (SQLite file or PostgreSQL), for the CLI."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        # create_engine would quietly create an empty file at a mistyped path.
+        raise ExportError(f"no SQLite database at {url.database}")
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            return export_campaign(session, campaign_name, fmt, out_dir, **options)
+    finally:
+        engine.dispose()

@@ -1,0 +1,312 @@
+"""What the web pages, the REST API and the CLI do to the feedback store, in one place.
+
+Every function takes an open `Session` and leaves committing to the caller, so one request is
+one transaction (`database.transaction`): an error anywhere rolls all of it back. Errors are
+typed by what the caller should answer: `NotFound` (404), `Forbidden` (403), `Conflict` (409),
+`InvalidRequest` / `InvalidAnswer` (422).
+
+Concurrency: `next_assignment` counts how many evaluators hold each item; two requests counting
+at once could both hand out the last slot. SQLite transactions are serialised already
+(`BEGIN IMMEDIATE`); on PostgreSQL the campaign row is locked (`FOR UPDATE`) first. The unique
+constraints of the schema (one assignment per item, evaluator and task; one judgement per
+assignment; one client key per evaluator) are the last line: a duplicate cannot be stored.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from alignloop.feedback.assignment import (
+    MAX_TEXT_CHARS, InvalidAnswer, ItemLoad, display_order, pick_item, validate_answer,
+)
+from alignloop.feedback.models import (
+    Assignment, AssignmentStatus, Campaign, Candidate, GuidelineAck, Item, Judgement, Role, TaskType, User, utcnow,
+)
+from alignloop.feedback.security import as_utc, hash_password
+
+__all__ = [
+    "GOLD_RATE", "ASSIGNMENT_TTL", "NotFound", "Forbidden", "Conflict", "InvalidRequest", "InvalidAnswer",
+    "GuidelinesNotRead", "CampaignProgress", "create_user", "user_by_name", "create_campaign", "campaign_by_name",
+    "get_campaign", "list_campaigns", "campaign_progress", "evaluator_done_count", "acknowledge_guidelines",
+    "has_read_guidelines", "next_assignment", "assignment_for", "submit_judgement", "list_judgements",
+]
+
+GOLD_RATE = 0.1  # share of tasks drawn from gold items while regular ones remain
+# An open assignment older than this no longer holds its slot (should its evaluator still answer
+# it, the item ends with one judgement more than `overlap`: better than an abandoned tab blocking it).
+ASSIGNMENT_TTL = timedelta(hours=1)
+_USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Forbidden(PermissionError):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+class GuidelinesNotRead(Conflict):
+    """The evaluator must acknowledge the campaign's guidelines before a first task."""
+
+
+class InvalidRequest(ValueError):
+    pass
+
+
+def create_user(session: Session, username: str, password: str, role: Role | str = Role.evaluator) -> User:
+    if not _USERNAME.fullmatch(username):
+        raise InvalidRequest(f"username {username!r}: expected 1-64 letters, digits or _ . @ -")
+    if role not in {r.value for r in Role}:
+        raise InvalidRequest(f"role {role!r}: expected one of {', '.join(r.value for r in Role)}")
+    if not password:
+        raise InvalidRequest("password: expected a non-empty password")
+    if user_by_name(session, username) is not None:
+        raise Conflict(f"user {username!r} already exists")
+    user = User(username=username, password_hash=hash_password(password), role=Role(role), active=True)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def user_by_name(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def _check_campaign_settings(
+    name: str, task_types: list[str], overlap: int, scale_min: int, scale_max: int, guidelines: str, min_seconds: float,
+) -> None:
+    if not name or len(name) > 128:
+        raise InvalidRequest("name: expected 1-128 characters")
+    if len(guidelines) > MAX_TEXT_CHARS:
+        raise InvalidRequest(f"guidelines: {len(guidelines)} characters, more than the limit of {MAX_TEXT_CHARS}")
+    if min_seconds < 0:
+        raise InvalidRequest(f"min_seconds: expected 0 or more, got {min_seconds}")
+    unknown = [t for t in task_types if t not in {k.value for k in TaskType}]
+    if not task_types or unknown:
+        raise InvalidRequest(f"task_types: expected one or more of {', '.join(k.value for k in TaskType)}, got {task_types}")
+    if overlap < 1:
+        raise InvalidRequest(f"overlap: expected at least 1 evaluator per item, got {overlap}")
+    if scale_min >= scale_max:
+        raise InvalidRequest(f"scale: expected scale_min < scale_max, got {scale_min}..{scale_max}")
+
+
+def create_campaign(
+    session: Session, name: str, task_types: list[str], *, overlap: int = 3, rubric_axes: list[str] | None = None,
+    scale_min: int = 1, scale_max: int = 7, guidelines: str = "", min_seconds: float = 3.0,
+    created_by: User | None = None,
+) -> Campaign:
+    name, task_types = name.strip(), [str(getattr(t, "value", t)) for t in task_types]
+    _check_campaign_settings(name, task_types, overlap, scale_min, scale_max, guidelines, min_seconds)
+    if campaign_by_name(session, name) is not None:
+        raise Conflict(f"campaign {name!r} already exists")
+    axes = [axis.strip() for axis in rubric_axes or [] if axis.strip()]
+    campaign = Campaign(
+        name=name, task_types=list(dict.fromkeys(task_types)), overlap=overlap, rubric_axes=axes,
+        scale_min=scale_min, scale_max=scale_max, guidelines=guidelines, min_seconds=min_seconds,
+        created_by=created_by.id if created_by else None,
+    )
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def campaign_by_name(session: Session, name: str) -> Campaign | None:
+    return session.scalar(select(Campaign).where(Campaign.name == name))
+
+
+def get_campaign(session: Session, campaign_id: int) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"no campaign {campaign_id}")
+    return campaign
+
+
+def list_campaigns(session: Session) -> list[Campaign]:
+    return list(session.scalars(select(Campaign).order_by(Campaign.id)))
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    items: int
+    gold_items: int
+    judgements: dict[str, int]  # task type -> judgements stored
+    target: int  # regular items x overlap: judgements wanted per task type
+
+
+def campaign_progress(session: Session, campaign: Campaign) -> CampaignProgress:
+    items = session.scalar(select(func.count()).where(Item.campaign_id == campaign.id)) or 0
+    gold = session.scalar(select(func.count()).where(Item.campaign_id == campaign.id, Item.is_gold)) or 0
+    counts = dict(session.execute(
+        select(Judgement.task_type, func.count()).where(Judgement.campaign_id == campaign.id).group_by(Judgement.task_type)
+    ).all())
+    judgements = {task: counts.get(TaskType(task), 0) for task in campaign.task_types}
+    return CampaignProgress(items, gold, judgements, (items - gold) * campaign.overlap)
+
+
+def evaluator_done_count(session: Session, campaign_id: int, user_id: int) -> int:
+    query = select(func.count()).where(Judgement.campaign_id == campaign_id, Judgement.evaluator_id == user_id)
+    return session.scalar(query) or 0
+
+
+def has_read_guidelines(session: Session, user_id: int, campaign_id: int) -> bool:
+    query = select(GuidelineAck.id).where(GuidelineAck.user_id == user_id, GuidelineAck.campaign_id == campaign_id)
+    return session.scalar(query) is not None
+
+
+def acknowledge_guidelines(session: Session, user: User, campaign_id: int) -> None:
+    get_campaign(session, campaign_id)
+    if not has_read_guidelines(session, user.id, campaign_id):
+        session.add(GuidelineAck(user_id=user.id, campaign_id=campaign_id))
+        session.flush()
+
+
+def _open_assignment(session: Session, campaign_id: int, user: User, task_type: TaskType | None) -> Assignment | None:
+    query = select(Assignment).where(
+        Assignment.campaign_id == campaign_id, Assignment.evaluator_id == user.id,
+        Assignment.status == AssignmentStatus.open,
+    )
+    if task_type is not None:
+        query = query.where(Assignment.task_type == task_type)
+    return session.scalars(query.order_by(Assignment.id).limit(1)).first()
+
+
+def _item_loads(session: Session, campaign_id: int, user: User, task_type: TaskType) -> list[ItemLoad]:
+    """Every item of the campaign this evaluator has not had for `task_type`, with its load.
+
+    One query of plain tuples: this runs on every request for a new task, so it must stay cheap
+    for campaigns of thousands of items (candidate ids are loaded only for the item picked).
+    """
+    live = or_(Assignment.status == AssignmentStatus.done, Assignment.created_at > utcnow() - ASSIGNMENT_TTL)
+    of_task = (Assignment.campaign_id == campaign_id, Assignment.task_type == task_type)
+    taken = (select(Assignment.item_id, func.count().label("n")).where(*of_task, live)
+             .group_by(Assignment.item_id).subquery())
+    candidates = (select(Candidate.item_id, func.count().label("n")).join(Item).where(Item.campaign_id == campaign_id)
+                  .group_by(Candidate.item_id).subquery())
+    seen = select(Assignment.item_id).where(*of_task, Assignment.evaluator_id == user.id)
+    rows = session.execute(
+        select(Item.id, Item.is_gold, func.coalesce(candidates.c.n, 0), func.coalesce(taken.c.n, 0))
+        .outerjoin(candidates, candidates.c.item_id == Item.id).outerjoin(taken, taken.c.item_id == Item.id)
+        .where(Item.campaign_id == campaign_id, Item.id.not_in(seen)).order_by(Item.id)
+    )
+    return [ItemLoad(item_id, is_gold, candidate_count, taken_count) for item_id, is_gold, candidate_count, taken_count in rows]
+
+
+def next_assignment(
+    session: Session, campaign_id: int, user: User, task_type: TaskType | str | None = None,
+    rng: random.Random | None = None,
+) -> Assignment | None:
+    """The evaluator's open assignment in this campaign, else a new one, else None (all done).
+
+    Without `task_type`, the campaign's task types are tried in their listed order.
+    """
+    campaign = session.scalar(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
+    if campaign is None:
+        raise NotFound(f"no campaign {campaign_id}")
+    if task_type is not None and str(getattr(task_type, "value", task_type)) not in campaign.task_types:
+        raise InvalidRequest(f"task_type {task_type!r}: this campaign has {', '.join(campaign.task_types)}")
+    if not has_read_guidelines(session, user.id, campaign_id):
+        raise GuidelinesNotRead(f"read and acknowledge the guidelines of campaign {campaign.name!r} first")
+    wanted = [TaskType(task_type)] if task_type is not None else [TaskType(t) for t in campaign.task_types]
+    for task in wanted:
+        resumed = _open_assignment(session, campaign_id, user, task)
+        if resumed is not None:
+            return resumed
+    rng = rng or random.Random()
+    for task in wanted:
+        chosen = pick_item(_item_loads(session, campaign_id, user, task), task, campaign.overlap, rng, GOLD_RATE)
+        if chosen is not None:
+            candidate_ids = tuple(session.scalars(
+                select(Candidate.id).where(Candidate.item_id == chosen.item_id).order_by(Candidate.id)))
+            now = utcnow()
+            assignment = Assignment(
+                campaign_id=campaign_id, item_id=chosen.item_id, evaluator_id=user.id, task_type=task,
+                shown_order=display_order(task, candidate_ids, rng), created_at=now, opened_at=now,
+            )
+            session.add(assignment)
+            session.flush()
+            return assignment
+    return None
+
+
+def assignment_for(session: Session, assignment_id: int, user: User) -> Assignment:
+    """An assignment its evaluator may see (admins may look at any); others get Forbidden."""
+    assignment = session.get(Assignment, assignment_id)
+    if assignment is None:
+        raise NotFound(f"no assignment {assignment_id}")
+    if assignment.evaluator_id != user.id and user.role != Role.admin:
+        raise Forbidden(f"assignment {assignment_id} belongs to another evaluator")
+    return assignment
+
+
+def _replay(session: Session, user: User, client_key: str, assignment_id: int) -> Judgement | None:
+    """The judgement already stored under this client key (a retried request), if any."""
+    stored = session.scalar(select(Judgement).where(Judgement.evaluator_id == user.id, Judgement.client_key == client_key))
+    if stored is not None and stored.assignment_id != assignment_id:
+        raise Conflict(f"client_key {client_key!r} was already used for assignment {stored.assignment_id}")
+    return stored
+
+
+def submit_judgement(
+    session: Session, assignment_id: int, user: User, answer: Any, *, comment: str = "",
+    client_key: str | None = None, via: str = "web",
+) -> tuple[Judgement, bool]:
+    """(judgement, created). Retrying with the same `client_key` returns the stored judgement.
+
+    The assignment row is locked first, so of two concurrent submissions the second sees the
+    first one's judgement (a replay when the key matches, a Conflict otherwise).
+    """
+    if client_key is not None and not 1 <= len(client_key) <= 64:
+        raise InvalidRequest("client_key: expected 1-64 characters")
+    assignment = session.get(Assignment, assignment_id, with_for_update=True, populate_existing=True)
+    if assignment is None:
+        raise NotFound(f"no assignment {assignment_id}")
+    if assignment.evaluator_id != user.id:
+        raise Forbidden(f"assignment {assignment_id} belongs to another evaluator")
+    if client_key and (stored := _replay(session, user, client_key, assignment_id)) is not None:
+        return stored, False
+    if assignment.status != AssignmentStatus.open:
+        raise Conflict(f"assignment {assignment_id} is already {assignment.status.value}")
+    campaign = assignment.item.campaign
+    normalised = validate_answer(
+        assignment.task_type, answer, list(assignment.shown_order), campaign.rubric_axes,
+        (campaign.scale_min, campaign.scale_max),
+    )
+    if not isinstance(comment, str) or len(comment) > MAX_TEXT_CHARS:
+        raise InvalidAnswer(f"comment: expected text of at most {MAX_TEXT_CHARS} characters")
+    now = utcnow()
+    opened = as_utc(assignment.opened_at) if assignment.opened_at else None
+    judgement = Judgement(
+        assignment_id=assignment.id, campaign_id=assignment.campaign_id, item_id=assignment.item_id,
+        evaluator_id=user.id, task_type=assignment.task_type, answer=normalised,
+        shown_order=list(assignment.shown_order), comment=comment, opened_at=opened, submitted_at=now,
+        duration_ms=int((now - opened).total_seconds() * 1000) if opened else None,
+        client_key=client_key or None, via=via,
+    )
+    assignment.status = AssignmentStatus.done
+    session.add(judgement)
+    session.flush()
+    return judgement, True
+
+
+def list_judgements(
+    session: Session, *, campaign_id: int | None = None, evaluator_id: int | None = None,
+    limit: int = 1000, offset: int = 0,
+) -> list[Judgement]:
+    query = select(Judgement).order_by(Judgement.id).limit(limit).offset(offset)
+    if campaign_id is not None:
+        query = query.where(Judgement.campaign_id == campaign_id)
+    if evaluator_id is not None:
+        query = query.where(Judgement.evaluator_id == evaluator_id)
+    return list(session.scalars(query))
