@@ -1,4 +1,4 @@
-"""The `alignloop` executable. The feedback platform's commands (`serve`, `db`, `feedback`) run
+"""The `alignloop` executable. The feedback platform's commands (`serve`, `db`, `feedback`) and `report` run
 from a small command tree that never loads the ML stack: the web server must stay torch-free,
 and the full CLI imports the training modules to list their config keys in `--help`."""
 
@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import sys
 
-LIGHT_COMMANDS = frozenset({"serve", "db", "feedback"})
+LIGHT_COMMANDS = frozenset({"serve", "db", "feedback", "report"})
 
 
 def light_app():
     import typer
 
     from alignloop.cli.feedback import db_app, feedback_app, serve
+    from alignloop.cli.report import report_command
 
     app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
     app.add_typer(db_app, name="db")
     app.add_typer(feedback_app, name="feedback")
     app.command("serve")(serve)
+    app.command("report")(report_command)
     return app
 
 

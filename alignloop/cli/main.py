@@ -36,6 +36,8 @@ from alignloop.cli.feedback import db_app, feedback_app, serve  # noqa: E402  (k
 app.add_typer(db_app, name="db")
 app.add_typer(feedback_app, name="feedback")
 app.command("serve")(serve)
+from alignloop.cli.report import report_command  # noqa: E402  (light: the report never imports torch)
+app.command("report")(report_command)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -44,10 +46,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignloop.engine import NonFiniteLossError, ResumeError
     from alignloop.models import ModelLoadError
     from alignloop.engine.vllm_rollout import VLLMUnavailableError
+    from alignloop.loop import LoopStateError
     from alignloop.rewards import RewardSourceError
 
     return (ConfigError, DataError, ModelLoadError, ResumeError, NonFiniteLossError, RewardSourceError,
-            VLLMUnavailableError, FileNotFoundError)
+            VLLMUnavailableError, LoopStateError, TimeoutError, FileNotFoundError)
 
 
 def friendly_errors(command: Callable) -> Callable:
@@ -153,6 +156,35 @@ def ppo(
     run_ppo(load_config(PPOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
 
 
+@app.command("loop", epilog=options_epilog(getattr(importlib.import_module("alignloop.loop"), "LoopConfig")))
+@friendly_errors
+def loop_command(
+    config: Optional[Path] = CONFIG_OPTION,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    resume: bool = RESUME_OPTION,
+) -> None:
+    """The RLHF loop: rounds of generate → feedback → reward model → RL → evaluate → report."""
+    from alignloop.config import load_config
+    from alignloop.loop import LoopConfig, run_loop
+
+    loop_dir = run_loop(load_config(LoopConfig, config, overrides or []), resume=resume)
+    out.print(f"[bold green]done[/]: {loop_dir}; report {loop_dir / 'report.html'}")
+
+
+@app.command("demo")
+@friendly_errors
+def demo(
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    resume: bool = RESUME_OPTION,
+) -> None:
+    """Detoxify the built-in model with the whole RLHF loop on a CPU (about 15 minutes) and print the result."""
+    from alignloop.loop import run_loop
+    from alignloop.loop.demo import demo_config
+
+    loop_dir = run_loop(demo_config(overrides or []), resume=resume)
+    out.print(f"[bold green]done[/]: report {loop_dir / 'report.html'}")
+
+
 @app.command(epilog=method_epilog("grpo", "GRPOConfig"))
 @friendly_errors
 def grpo(
@@ -255,6 +287,10 @@ def rm_serve(
         else load_config(RewardSourceConfig, source)
     )
     serve_reward_source(build_reward_source(config), host=host, port=port)
+
+
+from alignloop.cli.evaluate import EvalConfig, eval_command  # noqa: E402
+app.command("eval", epilog=options_epilog(EvalConfig))(friendly_errors(eval_command))
 
 
 @models_app.command("list")

@@ -66,6 +66,9 @@ class ModelConfig(Section):
         "sdpa", description="attention kernel passed to transformers: sdpa, eager, flash_attention_2, ..."
     )
     lora: LoraSettings | None = Field(None, description="train LoRA adapters instead of all weights (null = full)")
+    adapter: str | None = Field(
+        None, description="a saved LoRA adapter folder to load on the model and keep training (replaces `lora`)"
+    )
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: less memory, ~30% slower"
     )
@@ -177,6 +180,19 @@ def load_model_and_tokenizer(
     if config.gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (LoRA) without extra hooks.
         network.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if config.lora is not None:
+    if config.adapter is not None:
+        # The base stays the frozen reference (adapters off); the adapter continues to learn —
+        # how the RLHF loop carries a policy from one round to the next.
+        network = load_trainable_adapter(network, config.adapter)
+    elif config.lora is not None:
         network = apply_lora(network, config.lora)
     return network, tokenizer
+
+
+def load_trainable_adapter(network: PreTrainedModel, adapter: str) -> torch.nn.Module:
+    from peft import PeftModel
+
+    folder = Path(adapter).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelLoadError(f"model.adapter {adapter!r}: no adapter_config.json there (expected a saved LoRA adapter folder)")
+    return PeftModel.from_pretrained(network, str(folder), is_trainable=True)

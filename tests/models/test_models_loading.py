@@ -86,3 +86,24 @@ def test_model_config_rejects_unknown_keys_with_their_name():
         validate_config(ModelConfig, {"name": SMOL, "lora": {"rank": 4}})
     assert ModelConfig().name == SMOL
     assert all(field.description for field in ModelConfig.model_fields.values())
+
+
+def test_a_saved_adapter_is_loaded_trainable_on_its_base(tiny_model_dir, tmp_path):
+    from alignloop.models import LoraSettings, adapters_disabled, save_adapter
+
+    model, _ = load_model_and_tokenizer(ModelConfig(name=str(tiny_model_dir), lora=LoraSettings(r=2, alpha=4, dropout=0.0)))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a trained adapter changes the outputs
+    save_adapter(model, tmp_path / "adapter")
+    ids = torch.arange(3, 15).unsqueeze(0)
+    expected = model(ids).logits
+    again, _ = load_model_and_tokenizer(ModelConfig(name=str(tiny_model_dir), adapter=str(tmp_path / "adapter")))
+    assert torch.allclose(again(ids).logits, expected, atol=1e-5)
+    assert any(p.requires_grad for n, p in again.named_parameters() if "lora_" in n)
+    assert not any(p.requires_grad for n, p in again.named_parameters() if "lora_" not in n)
+    with adapters_disabled(again):  # the base underneath is the reference
+        assert not torch.allclose(again(ids).logits, expected, atol=1e-3)
+    with pytest.raises(ModelLoadError, match="no adapter_config.json"):
+        load_model_and_tokenizer(ModelConfig(name=str(tiny_model_dir), adapter=str(tmp_path)))

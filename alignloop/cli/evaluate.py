@@ -1,0 +1,67 @@
+"""`alignloop eval --config RECIPE [KEY=VALUE ...]`: a policy next to its reference on held-out
+prompts (see `alignloop.evaluation.policy_eval`), a short table on the terminal, eval.json on disk.
+
+The command is registered in `alignloop.cli.main` (which wraps it so that input errors end with
+one line). It takes the same recipe + overrides as the training commands, so a recipe is
+optional: `alignloop eval policy=runs/ppo/final prompts=held-out.jsonl`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from alignloop.evaluation.policy_eval import EvalConfig
+
+__all__ = ["EvalConfig", "eval_command", "summary_table"]
+
+out = Console(highlight=False)
+
+
+def _mean_se(entry: dict[str, Any], side: str) -> str:
+    return f"{entry[f'{side}_mean']:.3f} ± {entry[f'{side}_se']:.3f}"
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    """Per source: reference and policy means, the policy's win rate; then KL, toxicity, length,
+    EOS rate and distinct-n, reference → policy."""
+    table = Table("", "reference", "policy", "win rate (W / T / L)", title="held-out evaluation")
+    for name, entry in result["sources"].items():
+        wins = result["win_rate"][name]
+        table.add_row(escape(f"{name} ({entry['role']})"), _mean_se(entry, "reference"), _mean_se(entry, "policy"),
+                      f"{wins['rate']:.1%}  ({wins['win']} / {wins['tie']} / {wins['loss']})")
+    if "toxicity" in result:
+        toxicity = result["toxicity"]
+        reduction = toxicity["relative_reduction"]
+        table.add_row("toxicity probability", f"{toxicity['reference_mean']:.4f}", f"{toxicity['policy_mean']:.4f}",
+                      "" if reduction is None else f"relative reduction {reduction:.1%}")
+    table.add_row("KL to reference (nats)", "0", f"{result['kl']['mean']:.3f} ± {result['kl']['se']:.3f}", "")
+    table.add_row("length (tokens)", f"{result['length']['reference']:.1f}", f"{result['length']['policy']:.1f}", "")
+    table.add_row("EOS rate", f"{result['eos_rate']['reference']:.2f}", f"{result['eos_rate']['policy']:.2f}", "")
+    for n in ("distinct_1", "distinct_2"):
+        distinct = result["distinct"]
+        table.add_row(n.replace("_", "-"), f"{distinct['reference'][n]:.3f}", f"{distinct['policy'][n]:.3f}", "")
+    return table
+
+
+def eval_command(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe; overrides follow as KEY=VALUE"),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="overrides such as policy=runs/ppo/final samples_per_prompt=8", show_default=False
+    ),
+) -> None:
+    """Evaluate a policy against its reference on held-out prompts: scores, KL, win rates, diversity."""
+    from alignloop.config import load_config
+    from alignloop.evaluation.policy_eval import evaluate
+
+    settings = load_config(EvalConfig, config, overrides or [])
+    result = evaluate(settings, console=out)
+    out.print(summary_table(result))
+    for warning in result["warnings"]:
+        out.print(f"[bold yellow]warning[/]: {escape(warning)}", soft_wrap=True)
+    out.print(f"eval.json: {settings.output}", soft_wrap=True)

@@ -1,0 +1,34 @@
+"""Distinct-n: how varied a model's responses are, the cheapest check that RL did not collapse them.
+
+distinct-n (Li et al. 2016, "A Diversity-Promoting Objective Function for Neural Conversation
+Models") is the number of distinct n-grams divided by the total number of n-grams, pooled
+over all responses of one model. Here the tokens are whitespace-separated words, as written
+(no lower-casing, punctuation stays attached): the number then does not depend on the model's
+tokenizer, so policies with different vocabularies compare, and it is easy to check by hand.
+N-grams never span two responses. A policy that repeats one phrase everywhere scores near 0; a
+value near 1 means almost every n-gram occurs once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["ngrams", "distinct_n", "distinct_scores"]
+
+
+def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """The consecutive n-word windows of `words` (none when there are fewer than n words)."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct n-grams / total n-grams over all `texts` (whitespace tokens); 0.0 when there are none."""
+    grams = [gram for text in texts for gram in ngrams(text.split(), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def distinct_scores(texts: Sequence[str]) -> dict[str, float]:
+    """{"distinct_1", "distinct_2"} of `texts`, as eval.json records them."""
+    return {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}

@@ -1,0 +1,366 @@
+"""`alignloop eval`: a trained policy next to its reference on held-out prompts.
+
+Both models answer every held-out prompt `samples_per_prompt` times with the same sampling
+settings and the same seeds (batch k of both is drawn after `torch.manual_seed(seed + k)`), so
+what differs between the two columns comes from the weights, not from the dice. Response j of
+the policy and response j of the reference answer the same prompt: every comparison is paired.
+
+Measured, for each model: the score of every reward source (learned reward model and gold
+scorers: toxicity, sentiment, functions, ...), the raw toxicity probability when a toxicity source
+is among them, response length in tokens, the share of responses that ended with EOS, distinct-1/2
+(`diversity`); between them: the win rate of the policy per source (win + ½ tie over all pairs)
+and the KL of the policy to the reference — per response, the summed log π − log π_ref of the
+policy's own sampled tokens at the sampling temperature, a one-sample estimate of
+KL(π || π_ref) for that prompt (as in `benchmarks/heldout_reward.py` and the RL methods' logs).
+Reward-hacking warnings come from `hacking`. The result is the eval.json the loop and the report
+read (its keys are listed in `evaluate`).
+
+The policy is a model (built-in name, folder, hub id) or a LoRA adapter folder such as the
+`final/` of `alignloop ppo | grpo | dpo`: the adapter is loaded on the base model named in its
+`adapter_config.json`, or on `reference` when that base is not found here. The reference
+defaults to the policy's base with the adapters switched off (no second copy in memory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from rich.console import Console
+
+from alignloop.algorithms.online import PromptDataConfig, PromptItem, check_context_fits, read_prompts, rollout_batch
+from alignloop.algorithms.reference import reference_network
+from alignloop.config import ConfigError, Section
+from alignloop.engine.progress import TrainingProgress
+from alignloop.engine.rollout import HFRolloutEngine, Rollout, SamplingConfig
+from alignloop.evaluation.diversity import distinct_scores
+from alignloop.evaluation.hacking import REWARD_MODEL_ROLE, eval_warnings, standard_error
+from alignloop.models import (
+    ModelConfig,
+    ModelLoadError,
+    builtin_model_dir,
+    disable_dropout,
+    is_builtin,
+    load_model_and_tokenizer,
+    resolve_model_source,
+)
+from alignloop.ops import response_token_logps
+from alignloop.rewards import RewardSource, RewardSourceConfig, build_reward_source, toxicity_probability
+
+__all__ = ["EvalConfig", "PolicySpec", "ModelPlan", "plan_models", "evaluate", "win_counts", "mean_and_se", "source_role"]
+
+TIE_TOLERANCE = 1e-6  # scores this close count as a tie (a reward model scores one text in different batches)
+
+
+class PolicySpec(Section):
+    """The model under evaluation."""
+
+    name: str = Field(description="built-in name, model folder, hub id, or a LoRA adapter folder (e.g. runs/ppo/final)")
+    adapter: str | None = Field(None, description="a LoRA adapter folder to load on `name` (then `name` is its base)")
+
+
+class EvalConfig(Section):
+    """What `alignloop eval` compares, on which prompts, scored by which sources."""
+
+    policy: PolicySpec = Field(description="the policy: {name, adapter}, or just a name / adapter folder")
+    reference: str | None = Field(
+        None, description="the reference model (default: the policy's base with adapters off); also the base of an "
+        "adapter whose own base model is not found here"
+    )
+    prompts: str = Field(description="held-out prompts: JSONL / JSON / CSV / Parquet with a `prompt` field")
+    samples_per_prompt: int = Field(4, ge=1, description="responses per prompt and model")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig,
+                                     description="how both models sample (the same settings and seeds)")
+    seed: int = Field(1234, description="sampling seed, shared by policy and reference")
+    sources: list[RewardSourceConfig] = Field(
+        [{"type": "toxicity"}, {"type": "sentiment"}], validate_default=True, min_length=1,
+        description="reward sources to score with (e.g. reward_model, toxicity, sentiment); names must differ",
+    )
+    kl_bound: float | None = Field(10.0, gt=0, description="warn when the mean KL (nats per response) exceeds this")
+    output: str = Field("eval.json", description="where eval.json is written")
+    max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept (longer prompts keep their end)")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="precision of both models")
+    device: str = Field("auto", description="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
+    examples: int = Field(4, ge=0, description="prompts shown side by side in eval.json (first sample of each)")
+    progress: bool = Field(True, description="show a progress bar")
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _a_name_alone(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value  # `policy=runs/ppo/final` on the command line
+
+    @model_validator(mode="after")
+    def _distinct_names_and_hf_sampling(self) -> EvalConfig:
+        names = [source_name(source) for source in self.sources]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"sources: two sources are named {', '.join(map(repr, repeated))}; give each a `name`")
+        if self.sampling.engine != "hf":
+            raise ValueError("sampling.engine: eval samples with transformers generate; set it to hf")
+        return self
+
+
+def source_name(source: RewardSourceConfig) -> str:
+    return source.name or source.type
+
+
+def source_role(source: RewardSourceConfig) -> str:
+    """"reward_model" for a learned reward model (or a mix holding one), else "gold"."""
+    if source.type == "reward_model" or any(source_role(part) == REWARD_MODEL_ROLE for part in source.sources or []):
+        return REWARD_MODEL_ROLE
+    return "gold"
+
+
+# ---------------------------------------------------------------------------- which models
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What to load: the policy's base, the adapter on it (if any), and a separate reference
+    model (None: the policy's own network, adapters off)."""
+
+    base: str
+    adapter: str | None
+    reference: str | None
+
+
+def _adapter_base(adapter: Path) -> str | None:
+    """The base model an adapter folder names, if it can be found on this machine."""
+    try:
+        base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        resolve_model_source(str(base))
+    except ModelLoadError:
+        return None
+    return str(base)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two names mean one model: equal, or the same folder (a built-in name means its
+    cache folder, which is what an adapter trained on it records as its base)."""
+    folders = [builtin_model_dir(name) if is_builtin(name) else Path(name) for name in (a, b)]
+    return a == b or (all(f.is_dir() for f in folders) and folders[0].resolve() == folders[1].resolve())
+
+
+def plan_models(config: EvalConfig) -> ModelPlan:
+    """Resolve `policy` / `adapter` / `reference` into what `load_models` loads (see the module docstring)."""
+    policy = config.policy
+    if policy.adapter is not None:
+        base, adapter = policy.name, policy.adapter
+    elif (Path(policy.name) / "adapter_config.json").is_file():
+        adapter = policy.name
+        base = _adapter_base(Path(adapter)) or config.reference
+        if base is None:
+            raise ModelLoadError(
+                f"policy {adapter!r} is a LoRA adapter whose base model (base_model_name_or_path in "
+                f"{Path(adapter) / 'adapter_config.json'}) is not found here; set `reference` to the base model"
+            )
+    else:
+        base, adapter = policy.name, None
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise ModelLoadError(f"adapter {adapter!r}: no adapter_config.json there (expected a saved LoRA adapter folder)")
+    separate = config.reference is not None and not _same_model(config.reference, base)
+    return ModelPlan(base, adapter, config.reference if separate else None)
+
+
+def resolve_device(name: str) -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def load_models(plan: ModelPlan, dtype: str, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module | None, Any]:
+    """(policy, separate reference or None, tokenizer), in eval mode with dropout off."""
+    from peft import PeftModel
+
+    base, tokenizer = load_model_and_tokenizer(ModelConfig(name=plan.base, dtype=dtype))
+    policy = PeftModel.from_pretrained(base, plan.adapter) if plan.adapter else base
+    disable_dropout(policy.to(device).eval())
+    if plan.reference is None:
+        return policy, None, tokenizer
+    reference, reference_tokenizer = load_model_and_tokenizer(ModelConfig(name=plan.reference, dtype=dtype))
+    if reference_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(
+            f"reference {plan.reference!r} uses a different tokenizer from the policy's base {plan.base!r}; "
+            "the KL between them needs the same tokens"
+        )
+    return policy, disable_dropout(reference.to(device).eval()), tokenizer
+
+
+# ---------------------------------------------------------------------------- sampling and KL
+
+
+def sample(model, tokenizer, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int,
+           progress: TrainingProgress) -> Rollout:
+    """One response per row; batch k drawn after `torch.manual_seed(seed + k)`, so two models
+    sampled with the same arguments share their random numbers batch by batch."""
+    engine = HFRolloutEngine(model, tokenizer, sampling)
+    parts = []
+    for k, start in enumerate(range(0, len(prompt_ids), sampling.batch_size)):
+        parts.append(engine.generate(prompt_ids[start : start + sampling.batch_size], seed=seed + k))
+        progress.advance({})
+    return Rollout(
+        prompt_ids=[row for part in parts for row in part.prompt_ids],
+        response_ids=[row for part in parts for row in part.response_ids],
+        finished=[done for part in parts for done in part.finished],
+        texts=[text for part in parts for text in part.texts],
+        temperature=sampling.temperature,
+    )
+
+
+def kl_per_response(policy, reference, rollout: Rollout, pad_token_id: int, rows: int,
+                    progress: TrainingProgress) -> list[float]:
+    """Summed log π − log π_ref over each response's tokens (the policy's own samples)."""
+    temperature = rollout.temperature or 1.0  # greedy decoding: the plain softmax
+    tokens = rollout_batch(rollout, pad_token_id)
+    device = next(policy.parameters()).device
+    kls: list[float] = []
+    for start in range(0, len(rollout.texts), rows):
+        chunk = {key: value[start : start + rows].to(device) for key, value in tokens.items()}
+        logps, mask, _ = response_token_logps(policy, chunk, temperature)  # (R, T-1)
+        with reference_network(policy, reference) as frozen:
+            reference_logps, _, _ = response_token_logps(frozen, chunk, temperature)
+        kls.extend(((logps - reference_logps) * mask).sum(-1).tolist())
+        progress.advance({})
+    return kls
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), standard_error(values)
+
+
+def win_counts(policy: Sequence[float], reference: Sequence[float], tolerance: float = TIE_TOLERANCE) -> dict[str, Any]:
+    """Policy vs reference response by response (higher is better): counts and
+    rate = (win + ½ tie) / n, so 0.5 means no difference."""
+    win = sum(p > r + tolerance for p, r in zip(policy, reference))
+    loss = sum(p < r - tolerance for p, r in zip(policy, reference))
+    tie = len(policy) - win - loss
+    return {"win": win, "tie": tie, "loss": loss, "rate": (win + 0.5 * tie) / len(policy)}
+
+
+def source_entry(role: str, policy: list[float], reference: list[float]) -> dict[str, Any]:
+    (policy_mean, policy_se), (reference_mean, reference_se) = mean_and_se(policy), mean_and_se(reference)
+    # Every reward source scores "higher = better" (the RewardSource contract); the key keeps
+    # eval.json readable on its own.
+    return {"role": role, "higher_is_better": True, "policy": policy, "reference": reference,
+            "policy_mean": policy_mean, "policy_se": policy_se,
+            "reference_mean": reference_mean, "reference_se": reference_se}
+
+
+def toxicity_block(policy_texts: list[str], reference_texts: list[str]) -> dict[str, Any]:
+    """Raw toxicity probabilities (alt-profanity-check) and the relative reduction (ref − pol) / ref."""
+    policy, reference = toxicity_probability(policy_texts), toxicity_probability(reference_texts)
+    policy_mean, reference_mean = statistics.fmean(policy), statistics.fmean(reference)
+    reduction = (reference_mean - policy_mean) / reference_mean if reference_mean > 0 else None
+    return {"policy": policy, "reference": reference, "policy_mean": policy_mean,
+            "reference_mean": reference_mean, "relative_reduction": reduction}
+
+
+def prompt_text(prompt: Any) -> str:
+    """A prompt as one string: itself, or a conversation as `role: content` lines."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{message.role}: {message.content}" for message in prompt)
+
+
+# ---------------------------------------------------------------------------- the evaluation
+
+
+def _score(scorers: dict[str, tuple[str, RewardSource]], rows: list[PromptItem], policy: Rollout,
+           reference: Rollout, progress: TrainingProgress) -> dict[str, dict[str, Any]]:
+    """name -> source entry, for `scorers`: name -> (role, source)."""
+    prompts = [item.prompt for item in rows]
+    sources = {}
+    for name, (role, source) in scorers.items():
+        sources[name] = source_entry(role, source(prompts, policy.texts), source(prompts, reference.texts))
+        progress.advance({})
+    return sources
+
+
+def _examples(config: EvalConfig, rows: list[PromptItem], policy: Rollout, reference: Rollout,
+              sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    picked = range(0, len(rows), config.samples_per_prompt)[: config.examples]  # first sample of each prompt
+    return [{"prompt": prompt_text(rows[i].prompt), "reference": reference.texts[i], "policy": policy.texts[i],
+             "scores": {name: [entry["reference"][i], entry["policy"][i]] for name, entry in sources.items()}}
+            for i in picked]
+
+
+def _per_model(rollout: Rollout) -> dict[str, Any]:
+    return {"length": statistics.fmean(len(r) for r in rollout.response_ids),
+            "eos_rate": statistics.fmean(float(f) for f in rollout.finished),
+            "distinct": distinct_scores(rollout.texts)}
+
+
+def evaluate(config: EvalConfig, console: Console | None = None) -> dict[str, Any]:
+    """Sample, score and compare; write eval.json to `config.output` and return its content:
+
+    policy, reference, prompts, samples_per_prompt, created_at, sources (per source: role,
+    higher_is_better, per-response policy / reference scores, means and standard errors),
+    toxicity (raw probabilities, when a toxicity source is present), kl (per_response, mean, se),
+    win_rate (per source: win, tie, loss, rate), length, eos_rate, distinct (distinct_1 / 2 per
+    model), warnings, examples, and config (the resolved settings). The caller's random state is
+    left as it was.
+    """
+    plan = plan_models(config)
+    # Sources first: a wrong path or function should stop the run before minutes of sampling.
+    scorers = {source_name(c): (source_role(c), build_reward_source(c)) for c in config.sources}
+    policy, reference, tokenizer = load_models(plan, config.dtype, resolve_device(config.device))
+    data = PromptDataConfig(train=config.prompts, max_prompt_length=config.max_prompt_length)
+    check_context_fits(policy, data, config.sampling)
+    rows = [item for item in read_prompts(config.prompts, tokenizer, data, console)
+            for _ in range(config.samples_per_prompt)]
+    prompt_ids = [item.prompt_ids for item in rows]
+    batches = math.ceil(len(rows) / config.sampling.batch_size)
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with (torch.random.fork_rng(devices=devices), torch.no_grad(),
+          TrainingProgress(3 * batches + len(config.sources), 0, config.progress, "evaluating") as progress):
+        with reference_network(policy, reference) as frozen:
+            reference_rollout = sample(frozen, tokenizer, prompt_ids, config.sampling, config.seed, progress)
+        policy_rollout = sample(policy, tokenizer, prompt_ids, config.sampling, config.seed, progress)
+        kls = kl_per_response(policy, reference, policy_rollout, tokenizer.pad_token_id,
+                              config.sampling.batch_size, progress)
+        sources = _score(scorers, rows, policy_rollout, reference_rollout, progress)
+    result = _result(config, plan, rows, policy_rollout, reference_rollout, kls, sources)
+    output = Path(config.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return result
+
+
+def _result(config: EvalConfig, plan: ModelPlan, rows: list[PromptItem], policy: Rollout, reference: Rollout,
+            kls: list[float], sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    kl_mean, kl_se = mean_and_se(kls)
+    per_model = {"policy": _per_model(policy), "reference": _per_model(reference)}
+    result: dict[str, Any] = {
+        "policy": plan.adapter or plan.base,
+        "reference": plan.reference or (f"{plan.base} (adapters off)" if plan.adapter else plan.base),
+        "prompts": config.prompts,
+        "samples_per_prompt": config.samples_per_prompt,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sources": sources,
+    }
+    if any(source.type == "toxicity" for source in config.sources):
+        result["toxicity"] = toxicity_block(policy.texts, reference.texts)
+    result.update({
+        "kl": {"per_response": kls, "mean": kl_mean, "se": kl_se},
+        "win_rate": {name: win_counts(entry["policy"], entry["reference"]) for name, entry in sources.items()},
+        **{key: {side: per_model[side][key] for side in per_model} for key in ("length", "eos_rate", "distinct")},
+    })
+    same = plan.adapter is None and plan.reference is None
+    note = ["the reference is the policy itself (a full model with no `reference` given): KL is 0 and every "
+            "comparison is a tie; set `reference` to the model the policy was trained from"] if same else []
+    result["warnings"] = note + eval_warnings(result, config.kl_bound)
+    result["examples"] = _examples(config, rows, policy, reference, sources)
+    result["config"] = config.model_dump(mode="json")
+    return result

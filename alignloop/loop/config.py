@@ -1,0 +1,85 @@
+"""The loop recipe: what every round does, and the stage recipes it fills in.
+
+A round is generate → feedback → export → reward model → RL → evaluate → report. The reward-model,
+RL and evaluation stages take the same settings as their own commands (`alignloop rm train`,
+`ppo`, `grpo`, `dpo`, `eval`): the loop recipe holds those recipes minus what the loop decides
+itself (the model, the data, the reward, the output folder), so every key documented for a
+command works here, and a wrong key is reported when the loop starts, not hours later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from alignloop.config import Section
+from alignloop.engine.rollout import SamplingConfig
+from alignloop.models import ModelConfig
+
+STEPS = ("generate", "feedback", "export", "reward_model", "rl", "evaluate", "report")
+
+
+class LoopPrompts(Section):
+    train: str = Field(description="prompts to collect feedback on and to train the policy on (`prompt` records)")
+    eval: str = Field(description="held-out prompts for the evaluation of every round")
+    per_round: int = Field(32, ge=1, description="training prompts sent to feedback in each round (cycling through the file)")
+    max_prompt_length: int = Field(128, ge=8, description="prompt tokens kept")
+
+
+class CandidateSettings(Section):
+    k: int = Field(2, ge=2, description="responses generated per prompt by the current policy")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_new_tokens=48),
+                                     description="how the candidates are sampled")
+
+
+class FeedbackSettings(Section):
+    source: Literal["scripted", "campaign"] = Field(
+        "scripted", description="scripted annotators answer through the API, or wait for people in the web app"
+    )
+    db: str | None = Field(None, description="feedback database URL (default: sqlite:///<output_dir>/feedback.db)")
+    overlap: int = Field(3, ge=1, description="annotators per item")
+    guidelines: str = Field(
+        "Pick the response you would rather receive: polite and helpful beats rude, insulting or profane.",
+        description="shown to every annotator before their first task",
+    )
+    min_seconds: float = Field(3.0, ge=0, description="answers faster than this are flagged (scripted annotators: 0)")
+    gold_items: int = Field(4, ge=0, description="scripted: items with a known answer mixed in (judged by the preference scorer)")
+    gold_min_gap: float = Field(0.3, gt=0, description="scripted: smallest preference-score gap that makes a gold item")
+    poll_seconds: float = Field(15.0, gt=0, description="campaign: how often to check for new judgements")
+    wait_timeout_s: float | None = Field(None, gt=0, description="campaign: stop waiting after this long (null: wait)")
+    aggregation: Literal["all", "majority", "weighted"] = Field("weighted", description="how judgements become pairs")
+    exclude_flagged: bool = Field(True, description="leave flagged annotators out of the export")
+    annotators: dict[str, Any] = Field(
+        default_factory=dict, description="scripted: `alignloop.feedback.annotators.AnnotatorsConfig` settings"
+    )
+
+
+class RLSettings(Section):
+    method: Literal["ppo", "grpo", "dpo"] = Field("ppo", description="how the policy learns from the round's feedback")
+    recipe: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the method's own recipe without model / data / reward (e.g. {ppo: {...}, train: {...}, sampling: {...}})",
+    )
+
+
+class LoopConfig(Section):
+    model: ModelConfig = Field(description="the starting policy (its LoRA settings apply to round 1)")
+    prompts: LoopPrompts = Field(description="training and held-out prompts")
+    rounds: int = Field(2, ge=1, description="rounds of generate → feedback → reward model → RL → evaluate")
+    output_dir: str = Field("runs/loop", description="loop folder: state.json, feedback.db, rounds/round-N/, report.html")
+    seed: int = Field(0, description="seed of every stage")
+    candidates: CandidateSettings = Field(default_factory=CandidateSettings, description="generation for feedback")
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings, description="where the judgements come from")
+    reward_model: dict[str, Any] = Field(
+        default_factory=dict, description="`alignloop rm train` recipe without model / data (train:, reward:, lora:)"
+    )
+    rl: RLSettings = Field(default_factory=RLSettings, description="the policy update of every round")
+    eval: dict[str, Any] = Field(
+        default_factory=dict, description="`alignloop eval` settings without policy / prompts / output (sources:, ...)"
+    )
+
+    @property
+    def db_url(self) -> str:
+        return self.feedback.db or f"sqlite:///{Path(self.output_dir).resolve() / 'feedback.db'}"

@@ -1,0 +1,268 @@
+"""The steps of one round. Each reads what earlier steps recorded in the loop state and returns
+what it produced (paths, counts) for the state to record.
+
+The policy carries over between rounds as its LoRA adapter: round n starts from round n-1's
+adapter on the unchanged base model, so the frozen reference (adapters off) is the starting
+model in every round and KL is always measured against it. The reward model of round n is
+trained afresh on the feedback of rounds 1..n (a growing dataset, one consistent model).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from alignloop.loop.config import LoopConfig
+from alignloop.loop.state import LoopState
+
+
+@dataclass
+class RoundContext:
+    config: LoopConfig
+    state: LoopState
+    number: int
+    console: Console
+
+    @property
+    def loop_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def round_dir(self) -> Path:
+        return self.loop_dir / "rounds" / f"round-{self.number}"
+
+    @property
+    def campaign(self) -> str:
+        return f"{self.loop_dir.name}-round-{self.number}"
+
+    def previous_adapter(self) -> str | None:
+        """The policy adapter of the last round that trained one (None: the starting model)."""
+        for earlier in range(self.number - 1, 0, -1):
+            adapter = self.state.artifact(earlier, "policy_adapter")
+            if adapter:
+                return adapter
+        return None
+
+    def exports_so_far(self) -> list[str]:
+        return [self.state.artifact(n, "pairs") for n in range(1, self.number + 1) if self.state.artifact(n, "pairs")]
+
+
+# ------------------------------------------------------------------ generate
+def round_prompts(path: str, per_round: int, number: int) -> list[dict[str, Any]]:
+    """The training prompts of round `number`: the next `per_round` records, cycling through the file."""
+    from alignloop.data import PromptOnly, read_records
+
+    records = read_records(path, PromptOnly)
+    start = (number - 1) * per_round
+    return [{"prompt": records[(start + i) % len(records)].prompt} for i in range(min(per_round, len(records)))]
+
+
+def generate(ctx: RoundContext) -> dict[str, Any]:
+    """A pairwise campaign of this round's prompts, filled with K candidates from the current policy."""
+    from alignloop.feedback import service
+    from alignloop.feedback.database import make_engine, make_session_factory, transaction, upgrade
+    from alignloop.feedback.generate import generate_candidates
+    from alignloop.feedback.imports import import_records
+
+    cfg = ctx.config
+    upgrade(cfg.db_url)
+    store = make_session_factory(make_engine(cfg.db_url))
+    with transaction(store) as session:
+        if service.campaign_by_name(session, ctx.campaign) is None:  # absent unless a run stopped mid-step
+            campaign = service.create_campaign(
+                session, ctx.campaign, ["pairwise"], overlap=cfg.feedback.overlap, guidelines=cfg.feedback.guidelines,
+                min_seconds=cfg.feedback.min_seconds,
+            )
+            import_records(session, campaign, round_prompts(cfg.prompts.train, cfg.prompts.per_round, ctx.number),
+                           label=cfg.prompts.train)
+    model = cfg.model.name
+    stored = generate_candidates(cfg.db_url, ctx.campaign, model, cfg.candidates.k, cfg.candidates.sampling,
+                                 ctx.previous_adapter(), seed=cfg.seed + ctx.number)
+    return {"campaign": ctx.campaign, "candidates": stored}
+
+
+# ------------------------------------------------------------------ feedback
+def feedback(ctx: RoundContext) -> dict[str, Any]:
+    if ctx.config.feedback.source == "scripted":
+        return scripted_feedback(ctx)
+    return wait_for_people(ctx)
+
+
+def scripted_feedback(ctx: RoundContext) -> dict[str, Any]:
+    """Scripted annotators answer every task of the campaign over the real HTTP API."""
+    from alignloop.feedback import annotators as scripted
+    from alignloop.feedback import service
+    from alignloop.feedback.database import make_engine, make_session_factory, transaction
+    from alignloop.loop.server import feedback_server
+    from alignloop.rewards import build_reward_source
+
+    cfg = ctx.config
+    settings = scripted.AnnotatorsConfig.model_validate({**cfg.feedback.annotators, "seed": cfg.seed + ctx.number})
+    store = make_session_factory(make_engine(cfg.db_url))
+    scorer = build_reward_source(settings.preference)
+    with transaction(store) as session:
+        campaign = service.campaign_by_name(session, ctx.campaign)
+        campaign_id = campaign.id
+        if not any(item.is_gold for item in campaign.items):  # absent unless a run stopped mid-step
+            add_gold_items(session, campaign, scorer, cfg.feedback.gold_items, cfg.feedback.gold_min_gap)
+        team = scripted.create_annotators(session, settings, prefix=f"{ctx.campaign}-annotator")
+    with feedback_server(cfg.db_url) as base_url:
+        stats = scripted.run_annotators(base_url, team, campaign_id, settings, quota=None, scorer=scorer)
+    with store() as session:
+        quality = scripted.annotator_quality_rows(session, campaign_id, team)
+    ctx.round_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.round_dir / "annotators.json").write_text(json.dumps(quality, indent=2), encoding="utf-8")
+    ctx.console.print(f"[bold]feedback[/]: {stats}; flagged {quality['malicious_flagged']} of "
+                      f"{quality['malicious']} malicious annotators, {quality['honest_flagged']} honest ones")
+    return {"annotators": str(ctx.round_dir / "annotators.json")}
+
+
+def add_gold_items(session, campaign, scorer, limit: int, min_gap: float) -> int:
+    """Copies of the round's clearest pairs (by the scripted annotators' own scorer) with the
+    known answer: honest annotators get them right, malicious ones wrong — what gold accuracy
+    measures. Returns how many were added."""
+    from alignloop.feedback.annotators import gold_items_from_scores
+    from alignloop.feedback.imports import import_records
+
+    items = [item for item in campaign.items if len(item.candidates) >= 2]
+    if limit == 0 or not items:
+        return 0
+    texts = [[c.text for c in item.candidates] for item in items]
+    flat = scorer([item.prompt for item, row in zip(items, texts) for _ in row], [t for row in texts for t in row])
+    scores, start = [], 0
+    for row in texts:
+        scores.append(flat[start : start + len(row)])
+        start += len(row)
+    rows = gold_items_from_scores([item.prompt for item in items], texts, scores, min_gap=min_gap, limit=limit)
+    if rows:
+        import_records(session, campaign, rows, label="gold items")
+    return len(rows)
+
+
+def wait_for_people(ctx: RoundContext) -> dict[str, Any]:
+    """Poll the database until every item has `overlap` judgements (people answer in the web app)."""
+    from sqlalchemy import func, select
+
+    from alignloop.feedback import service
+    from alignloop.feedback.database import make_engine, make_session_factory
+    from alignloop.feedback.models import Item, Judgement
+
+    cfg = ctx.config
+    store = make_session_factory(make_engine(cfg.db_url))
+    started = time.monotonic()
+    while True:
+        with store() as session:
+            campaign = service.campaign_by_name(session, ctx.campaign)
+            items = session.scalar(select(func.count()).where(Item.campaign_id == campaign.id, ~Item.is_gold)) or 0
+            judged = session.scalar(select(func.count()).where(Judgement.campaign_id == campaign.id)) or 0
+        wanted = items * cfg.feedback.overlap
+        if judged >= wanted:
+            return {"judgements": judged}
+        if cfg.feedback.wait_timeout_s and time.monotonic() - started > cfg.feedback.wait_timeout_s:
+            raise TimeoutError(f"campaign {ctx.campaign!r}: {judged} of {wanted} judgements after "
+                               f"{cfg.feedback.wait_timeout_s:.0f} s (feedback.wait_timeout_s); resume the loop later")
+        ctx.console.print(f"waiting for feedback on {ctx.campaign!r}: {judged} / {wanted} judgements")
+        time.sleep(cfg.feedback.poll_seconds)
+
+
+# ------------------------------------------------------------------ export
+def export(ctx: RoundContext) -> dict[str, Any]:
+    from alignloop.feedback.export import export_campaign_from_url
+
+    cfg = ctx.config
+    result = export_campaign_from_url(cfg.db_url, ctx.campaign, "pairs", ctx.round_dir / "feedback",
+                                      aggregation=cfg.feedback.aggregation, exclude_flagged=cfg.feedback.exclude_flagged)
+    ctx.console.print(f"[bold]export[/]: {result}")
+    return {"pairs": str(result.data_file), "pairs_count": result.records}
+
+
+# ------------------------------------------------------------------ reward model
+def stage_recipe(base: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """A stage's recipe with the loop's own choices filled in; `train` is merged key by key."""
+    recipe = {**base, **{k: v for k, v in fixed.items() if k != "train"}}
+    recipe["train"] = {**base.get("train", {}), **fixed.get("train", {})}
+    return recipe
+
+
+def resume_flag(run_dir: Path) -> bool:
+    """Resume a stage that was interrupted after writing checkpoints."""
+    from alignloop.engine import latest_checkpoint
+
+    return latest_checkpoint(run_dir / "checkpoints") is not None
+
+
+def reward_model(ctx: RoundContext) -> dict[str, Any]:
+    from alignloop.algorithms.reward import RewardConfig, run_reward
+
+    cfg = ctx.config
+    out = ctx.round_dir / "rm"
+    model = {"name": cfg.model.name, **cfg.reward_model.get("model", {})}
+    recipe = stage_recipe(cfg.reward_model, model=model, data={"train": ctx.exports_so_far(), "eval_every_nth": 5,
+                                                               **cfg.reward_model.get("data", {})},
+                          train={"output_dir": str(out), "seed": cfg.seed})
+    result = run_reward(RewardConfig.model_validate(recipe), resume=resume_flag(out))
+    return {"reward_model": str(result.final_model_dir)}
+
+
+# ------------------------------------------------------------------ RL
+def rl(ctx: RoundContext) -> dict[str, Any]:
+    cfg = ctx.config
+    out = ctx.round_dir / "rl"
+    adapter = ctx.previous_adapter()
+    model = cfg.model.model_dump()
+    if adapter:
+        model.update(adapter=adapter, lora=None)
+    method = cfg.rl.method
+    if method == "dpo":
+        from alignloop.algorithms.dpo import DPOConfig as Config, run_dpo as run
+
+        data = {"train": ctx.exports_so_far(), **cfg.rl.recipe.get("data", {})}
+        fixed = {"model": model, "data": data}
+    else:
+        if method == "ppo":
+            from alignloop.algorithms.ppo import PPOConfig as Config, run_ppo as run
+        else:
+            from alignloop.algorithms.grpo import GRPOConfig as Config, run_grpo as run
+        data = {"train": cfg.prompts.train, "eval": cfg.prompts.eval, "max_prompt_length": cfg.prompts.max_prompt_length,
+                **cfg.rl.recipe.get("data", {})}
+        fixed = {"model": model, "data": data,
+                 "reward": {"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model")}}
+    recipe = stage_recipe(cfg.rl.recipe, **fixed, train={"output_dir": str(out), "seed": cfg.seed + ctx.number})
+    result = run(Config.model_validate(recipe), resume=resume_flag(out))
+    return {"policy_adapter": str(result.final_model_dir), "rl_run": str(out)}
+
+
+# ------------------------------------------------------------------ evaluate and report
+def evaluate(ctx: RoundContext) -> dict[str, Any]:
+    from alignloop.evaluation.policy_eval import EvalConfig, evaluate as run_eval
+
+    cfg = ctx.config
+    sources = [{"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model"), "name": "reward_model"},
+               *cfg.eval.get("sources", [{"type": "toxicity"}])]
+    recipe = {**cfg.eval, "sources": sources, "prompts": cfg.prompts.eval,
+              "policy": {"name": cfg.model.name, "adapter": ctx.state.artifact(ctx.number, "policy_adapter")},
+              "output": str(ctx.round_dir / "eval.json"), "seed": cfg.seed}
+    run_eval(EvalConfig.model_validate(recipe))
+    return {"eval": str(ctx.round_dir / "eval.json")}
+
+
+def report(ctx: RoundContext) -> dict[str, Any]:
+    from alignloop.report import write_loop_report
+
+    return {"report": str(write_loop_report(ctx.loop_dir))}
+
+
+STEP_FUNCTIONS = {
+    "generate": generate,
+    "feedback": feedback,
+    "export": export,
+    "reward_model": reward_model,
+    "rl": rl,
+    "evaluate": evaluate,
+    "report": report,
+}

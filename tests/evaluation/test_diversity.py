@@ -1,0 +1,37 @@
+"""distinct-n on whitespace tokens, against counts done by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from alignloop.evaluation.diversity import distinct_n, distinct_scores, ngrams
+
+
+def test_ngrams_are_consecutive_windows():
+    assert ngrams(["a", "b", "c"], 2) == [("a", "b"), ("b", "c")]
+    assert ngrams(["a"], 2) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        ngrams(["a"], 0)
+
+
+def test_distinct_counts_pool_all_responses_without_crossing_them():
+    texts = ["the cat sat", "the cat ran", "hi"]
+    # unigrams: the cat sat the cat ran hi -> 7 in all, 5 distinct (the, cat, sat, ran, hi)
+    assert distinct_n(texts, 1) == pytest.approx(5 / 7)
+    # bigrams: (the cat) (cat sat) (the cat) (cat ran); "hi" has none, and "sat the" would cross two
+    # responses -> 4 in all, 3 distinct
+    assert distinct_n(texts, 2) == pytest.approx(3 / 4)
+    assert distinct_scores(texts) == {"distinct_1": pytest.approx(5 / 7), "distinct_2": pytest.approx(3 / 4)}
+
+
+def test_tokens_are_whitespace_words_as_written():
+    # Runs of spaces and newlines separate words; case and punctuation make different words.
+    assert distinct_n(["Hi  hi\nhi!"], 1) == pytest.approx(3 / 3)
+    assert distinct_n(["no no no no"], 1) == pytest.approx(1 / 4)
+    assert distinct_n(["no no no no"], 2) == pytest.approx(1 / 3)
+
+
+def test_no_ngrams_gives_zero():
+    assert distinct_n([], 1) == 0.0
+    assert distinct_n(["", "   "], 1) == 0.0
+    assert distinct_n(["one", "two"], 2) == 0.0

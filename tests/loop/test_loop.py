@@ -1,0 +1,91 @@
+"""The whole loop on a tiny model, through the real feedback store and HTTP API: two rounds,
+and a loop killed mid-round that resumes at the step it stopped in."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from alignloop.engine import KILL_AT_STEP_ENV
+from alignloop.feedback.models import Campaign, Candidate, Item, Judgement
+from alignloop.loop.config import STEPS
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "loop-tiny-cpu.yaml"
+
+
+def loop(tiny_model_dir, out: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "alignloop", "loop", "--config", str(RECIPE), f"model.name={tiny_model_dir}",
+         f"output_dir={out}", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def counts(out: Path) -> dict[str, tuple[int, int]]:
+    """Per campaign: (candidates, judgements) of its regular (not gold) items in the loop's database."""
+    engine = create_engine(f"sqlite:///{out / 'feedback.db'}")
+    with Session(engine) as session:
+        result = {}
+        for campaign in session.scalars(select(Campaign)):
+            regular = select(Item.id).where(Item.campaign_id == campaign.id, ~Item.is_gold)
+            candidates = session.scalar(select(func.count()).where(Candidate.item_id.in_(regular))) or 0
+            judged = session.scalar(select(func.count()).where(Judgement.item_id.in_(regular))) or 0
+            result[campaign.name] = (candidates, judged)
+    engine.dispose()
+    return result
+
+
+def test_two_rounds_run_end_to_end_through_the_real_store(tiny_model_dir, tmp_path):
+    out = tmp_path / "loop"
+    done = loop(tiny_model_dir, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    assert state["done"] == {"1": list(STEPS), "2": list(STEPS)}
+    # 6 prompts x K=2 candidates, each item judged by overlap=2 annotators, in both rounds.
+    assert counts(out) == {"loop-round-1": (12, 12), "loop-round-2": (12, 12)}
+    round1, round2 = state["artifacts"]["1"], state["artifacts"]["2"]
+    assert Path(round1["policy_adapter"], "adapter_config.json").is_file()
+    rl2 = (out / "rounds" / "round-2" / "rl" / "config.yaml").read_text()
+    assert f"adapter: {round1['policy_adapter']}" in rl2  # round 2 continued round 1's policy
+    for number in ("1", "2"):
+        evaluation = json.loads((out / "rounds" / f"round-{number}" / "eval.json").read_text())
+        assert {"reward_model", "toxicity"} <= set(evaluation["sources"])
+        assert "relative_reduction" in evaluation["toxicity"]
+        annotators = json.loads((out / "rounds" / f"round-{number}" / "annotators.json").read_text())
+        assert annotators["malicious"] == 1 and len(annotators["rows"]) == 4
+    assert (out / "report.html").is_file()
+
+
+def test_a_killed_loop_resumes_at_the_step_it_stopped_in(tiny_model_dir, tmp_path):
+    out = tmp_path / "loop"
+    # The reward model's trainer is the first trainer of the loop: kill the whole process after its step 2.
+    killed = loop(tiny_model_dir, out, "rounds=1", "reward_model.train.save_every=1",
+                  env_extra={KILL_AT_STEP_ENV: "2"})
+    assert killed.returncode == -signal.SIGKILL
+    state = json.loads((out / "state.json").read_text())
+    assert state["done"] == {"1": ["generate", "feedback", "export"]}
+    before = counts(out)
+    resumed = loop(tiny_model_dir, out, "rounds=1", "reward_model.train.save_every=1", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((out / "state.json").read_text())["done"] == {"1": list(STEPS)}
+    assert counts(out) == before  # nothing generated or judged twice
+    rm_steps = [json.loads(line)["step"] for line in (out / "rounds" / "round-1" / "rm" / "metrics.jsonl").open()
+                if "train/loss" in line]
+    assert rm_steps == [1, 2, 3]  # resumed from the checkpoint of step 2
+
+
+def test_a_fresh_loop_refuses_to_overwrite_an_existing_one(tiny_model_dir, tmp_path):
+    out = tmp_path / "loop"
+    out.mkdir()
+    (out / "state.json").write_text('{"done": {}, "artifacts": {}}')
+    done = loop(tiny_model_dir, out)
+    assert done.returncode == 2 and "pass --resume" in done.stderr and "Traceback" not in done.stderr
