@@ -30,8 +30,8 @@ def test_prepare_load_and_generate_smollm2(tmp_path, monkeypatch):
     started = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(SMOL)
     cached_load_s = time.perf_counter() - started
+    # Timings are printed, not asserted: the machines are shared (benchmarks/ measures speed).
     print(f"\nGGUF conversion: {conversion_s:.1f} s; load from cache: {cached_load_s:.3f} s")
-    assert cached_load_s < 1.0
     assert model.dtype == torch.float32 and tokenizer.name_or_path == str(folder)
     # Tied as in SmolLM2: the file holds the embedding once (float32: ~538 MB, not ~651 MB).
     assert model.lm_head.weight is model.model.embed_tokens.weight
