@@ -25,23 +25,18 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
-from accelerate.utils import set_seed
 from pydantic import Field
 
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, check_context_fits, rollout_engines
-from alignloop.algorithms.online import collate_prompts, per_sequence_mean, read_prompts, update_micro_batches
-from alignloop.algorithms.reference import frozen_copy_unless_lora
-from alignloop.config import Section, config_to_yaml
-from alignloop.data import dataset_fingerprint
-from alignloop.engine import Experience, LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
-from alignloop.engine.console import console_for
+from alignloop.algorithms.online import OnlineRL, PromptDataConfig, per_sequence_mean, start_online_run
+from alignloop.algorithms.online import update_micro_batches
+from alignloop.config import Section
+from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig
 from alignloop.losses import entropy_from_logits, grpo_kl_term, group_normalized_advantages, kl_penalty
 from alignloop.losses import leave_one_out_advantages, policy_gradient_loss
-from alignloop.models import ModelConfig, disable_dropout, load_model_and_tokenizer, save_trained_model
+from alignloop.models import ModelConfig, save_trained_model
 from alignloop.ops import on_grid, response_token_logps
-from alignloop.rewards import RewardSourceConfig, build_reward_source
-
+from alignloop.rewards import RewardSourceConfig
 
 class GroupSettings(Section):
     advantage: Literal["grpo", "rloo"] = Field("grpo", description="group baseline: grpo (z-score) or rloo")
@@ -138,34 +133,12 @@ class GroupPolicyGradient(OnlineRL):
 
 
 def run_grpo(config: GRPOConfig, resume: bool | str = False) -> TrainResult:
-    accelerator = make_accelerator(config.train)
-    console = console_for(accelerator)
-    set_seed(config.train.seed)
-    model, tokenizer = load_model_and_tokenizer(config.model)
-    disable_dropout(model)
-    check_context_fits(model, config.data, config.sampling)
-    train_prompts = read_prompts(config.data.train, tokenizer, config.data, console)
-    eval_prompts = read_prompts(config.data.eval, tokenizer, config.data, console) if config.data.eval else []
-    console.print(f"[bold]data[/]: {len(train_prompts)} training prompts, {len(eval_prompts)} held out")
+    run = start_online_run(config)
     method = GroupPolicyGradient(
-        sampling=config.sampling,
-        reward_source=build_reward_source(config.reward),
-        pad_token_id=tokenizer.pad_token_id,
-        make_engine=rollout_engines(config, tokenizer),
+        **run.method_fields(),
         rows_per_micro_batch=config.train.batch_size * config.group.group_size,
         missing_eos_penalty=config.group.missing_eos_penalty,
-        eval_samples=config.data.eval_samples,
-        reference_model=frozen_copy_unless_lora(model),  # the KL is measured even when β = 0
         settings=config.group,
     )
-    trainer = Trainer(
-        config.train, model, method, train_prompts, collate_prompts, eval_examples=eval_prompts,
-        save_final=partial(save_trained_model, tokenizer=tokenizer, merged=config.save_merged),
-        config_yaml=config_to_yaml(config),
-        data_info={"train_sha256": dataset_fingerprint([p.record for p in train_prompts]),
-                   "train_prompts": len(train_prompts), "eval_prompts": len(eval_prompts)},
-        accelerator=accelerator,
-    )
-    result = trainer.train(resume=resume)
-    console.print(f"[bold green]done[/]: {result.global_step} steps; final model in {result.final_model_dir}")
-    return result
+    save_final = partial(save_trained_model, tokenizer=run.tokenizer, merged=config.save_merged)
+    return run.train(run.policy, method, save_final, resume)

@@ -16,13 +16,18 @@ from typing import Any, Callable, Literal
 import torch
 from pydantic import Field
 
-from alignloop.config import Section
-from alignloop.data import DataError, EncodedExample, PromptOnly, encode_prompt, pad_batch, read_records
-from alignloop.engine import LossOutput
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from alignloop.config import Section, config_to_yaml
+from alignloop.data import DataError, EncodedExample, PromptOnly, dataset_fingerprint, encode_prompt, pad_batch
+from alignloop.data import read_records
+from alignloop.engine import LossOutput, Trainer, TrainResult, make_accelerator
+from alignloop.engine.console import console_for
 from alignloop.engine.rollout import Rollout, SamplingConfig, rollout_engine_factory
-from alignloop.algorithms.reference import reference_network
+from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_network
 from alignloop.losses import kl_penalty
-from alignloop.models import resolve_model_source
+from alignloop.models import disable_dropout, load_model_and_tokenizer, resolve_model_source
 from alignloop.ops import IGNORE_INDEX, response_token_logps
 from alignloop.rewards import penalize_unfinished
 
@@ -255,3 +260,56 @@ class OnlineRL:
         metrics.pop("reward/std")
         objective = scored.scores.sum() - self.kl_coef_now() * metrics["kl/sequence"]
         return LossOutput(-objective, {k: torch.tensor(v) for k, v in metrics.items()}), len(scored.items)
+
+
+# ---------------------------------------------------------------------- running a method
+@dataclass
+class OnlineRun:
+    """What every online method's run starts from: the policy (dropout off), its prompts, and
+    the fields of `OnlineRL` that do not depend on the method."""
+
+    config: Any  # PPOConfig / GRPOConfig: model, data, reward, sampling, train
+    accelerator: Accelerator
+    console: Any
+    policy: torch.nn.Module
+    tokenizer: Any
+    train_prompts: list[PromptItem]
+    eval_prompts: list[PromptItem]
+
+    def method_fields(self) -> dict[str, Any]:
+        from alignloop.rewards import build_reward_source
+
+        return {
+            "sampling": self.config.sampling,
+            "reward_source": build_reward_source(self.config.reward),
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "make_engine": rollout_engines(self.config, self.tokenizer),
+            "eval_samples": self.config.data.eval_samples,
+            "reference_model": frozen_copy_unless_lora(self.policy),  # KL is measured even when β = 0
+        }
+
+    def train(self, network: torch.nn.Module, method: Any, save_final: Callable, resume: bool | str) -> TrainResult:
+        trainer = Trainer(
+            self.config.train, network, method, self.train_prompts, collate_prompts, eval_examples=self.eval_prompts,
+            save_final=save_final, config_yaml=config_to_yaml(self.config),
+            data_info={"train_sha256": dataset_fingerprint([p.record for p in self.train_prompts]),
+                       "train_prompts": len(self.train_prompts), "eval_prompts": len(self.eval_prompts)},
+            accelerator=self.accelerator,
+        )
+        result = trainer.train(resume=resume)
+        self.console.print(f"[bold green]done[/]: {result.global_step} steps; final model in {result.final_model_dir}")
+        return result
+
+
+def start_online_run(config) -> OnlineRun:
+    """Accelerator, seed, policy with dropout off, context check, and the prompts."""
+    accelerator = make_accelerator(config.train)
+    console = console_for(accelerator)
+    set_seed(config.train.seed)
+    policy, tokenizer = load_model_and_tokenizer(config.model)
+    disable_dropout(policy)
+    check_context_fits(policy, config.data, config.sampling)
+    train_prompts = read_prompts(config.data.train, tokenizer, config.data, console)
+    eval_prompts = read_prompts(config.data.eval, tokenizer, config.data, console) if config.data.eval else []
+    console.print(f"[bold]data[/]: {len(train_prompts)} training prompts, {len(eval_prompts)} held out")
+    return OnlineRun(config, accelerator, console, policy, tokenizer, train_prompts, eval_prompts)

@@ -25,25 +25,18 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
-from accelerate.utils import set_seed
 from pydantic import Field
 
 from alignloop.algorithms.kl_control import adaptive_kl_coef
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, check_context_fits, rollout_engines, collate_prompts
-from alignloop.algorithms.online import read_prompts, update_micro_batches
-from alignloop.algorithms.reference import frozen_copy_unless_lora
-from alignloop.config import Section, config_to_yaml
-from alignloop.data import dataset_fingerprint
-from alignloop.engine import Experience, LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
-from alignloop.engine.console import console_for
+from alignloop.algorithms.online import OnlineRL, PromptDataConfig, start_online_run, update_micro_batches
+from alignloop.config import Section
+from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig
 from alignloop.losses import entropy_from_logits, gae, kl_penalty, per_token_rewards, ppo_policy_loss
 from alignloop.losses import value_loss, whiten
-from alignloop.models import ModelConfig, PolicyWithValueHead, disable_dropout, load_model_and_tokenizer
-from alignloop.models import save_policy_with_value_head
+from alignloop.models import ModelConfig, PolicyWithValueHead, save_policy_with_value_head
 from alignloop.ops import IGNORE_INDEX
-from alignloop.rewards import RewardSourceConfig, build_reward_source
-
+from alignloop.rewards import RewardSourceConfig
 
 class PPOSettings(Section):
     epochs: int = Field(4, ge=1, description="PPO epochs over each rollout")
@@ -163,36 +156,13 @@ class PPO(OnlineRL):
 
 
 def run_ppo(config: PPOConfig, resume: bool | str = False) -> TrainResult:
-    accelerator = make_accelerator(config.train)
-    console = console_for(accelerator)
-    set_seed(config.train.seed)
-    policy, tokenizer = load_model_and_tokenizer(config.model)
-    disable_dropout(policy)
-    check_context_fits(policy, config.data, config.sampling)
-    train_prompts = read_prompts(config.data.train, tokenizer, config.data, console)
-    eval_prompts = read_prompts(config.data.eval, tokenizer, config.data, console) if config.data.eval else []
-    console.print(f"[bold]data[/]: {len(train_prompts)} training prompts, {len(eval_prompts)} held out")
+    run = start_online_run(config)
     method = PPO(
-        sampling=config.sampling,
-        reward_source=build_reward_source(config.reward),
-        pad_token_id=tokenizer.pad_token_id,
-        make_engine=rollout_engines(config, tokenizer),
+        **run.method_fields(),
         rows_per_micro_batch=config.train.batch_size,
         missing_eos_penalty=config.ppo.missing_eos_penalty,
-        eval_samples=config.data.eval_samples,
-        reference_model=frozen_copy_unless_lora(policy),
         settings=config.ppo,
-        sequences_per_step=config.train.batch_size * config.train.grad_accum * accelerator.num_processes,
+        sequences_per_step=config.train.batch_size * config.train.grad_accum * run.accelerator.num_processes,
     )
-    trainer = Trainer(
-        config.train, PolicyWithValueHead(policy), method, train_prompts, collate_prompts,
-        eval_examples=eval_prompts,
-        save_final=partial(save_policy_with_value_head, tokenizer=tokenizer, merged=config.save_merged),
-        config_yaml=config_to_yaml(config),
-        data_info={"train_sha256": dataset_fingerprint([p.record for p in train_prompts]),
-                   "train_prompts": len(train_prompts), "eval_prompts": len(eval_prompts)},
-        accelerator=accelerator,
-    )
-    result = trainer.train(resume=resume)
-    console.print(f"[bold green]done[/]: {result.global_step} steps; final model in {result.final_model_dir}")
-    return result
+    save_final = partial(save_policy_with_value_head, tokenizer=run.tokenizer, merged=config.save_merged)
+    return run.train(PolicyWithValueHead(run.policy), method, save_final, resume)
