@@ -39,6 +39,11 @@ class FeedbackSettings(Section):
         "scripted", description="scripted annotators answer through the API, or wait for people in the web app"
     )
     db: str | None = Field(None, description="feedback database URL (default: sqlite:///<output_dir>/feedback.db)")
+    task: Literal["pairwise", "ranking"] = Field(
+        "pairwise",
+        description="pairwise: two of the K candidates per task; ranking: all K ranked at once (K(K-1)/2 comparisons "
+                    "for one reading of the prompt, the reward model learns it listwise)",
+    )
     overlap: int = Field(3, ge=1, description="annotators per item")
     guidelines: str = Field(
         "Pick the response you would rather receive: polite and helpful beats rude, insulting or profane.",
@@ -49,7 +54,7 @@ class FeedbackSettings(Section):
     gold_min_gap: float = Field(0.3, gt=0, description="scripted: smallest preference-score gap that makes a gold item")
     poll_seconds: float = Field(15.0, gt=0, description="campaign: how often to check for new judgements")
     wait_timeout_s: float | None = Field(None, gt=0, description="campaign: stop waiting after this long (null: wait)")
-    aggregation: Literal["all", "majority", "weighted"] = Field("weighted", description="how judgements become pairs")
+    aggregation: Literal["all", "majority", "weighted"] = Field("weighted", description="how the judgements of one item become one training record")
     exclude_flagged: bool = Field(True, description="leave flagged annotators out of the export")
     annotators: dict[str, Any] = Field(
         default_factory=dict, description="scripted: `alignloop.feedback.annotators.AnnotatorsConfig` settings"

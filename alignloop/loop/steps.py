@@ -49,7 +49,9 @@ class RoundContext:
         return None
 
     def exports_so_far(self) -> list[str]:
-        return [self.state.artifact(n, "pairs") for n in range(1, self.number + 1) if self.state.artifact(n, "pairs")]
+        """The preference files (pairs or rankings) exported by rounds 1..n."""
+        files = (self.state.artifact(n, "preferences") for n in range(1, self.number + 1))
+        return [path for path in files if path]
 
 
 # ------------------------------------------------------------------ generate
@@ -63,7 +65,8 @@ def round_prompts(path: str, per_round: int, number: int) -> list[dict[str, Any]
 
 
 def generate(ctx: RoundContext) -> dict[str, Any]:
-    """A pairwise campaign of this round's prompts, filled with K candidates from the current policy."""
+    """A campaign of this round's prompts (pairwise or ranking tasks), filled with K candidates
+    from the current policy."""
     from alignloop.feedback import service
     from alignloop.feedback.database import make_engine, make_session_factory, transaction, upgrade
     from alignloop.feedback.generate import generate_candidates
@@ -75,7 +78,7 @@ def generate(ctx: RoundContext) -> dict[str, Any]:
     with transaction(store) as session:
         if service.campaign_by_name(session, ctx.campaign) is None:  # absent unless a run stopped mid-step
             campaign = service.create_campaign(
-                session, ctx.campaign, ["pairwise"], overlap=cfg.feedback.overlap, guidelines=cfg.feedback.guidelines,
+                session, ctx.campaign, [cfg.feedback.task], overlap=cfg.feedback.overlap, guidelines=cfg.feedback.guidelines,
                 min_seconds=cfg.feedback.min_seconds,
             )
             import_records(session, campaign, round_prompts(cfg.prompts.train, cfg.prompts.per_round, ctx.number),
@@ -175,10 +178,11 @@ def export(ctx: RoundContext) -> dict[str, Any]:
     from alignloop.feedback.export import export_campaign_from_url
 
     cfg = ctx.config
-    result = export_campaign_from_url(cfg.db_url, ctx.campaign, "pairs", ctx.round_dir / "feedback",
+    fmt = "rankings" if cfg.feedback.task == "ranking" else "pairs"  # every later stage reads both
+    result = export_campaign_from_url(cfg.db_url, ctx.campaign, fmt, ctx.round_dir / "feedback",
                                       aggregation=cfg.feedback.aggregation, exclude_flagged=cfg.feedback.exclude_flagged)
     ctx.console.print(f"[bold]export[/]: {result}")
-    return {"pairs": str(result.data_file), "pairs_count": result.records}
+    return {"preferences": str(result.data_file), "preference_records": result.records}
 
 
 # ------------------------------------------------------------------ reward model
@@ -251,9 +255,52 @@ def evaluate(ctx: RoundContext) -> dict[str, Any]:
     return {"eval": str(ctx.round_dir / "eval.json")}
 
 
+def last_eval_accuracy(metrics_file: Path) -> float | None:
+    """The reward model's last held-out accuracy: pairwise accuracy, from pairs or from rankings."""
+    accuracy = None
+    if metrics_file.is_file():
+        for line in metrics_file.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            for key in ("eval/rewards/accuracy", "eval/ranking/pairwise_accuracy"):
+                if isinstance(record.get(key), (int, float)):
+                    accuracy = float(record[key])
+    return accuracy
+
+
+def judgement_count(db_url: str, campaign: str) -> int:
+    from sqlalchemy import func, select
+
+    from alignloop.feedback import service
+    from alignloop.feedback.database import make_engine, make_session_factory
+    from alignloop.feedback.models import Judgement
+
+    with make_session_factory(make_engine(db_url))() as session:
+        found = service.campaign_by_name(session, campaign)
+        if found is None:
+            return 0
+        return session.scalar(select(func.count()).where(Judgement.campaign_id == found.id)) or 0
+
+
+def write_round_summary(ctx: RoundContext) -> Path:
+    """rounds/round-N/summary.json: the round's numbers for the report's per-round table."""
+    artifacts = ctx.state.artifacts.get(str(ctx.number), {})
+    summary = {
+        "round": ctx.number,
+        "judgements": judgement_count(ctx.config.db_url, ctx.campaign),
+        "rm_eval_accuracy": last_eval_accuracy(ctx.round_dir / "rm" / "metrics.jsonl"),
+        "candidates": artifacts.get("candidates"),
+        "preference_records": artifacts.get("preference_records"),
+        "minutes": round(sum(v for k, v in artifacts.items() if k.startswith("seconds_")) / 60, 1),
+    }
+    path = ctx.round_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return path
+
+
 def report(ctx: RoundContext) -> dict[str, Any]:
     from alignloop.report import write_loop_report
 
+    write_round_summary(ctx)
     return {"report": str(write_loop_report(ctx.loop_dir))}
 
 

@@ -33,6 +33,7 @@ from alignloop.models.loading import (
 from alignloop.models.lora import (
     LoraSettings,
     adapters_disabled,
+    lora_merged_for_inference,
     apply_lora,
     count_trainable_parameters,
     is_lora_model,
@@ -68,6 +69,7 @@ __all__ = [
     "TORCH_DTYPES",
     "UnknownBuiltinError",
     "adapters_disabled",
+    "lora_merged_for_inference",
     "alignloop_home",
     "apply_lora",
     "build_reward_model",

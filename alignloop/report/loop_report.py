@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from alignloop.evaluation.hacking import round_trend_warnings
 from alignloop.report.evaluation_section import evaluation_context
 from alignloop.report.files import (
     AnnotatorsFile, EvalFile, Loaded, RoundSummary, read_json_file, read_jsonl_records, read_state_scalars,
@@ -74,9 +75,24 @@ def problems(rounds: list[RoundFiles], state: Loaded[Any]) -> list[str]:
     return found
 
 
-def warnings(rounds: list[RoundFiles]) -> list[tuple[int, str]]:
-    """(round, warning) of every evaluation warning, such as a reward-hacking alarm."""
-    return [(r.number, text) for r in rounds if r.evaluation.value is not None for text in r.evaluation.value.warnings]
+def warnings(rounds: list[RoundFiles]) -> list[tuple[int | None, str]]:
+    """(round, warning) of every evaluation warning, such as a reward-hacking alarm, then the
+    alarms that only show across rounds (the trend names its rounds itself)."""
+    found: list[tuple[int | None, str]] = [
+        (r.number, text) for r in rounds if r.evaluation.value is not None for text in r.evaluation.value.warnings
+    ]
+    evaluated = [r for r in rounds if r.evaluation.value is not None]
+    if len(evaluated) >= 2:
+        dumps = [{"sources": comparable_sources(r.evaluation.value)} for r in evaluated]
+        found += [(None, text) for text in round_trend_warnings(dumps, first_round=evaluated[0].number)]
+    return found
+
+
+def comparable_sources(evaluation: EvalFile) -> dict[str, dict[str, Any]]:
+    """The scorers of an eval.json with one policy score per reference score (a damaged file's
+    others are left out of the trend check rather than stopping the report)."""
+    return {name: scores.model_dump() for name, scores in evaluation.sources.items()
+            if scores.policy and len(scores.policy) == len(scores.reference)}
 
 
 def training_curves(rounds: list[RoundFiles], metrics: str, bases: tuple[str, ...], prefix: str) -> Optional[str]:

@@ -71,7 +71,11 @@ class RewardSourceConfig(Section):
         if missing:
             keys = ", ".join(repr(k) for k in missing)
             raise PydanticCustomError("reward_source", "type {type} needs {keys}", {"type": repr(self.type), "keys": keys})
-        foreign = sorted(self.model_fields_set - {"type", "name", "weight"} - _ALLOWED[self.type])
+        # A key left at its default is harmless (a saved run's config.yaml lists every key).
+        foreign = sorted(
+            key for key in self.model_fields_set - {"type", "name", "weight"} - _ALLOWED[self.type]
+            if getattr(self, key) != type(self).model_fields[key].default
+        )
         if foreign:
             owners = {key: " / ".join(t for t, keys in _ALLOWED.items() if key in keys) for key in foreign}
             keys = ", ".join(f"{key!r} (a key of type {owners[key]})" for key in foreign)

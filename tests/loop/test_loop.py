@@ -46,13 +46,19 @@ def counts(out: Path) -> dict[str, tuple[int, int]]:
 
 def test_two_rounds_run_end_to_end_through_the_real_store(tiny_model_dir, tmp_path):
     out = tmp_path / "loop"
-    done = loop(tiny_model_dir, out)
+    # Ranking tasks here; the resume test below runs pairwise ones.
+    done = loop(tiny_model_dir, out, "feedback.task=ranking", "candidates.k=3")
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((out / "state.json").read_text())
     assert state["done"] == {"1": list(STEPS), "2": list(STEPS)}
-    # 6 prompts x K=2 candidates, each item judged by overlap=2 annotators, in both rounds.
-    assert counts(out) == {"loop-round-1": (12, 12), "loop-round-2": (12, 12)}
+    # 6 prompts x K=3 candidates, each item ranked by overlap=2 annotators, in both rounds.
+    assert counts(out) == {"loop-round-1": (18, 12), "loop-round-2": (18, 12)}
     round1 = state["artifacts"]["1"]
+    rankings = [json.loads(line) for line in Path(round1["preferences"]).open()]
+    assert rankings and all(len(r["responses"]) == 3 for r in rankings)
+    assert state["artifacts"]["2"]["preference_records"] > 0
+    summary = json.loads((out / "rounds" / "round-2" / "summary.json").read_text())
+    assert summary["round"] == 2 and summary["judgements"] >= 12 and summary["candidates"] == 18
     assert Path(round1["policy_adapter"], "adapter_config.json").is_file()
     rl2 = (out / "rounds" / "round-2" / "rl" / "config.yaml").read_text()
     assert f"adapter: {round1['policy_adapter']}" in rl2  # round 2 continued round 1's policy

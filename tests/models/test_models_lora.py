@@ -14,6 +14,7 @@ from alignloop.models import (
     build_tiny_causal_lm,
     count_trainable_parameters,
     is_lora_model,
+    lora_merged_for_inference,
     merge_lora,
     save_adapter,
 )
@@ -96,3 +97,19 @@ def test_apply_twice_is_refused(smol_tokenizer):
     model = apply_lora(build_tiny_causal_lm(smol_tokenizer)[0], LoraSettings())
     with pytest.raises(ValueError, match="already has LoRA"):
         apply_lora(model, LoraSettings())
+
+
+def test_merged_for_inference_computes_the_same_and_restores_the_weights(smol_tokenizer, prompt_batch, logits_of):
+    model = apply_lora(build_tiny_causal_lm(smol_tokenizer)[0], LoraSettings(r=4, dropout=0.0))
+    _train_one_step(model, prompt_batch)  # B != 0: the merge really changes the weights
+    weights = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
+    unmerged = logits_of(model, prompt_batch)
+    with lora_merged_for_inference(model):
+        q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+        assert q_proj.merged and not q_proj.base_layer.weight.requires_grad
+        merged = logits_of(model, prompt_batch)
+    assert torch.allclose(merged, unmerged, atol=1e-5)
+    assert not q_proj.merged
+    for name, p in model.named_parameters():  # the same tensors, bit for bit
+        assert p is weights[name][0] and torch.equal(p, weights[name][1]), name
+    _train_one_step(model, prompt_batch)  # gradients still reach the adapters

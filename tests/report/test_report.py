@@ -47,7 +47,7 @@ def eval_json(reference_toxicity: list[float], policy_toxicity: list[float], war
         "policy": "runs/loop/rounds/round-1/rl/final", "reference": "smollm2-135m-instruct",
         "prompts": "recipes/data/detox-eval.jsonl", "samples_per_prompt": 2, "created_at": "2026-11-21T12:00:00",
         "sources": {
-            "reward_model": {"higher_is_better": True, "policy": [0.5, 1.0, 1.5, 1.0], "reference": [0.0, -1.0, 0.5, 0.5],
+            "reward_model": {"role": "reward_model", "higher_is_better": True, "policy": [0.5, 1.0, 1.5, 1.0], "reference": [0.0, -1.0, 0.5, 0.5],
                              "policy_mean": 1.0, "policy_se": 0.2041, "reference_mean": 0.0, "reference_se": 0.3536},
             "toxicity": {"higher_is_better": True, "policy": [1 - p for p in policy_toxicity],
                          "reference": [1 - p for p in reference_toxicity],
@@ -259,3 +259,20 @@ def test_report_command_picks_loop_or_run_and_prints_the_path(loop_dir: Path, pp
     assert result.exit_code == 2 and "not a folder" in result.output
     with pytest.raises(ReportError, match="nowhere: not a folder"):
         write_run_report(missing)
+
+
+def test_loop_report_warns_when_the_reward_model_rises_across_rounds_while_the_gold_scorer_falls(loop_dir: Path):
+    # Round 1: toxicity 0.4 → 0.25. Round 2: the reward model's lead over the reference grows by
+    # 3.0 while toxicity gets worse than in round 1 (its lead in 1 - p goes from +0.15 to -0.15).
+    second = eval_json([0.8, 0.4, 0.2, 0.2], [0.9, 0.6, 0.5, 0.2])
+    second["sources"]["reward_model"]["policy"] = [3.5, 4.0, 4.5, 4.0]
+    write_json(loop_dir / "rounds" / "round-2" / "eval.json", second)
+    html = write_loop_report(loop_dir).read_text(encoding="utf-8")
+    top_warnings = html.split('<div class="warnings">')[1].split("</div>")[0]
+    assert "possible reward hacking across rounds: from round 1 to round 2" in top_warnings
+    assert "'reward_model'" in top_warnings or "&#39;reward_model&#39;" in top_warnings
+
+
+def test_loop_report_has_no_trend_warning_when_both_scorers_improve(loop_dir: Path):
+    html = write_loop_report(loop_dir).read_text(encoding="utf-8")
+    assert "across rounds" not in html
