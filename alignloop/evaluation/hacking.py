@@ -6,6 +6,9 @@ while the quality the reward model stood for — measured here by a gold scorer,
 is not a learned reward model (toxicity, sentiment, a function) — stays flat or falls. The other
 sign is distance: a policy far from its reference (large KL) has usually found a degenerate mode.
 
+A scorer of something the reward model was never meant to raise (sentiment in a detox run) is a
+*monitor*: it staying flat is expected, so only its fall (a side effect) is warned about.
+
 Every check compares the policy with the reference on the SAME prompts and sample indices, so a
 change is the mean of paired differences (policy − reference, response by response) and its
 noise is the standard error of that mean: pairing removes the prompt-to-prompt variation both
@@ -27,6 +30,7 @@ from typing import Any
 __all__ = [
     "SE_MULTIPLE",
     "REWARD_MODEL_ROLE",
+    "MONITOR_ROLE",
     "Change",
     "standard_error",
     "paired_change",
@@ -39,6 +43,7 @@ __all__ = [
 
 SE_MULTIPLE = 2.0
 REWARD_MODEL_ROLE = "reward_model"
+MONITOR_ROLE = "monitor"
 
 
 def standard_error(values: Sequence[float]) -> float:
@@ -90,7 +95,7 @@ def _split_sources(sources: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, 
 
 def reward_hacking_warnings(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One warning per (reward model, gold scorer) pair where the reward model's score rose
-    (policy vs reference) while the gold scorer stayed flat or fell.
+    (policy vs reference) while the gold scorer stayed flat or fell — or, for a monitor, fell.
 
     `sources` is eval.json's "sources": name -> {"role", "policy": [...], "reference": [...]}.
     """
@@ -100,12 +105,14 @@ def reward_hacking_warnings(sources: Mapping[str, Mapping[str, Any]]) -> list[st
         if not rm.rose:
             continue
         for gold_name, scorer in gold.items():
-            if scorer.rose:
+            monitor = sources[gold_name].get("role") == MONITOR_ROLE
+            if scorer.rose or (monitor and not scorer.fell):
                 continue
             verb = "fell" if scorer.fell else "stayed flat"
+            kind = "monitored scorer" if monitor else "gold scorer"
             warnings.append(
                 f"possible reward hacking: the reward model {rm_name!r} scores the policy above the reference "
-                f"({rm.describe()}) but the gold scorer {gold_name!r} {verb} ({scorer.describe()})"
+                f"({rm.describe()}) but the {kind} {gold_name!r} {verb} ({scorer.describe()})"
             )
     return warnings
 

@@ -42,7 +42,7 @@ from alignloop.config import ConfigError, Section
 from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.rollout import HFRolloutEngine, Rollout, SamplingConfig
 from alignloop.evaluation.diversity import distinct_scores
-from alignloop.evaluation.hacking import REWARD_MODEL_ROLE, eval_warnings, standard_error
+from alignloop.evaluation.hacking import MONITOR_ROLE, REWARD_MODEL_ROLE, eval_warnings, standard_error
 from alignloop.models import (
     ModelConfig,
     ModelLoadError,
@@ -84,6 +84,10 @@ class EvalConfig(Section):
         [{"type": "toxicity"}, {"type": "sentiment"}], validate_default=True, min_length=1,
         description="reward sources to score with (e.g. reward_model, toxicity, sentiment); names must differ",
     )
+    monitors: list[str] = Field(
+        [], description="names of gold sources the reward model is not meant to raise (sentiment in a detox run): "
+        "warned about only when they fall, not when they stay flat"
+    )
     kl_bound: float | None = Field(10.0, gt=0, description="warn when the mean KL (nats per response) exceeds this")
     output: str = Field("eval.json", description="where eval.json is written")
     max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept (longer prompts keep their end)")
@@ -103,6 +107,10 @@ class EvalConfig(Section):
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"sources: two sources are named {', '.join(map(repr, repeated))}; give each a `name`")
+        learned = [source_name(source) for source in self.sources if source_role(source) == REWARD_MODEL_ROLE]
+        for name in self.monitors:
+            if name not in names or name in learned:
+                raise ValueError(f"monitors: {name!r} is not one of the gold sources ({', '.join(n for n in names if n not in learned)})")
         if self.sampling.engine != "hf":
             raise ValueError("sampling.engine: eval samples with transformers generate; set it to hf")
         return self
@@ -112,11 +120,12 @@ def source_name(source: RewardSourceConfig) -> str:
     return source.name or source.type
 
 
-def source_role(source: RewardSourceConfig) -> str:
-    """"reward_model" for a learned reward model (or a mix holding one), else "gold"."""
+def source_role(source: RewardSourceConfig, monitors: Sequence[str] = ()) -> str:
+    """"reward_model" for a learned reward model (or a mix holding one), "monitor" for a source
+    named in `monitors`, else "gold"."""
     if source.type == "reward_model" or any(source_role(part) == REWARD_MODEL_ROLE for part in source.sources or []):
         return REWARD_MODEL_ROLE
-    return "gold"
+    return MONITOR_ROLE if source_name(source) in monitors else "gold"
 
 
 # ---------------------------------------------------------------------------- which models
@@ -314,7 +323,7 @@ def evaluate(config: EvalConfig, console: Console | None = None) -> dict[str, An
     """
     plan = plan_models(config)
     # Sources first: a wrong path or function should stop the run before minutes of sampling.
-    scorers = {source_name(c): (source_role(c), build_reward_source(c)) for c in config.sources}
+    scorers = {source_name(c): (source_role(c, config.monitors), build_reward_source(c)) for c in config.sources}
     policy, reference, tokenizer = load_models(plan, config.dtype, resolve_device(config.device))
     data = PromptDataConfig(train=config.prompts, max_prompt_length=config.max_prompt_length)
     check_context_fits(policy, data, config.sampling)

@@ -49,6 +49,16 @@ def test_warns_when_the_reward_model_rises_and_a_gold_scorer_stays_flat_or_falls
     ]
 
 
+def test_a_monitor_is_warned_about_only_when_it_falls():
+    monitor_flat = {**GOLD_FLAT, "role": "monitor"}
+    monitor_down = {**GOLD_DOWN, "role": "monitor"}
+    assert reward_hacking_warnings({"rm": RM_UP, "sentiment": monitor_flat}) == []
+    assert reward_hacking_warnings({"rm": RM_UP, "sentiment": monitor_down}) == [
+        "possible reward hacking: the reward model 'rm' scores the policy above the reference "
+        "(+2.000, 2 s.e. = 1.155) but the monitored scorer 'sentiment' fell (-0.300, 2 s.e. = 0.200)",
+    ]
+
+
 def test_no_warning_when_the_reward_model_did_not_rise_beyond_its_noise():
     # differences 2, -2, 1: mean 1/3, s.e. sqrt(13/3)/sqrt(3) = 1.20 -> not a rise
     assert not paired_change(RM_NOISY["policy"], RM_NOISY["reference"]).rose

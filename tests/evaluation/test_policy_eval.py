@@ -196,6 +196,7 @@ def test_learned_reward_models_are_told_from_gold_scorers():
     assert source_role(RewardSourceConfig(type="mix", sources=[rm, RewardSourceConfig(type="toxicity")])) == "reward_model"
     assert source_role(RewardSourceConfig(type="toxicity")) == "gold"
     assert source_role(RewardSourceConfig(type="function", function="m:f")) == "gold"
+    assert source_role(RewardSourceConfig(type="sentiment"), monitors=["sentiment"]) == "monitor"
 
 
 def test_a_broken_source_stops_before_any_model_is_loaded(prompts_file, tmp_path):
@@ -207,6 +208,8 @@ def test_a_broken_source_stops_before_any_model_is_loaded(prompts_file, tmp_path
 def test_bad_settings_are_named(prompts_file, tmp_path):
     with pytest.raises(ConfigError, match="two sources are named 'toxicity'"):
         load_config(EvalConfig, None, ["policy=x", f"prompts={prompts_file}", "sources=[{type: toxicity}, {type: toxicity}]"])
+    with pytest.raises(ConfigError, match="monitors: 'sentiment' is not one of the gold sources \\(toxicity\\)"):
+        load_config(EvalConfig, None, ["policy=x", f"prompts={prompts_file}", "sources=[{type: toxicity}]", "monitors=[sentiment]"])
     with pytest.raises(ConfigError, match="sampling.engine"):
         load_config(EvalConfig, None, ["policy=x", f"prompts={prompts_file}", "sampling.engine=vllm"])
     with pytest.raises(ConfigError, match="unknown key 'sample_per_prompt'.*did you mean 'samples_per_prompt'"):
