@@ -1,5 +1,6 @@
 """The whole loop on a tiny model, through the real feedback store and HTTP API: two rounds,
-and a loop killed mid-round that resumes at the step it stopped in."""
+a loop killed mid-round that resumes at the step it stopped in, GRPO and DPO rounds, and a
+round that waits for people in the web app."""
 
 from __future__ import annotations
 
@@ -95,3 +96,54 @@ def test_a_fresh_loop_refuses_to_overwrite_an_existing_one(tiny_model_dir, tmp_p
     (out / "state.json").write_text('{"done": {}, "artifacts": {}}')
     done = loop(tiny_model_dir, out)
     assert done.returncode == 2 and "pass --resume" in done.stderr and "Traceback" not in done.stderr
+
+
+TINY_TRAIN = "{max_steps: 1, batch_size: 2, lr: 1.0e-3, progress: false, eval_on_start: false}"
+
+
+def test_grpo_and_dpo_rounds_update_the_policy(tiny_model_dir, tmp_path):
+    recipes = {
+        "grpo": f"rl.recipe={{group: {{group_size: 2}}, sampling: {{max_new_tokens: 8, batch_size: 16}}, train: {TINY_TRAIN}}}",
+        "dpo": f"rl.recipe={{train: {TINY_TRAIN}}}",
+    }
+    for method, recipe in recipes.items():
+        out = tmp_path / method
+        done = loop(tiny_model_dir, out, "rounds=1", f"rl.method={method}", recipe)
+        assert done.returncode == 0, done.stderr[-3000:]
+        state = json.loads((out / "state.json").read_text())
+        assert state["done"] == {"1": list(STEPS)}
+        run_config = (out / "rounds" / "round-1" / "rl" / "config.yaml").read_text()
+        assert ("group_size: 2" if method == "grpo" else "beta:") in run_config  # the method's own recipe ran
+        assert Path(state["artifacts"]["1"]["policy_adapter"], "adapter_model.safetensors").is_file()
+        assert "reward_model" in json.loads((out / "rounds" / "round-1" / "eval.json").read_text())["sources"]
+
+
+def test_a_campaign_round_waits_for_people_and_resumes_when_they_have_answered(tiny_model_dir, tmp_path):
+    from alignloop.feedback import annotators as scripted
+    from alignloop.feedback import service
+    from alignloop.feedback.database import make_engine, make_session_factory, transaction
+    from alignloop.loop.server import feedback_server
+
+    out = tmp_path / "loop"
+    waiting = ("rounds=1", "feedback.source=campaign", "feedback.poll_seconds=0.2", "feedback.wait_timeout_s=1")
+    timed_out = loop(tiny_model_dir, out, *waiting)
+    assert timed_out.returncode != 0 and "Traceback" not in timed_out.stderr
+    assert "0 of 12 judgements" in timed_out.stderr and "resume the loop later" in timed_out.stderr
+    assert json.loads((out / "state.json").read_text())["done"] == {"1": ["generate"]}
+
+    # People answer in the web app (here: two scripted evaluators through the same HTTP API).
+    db_url = f"sqlite:///{out / 'feedback.db'}"
+    store = make_session_factory(make_engine(db_url))
+    settings = scripted.AnnotatorsConfig(count=2, preference={"type": "toxicity"}, noise=0.0)  # they agree
+    with transaction(store) as session:
+        campaign_id = service.campaign_by_name(session, "loop-round-1").id
+        team = scripted.create_annotators(session, settings, prefix="person")
+    with feedback_server(db_url) as base_url:
+        stats = scripted.run_annotators(base_url, team, campaign_id, settings)
+    assert stats.judgements == 12  # 6 prompts, one pair each, overlap 2
+
+    resumed = loop(tiny_model_dir, out, *waiting, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    assert state["done"] == {"1": list(STEPS)}
+    assert state["artifacts"]["1"]["preference_records"] == 6
