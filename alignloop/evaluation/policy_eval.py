@@ -108,9 +108,10 @@ class EvalConfig(Section):
         if repeated:
             raise ValueError(f"sources: two sources are named {', '.join(map(repr, repeated))}; give each a `name`")
         learned = [source_name(source) for source in self.sources if source_role(source) == REWARD_MODEL_ROLE]
+        gold = [name for name in names if name not in learned]
         for name in self.monitors:
-            if name not in names or name in learned:
-                raise ValueError(f"monitors: {name!r} is not one of the gold sources ({', '.join(n for n in names if n not in learned)})")
+            if name not in gold:
+                raise ValueError(f"monitors: {name!r} is not one of the gold sources ({', '.join(gold)})")
         if self.sampling.engine != "hf":
             raise ValueError("sampling.engine: eval samples with transformers generate; set it to hf")
         return self
