@@ -121,30 +121,38 @@ class HFRolloutEngine:
             torch.manual_seed(seed)
         responses: list[list[int]] = []
         finished: list[bool] = []
-        for start in range(0, len(prompt_ids), self.sampling.batch_size):
-            chunk = prompt_ids[start : start + self.sampling.batch_size]
-            for tokens in self._generate_chunk(chunk):
-                response, done = cut_at_eos(tokens, self.eos_ids)
-                responses.append(response)
-                finished.append(done)
+        with self._sampling_mode() as device:
+            for start in range(0, len(prompt_ids), self.sampling.batch_size):
+                chunk = prompt_ids[start : start + self.sampling.batch_size]
+                for tokens in self._generate_chunk(chunk, device):
+                    response, done = cut_at_eos(tokens, self.eos_ids)
+                    responses.append(response)
+                    finished.append(done)
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         return Rollout([list(p) for p in prompt_ids], responses, finished, texts, self.sampling.temperature)
 
-    def _generate_chunk(self, chunk: Sequence[list[int]]) -> list[list[int]]:
-        pad_id = self.tokenizer.pad_token_id
-        input_ids, attention_mask = left_pad(chunk, pad_id)
+    @contextlib.contextmanager
+    def _sampling_mode(self):
+        """Once per rollout, not per chunk: no dropout, LoRA merged, no CPU autocast; yields the
+        model's device and restores the training mode even if sampling fails."""
         device = next(self.model.parameters()).device
         was_training = self.model.training
-        self.model.eval()  # no dropout while sampling
-        with lora_merged_for_inference(self.model), cpu_autocast_off(device):
-            output = self.model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                **self._generation_kwargs(pad_id),
-            )
-        self.model.train(was_training)
-        new_tokens = output[:, input_ids.shape[1] :].tolist()
-        return new_tokens
+        self.model.eval()
+        try:
+            with lora_merged_for_inference(self.model), cpu_autocast_off(device):
+                yield device
+        finally:
+            self.model.train(was_training)
+
+    def _generate_chunk(self, chunk: Sequence[list[int]], device: torch.device) -> list[list[int]]:
+        pad_id = self.tokenizer.pad_token_id
+        input_ids, attention_mask = left_pad(chunk, pad_id)
+        output = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            **self._generation_kwargs(pad_id),
+        )
+        return output[:, input_ids.shape[1] :].tolist()
 
     def _generation_kwargs(self, pad_id: int) -> dict:
         s = self.sampling

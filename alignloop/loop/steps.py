@@ -257,13 +257,13 @@ def evaluate(ctx: RoundContext) -> dict[str, Any]:
 
 def last_eval_accuracy(metrics_file: Path) -> float | None:
     """The reward model's last held-out accuracy: pairwise accuracy, from pairs or from rankings."""
+    from alignloop.engine import read_metrics
+
     accuracy = None
-    if metrics_file.is_file():
-        for line in metrics_file.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            for key in ("eval/rewards/accuracy", "eval/ranking/pairwise_accuracy"):
-                if isinstance(record.get(key), (int, float)):
-                    accuracy = float(record[key])
+    for record in read_metrics(metrics_file) if metrics_file.is_file() else []:
+        for key in ("eval/rewards/accuracy", "eval/ranking/pairwise_accuracy"):
+            if isinstance(record.get(key), (int, float)):
+                accuracy = float(record[key])
     return accuracy
 
 

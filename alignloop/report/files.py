@@ -51,7 +51,7 @@ class SourceScores(_Schema):
     """One scorer's scores of the policy's and the reference's responses (same order)."""
 
     higher_is_better: bool = True
-    role: str = ""  # "reward_model" for a learned scorer, else a gold one
+    role: str = ""  # "reward_model" (learned), "gold" or "monitor": see alignloop.evaluation.hacking
     policy: list[float] = Field(default_factory=list)
     reference: list[float] = Field(default_factory=list)
     policy_mean: Optional[float] = None

@@ -78,10 +78,8 @@ def problems(rounds: list[RoundFiles], state: Loaded[Any]) -> list[str]:
 def warnings(rounds: list[RoundFiles]) -> list[tuple[int | None, str]]:
     """(round, warning) of every evaluation warning, such as a reward-hacking alarm, then the
     alarms that only show across rounds (the trend names its rounds itself)."""
-    found: list[tuple[int | None, str]] = [
-        (r.number, text) for r in rounds if r.evaluation.value is not None for text in r.evaluation.value.warnings
-    ]
     evaluated = [r for r in rounds if r.evaluation.value is not None]
+    found: list[tuple[int | None, str]] = [(r.number, text) for r in evaluated for text in r.evaluation.value.warnings]
     if len(evaluated) >= 2:
         dumps = [{"sources": comparable_sources(r.evaluation.value)} for r in evaluated]
         found += [(None, text) for text in round_trend_warnings(dumps, first_round=evaluated[0].number)]
