@@ -46,11 +46,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignloop.engine import NonFiniteLossError, ResumeError
     from alignloop.models import ModelLoadError
     from alignloop.engine.vllm_rollout import VLLMUnavailableError
+    from alignloop.feedback.export import ExportError
     from alignloop.loop import LoopStateError
     from alignloop.rewards import RewardSourceError
 
     return (ConfigError, DataError, ModelLoadError, ResumeError, NonFiniteLossError, RewardSourceError,
-            VLLMUnavailableError, LoopStateError, TimeoutError, FileNotFoundError)
+            VLLMUnavailableError, ExportError, LoopStateError, TimeoutError, FileNotFoundError)
 
 
 def friendly_errors(command: Callable) -> Callable:

@@ -411,7 +411,8 @@ def export_campaign(
         records += rankings_to_pairs(_rankings(facts, context))
     if not records:
         raise ExportError(f"campaign {campaign_name!r} has nothing to export as {fmt} with aggregation "
-                          f"{aggregation!r} (dropped: {dict(context.dropped) or 'none'})")
+                          f"{aggregation!r} (dropped: {dict(context.dropped) or 'none'}); collect more judgements per item "
+                          f"(overlap) or export with aggregation 'all'")
     usernames = dict(session.execute(select(User.id, User.username)).all())
     manifest = {
         "campaign": campaign.name, "format": fmt, "aggregation": aggregation,
