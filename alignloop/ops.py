@@ -64,8 +64,9 @@ def response_outputs(
         return out.logits[:, :-1][scored], targets[scored], hidden
     # logits_to_keep=1 keeps the model from projecting every position; the last hidden state
     # (after the final norm) is projected below for the scored positions only.
-    out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
-    hidden = out.hidden_states[-1][:, :-1][scored]  # (N, H)
+    from alignloop.models.padding_free import last_hidden_states  # alignloop.models imports this module
+
+    hidden = last_hidden_states(model, **inputs)[:, :-1][scored]  # (N, H)
     return _output_layer(model)(hidden), targets[scored], hidden if with_hidden else None
 
 

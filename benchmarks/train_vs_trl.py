@@ -9,13 +9,19 @@ with LoRA and with full fine-tuning, on the same model, data, batches, lengths a
 
 The setup, identical on both sides:
 
-- Model: the built-in SmolLM2-135M-Instruct in float32, sdpa attention (`--tiny`: a random
+- Model: the built-in SmolLM2-135M-Instruct in float32 (`--tiny`: a random
   2-layer Llama with the SmolLM2 tokenizer, saved to a temporary folder). Both libraries load the
   same folder: alignloop through its loader, TRL's SFT and DPO through the same loader
   (`load_model_and_tokenizer`, no LoRA), TRL's reward model through
   `AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)` (TRL's RewardTrainer
   requires that class). `--modes`: `lora` (r=16, alpha=32, dropout 0, all linear layers; TRL gets
   the same `peft.LoraConfig` as `peft_config`) and `full` (every weight trains).
+- Attention: TRL gets transformers' default, sdpa; alignloop its own default, `auto` (sdpa, but
+  matmul attention when training on short sequences on CPU: alignloop/models/attention.py).
+  `--attention sdpa` gives alignloop sdpa as well, which is how that lever is measured.
+- Padding: alignloop runs a padded batch padding-free by default (one row of its real tokens,
+  alignloop/models/padding_free.py); TRL computes the padding too (its own `padding_free` needs
+  flash attention, a GPU kernel). `--no-padding-free` turns alignloop's off.
 - Data: the first `--steps` × `--batch-size` records (all 120 at most) of
   recipes/data/calm-replies-sft.jsonl (SFT) or recipes/data/calm-pairs.jsonl (reward model, DPO),
   rendered with the SmolLM2 chat template. No truncation happens at the default `--max-length`
@@ -31,10 +37,10 @@ The setup, identical on both sides:
   checks that its ids equal alignloop's and the json says so (`trl_ids_identical`).
 - Batches: alignloop shuffles with its own seeded order (`epoch_order`); TRL is given the rows in
   exactly that order with `train_sampling_strategy="sequential"`, so step k of both libraries
-  trains on the same examples. Both pad on the right to the longest sequence of the batch, with
-  an attention mask; no packing, no padding-free batches on either side (alignloop
-  `data.packing: false`; TRL `packing=False, padding_free=False`). The parent checks that the
-  non-pad tokens of every step are equal on both sides (`same_tokens` in the json).
+  trains on the same examples. Both collate a batch padded on the right to its longest sequence,
+  with an attention mask (see Padding above); no packing of several examples into one row
+  (alignloop `data.packing: false`; TRL `packing=False, padding_free=False`). The parent checks
+  that the non-pad tokens of every step are equal on both sides (`same_tokens` in the json).
 - Optimizer: `--steps` optimizer steps of `--batch-size` sequences (pairs for RM and DPO), no
   gradient accumulation; fused AdamW with the recipe's learning rate (SFT 2e-4, RM 1e-4, DPO
   5e-5), weight decay 0, betas (0.9, 0.999), eps 1e-8, gradient clipping at 1.0, and a constant
@@ -145,6 +151,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256, help="longest sequence in tokens (prompt + response)")
     parser.add_argument("--tiny", action="store_true", help="tiny random Llama instead of SmolLM2-135M")
     parser.add_argument("--precision", choices=["bf16", "no"], default="bf16", help="bf16 autocast, or float32")
+    parser.add_argument("--attention", default="auto",
+                        help="alignloop's model.attn_implementation (TRL always gets transformers' default, sdpa)")
+    parser.add_argument("--no-padding-free", dest="padding_free", action="store_false",
+                        help="alignloop runs padded batches as they are (model.padding_free=false)")
     parser.add_argument("--out", type=Path, default=RESULTS / "train_vs_trl.json",
                         help="results json; the .md table and .png plot are written next to it")
     parser.add_argument("--roofline", type=Path, default=RESULTS / "roofline.json",
@@ -181,7 +191,8 @@ def alignloop_config(args: argparse.Namespace, method: str, mode: str, work: Pat
         "train.schedule=constant", "train.warmup_steps=0", "train.weight_decay=0.0", "train.max_grad_norm=1.0",
         "train.progress=false", "train.report_to=[jsonl]", "train.eval_every=null", "train.save_every=null",
         "train.eval_on_start=false", "train.log_every=1", "train.seed=0", f"data.max_length={args.max_length}",
-        "model.dtype=float32", "model.attn_implementation=sdpa", "model.gradient_checkpointing=false",
+        "model.dtype=float32", f"model.attn_implementation={args.attention}",
+        f"model.padding_free={str(args.padding_free).lower()}", "model.gradient_checkpointing=false",
     ]
     overrides.append("model.lora=null" if mode == "full" else
                      f"model.lora={{r: {LORA['r']}, alpha: {LORA['alpha']}, dropout: {LORA['dropout']}, "
@@ -341,7 +352,8 @@ def run_trl(args: argparse.Namespace, method: str, mode: str, work: Path) -> dic
         model = AutoModelForSequenceClassification.from_pretrained(
             resolve_model_source(args.model_dir), num_labels=1, dtype=torch.float32, attn_implementation="sdpa")
     else:
-        model, tokenizer = load_model_and_tokenizer(config.model.model_copy(update={"lora": None}))
+        plain = config.model.model_copy(update={"lora": None, "attn_implementation": "sdpa"})
+        model, tokenizer = load_model_and_tokenizer(plain)
     records, items = encoded_items(config, method, tokenizer)
     rows = step_rows(len(items), train.batch_size, train.seed, train.max_steps)
     dataset = trl_dataset(method, records, items, rows)
@@ -427,7 +439,8 @@ def run_worker(args: argparse.Namespace, config: str, model_dir: str, tmp: Path)
     result = tmp / f"{config}.json"
     command = [sys.executable, __file__, "--worker", config, "--model-dir", model_dir, "--result", str(result),
                "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               "--max-length", str(args.max_length), "--precision", args.precision]
+               "--max-length", str(args.max_length), "--precision", args.precision, "--attention", args.attention]
+    command += [] if args.padding_free else ["--no-padding-free"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", HF_DATASETS_CACHE=str(tmp / "hf-datasets"),
                TOKENIZERS_PARALLELISM="false")
     done = subprocess.run(command, capture_output=True, text=True, env=env)

@@ -29,6 +29,7 @@ from pydantic import Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from alignloop.config import Section
+from alignloop.models.attention import transformers_attention
 from alignloop.models.builtin import builtin_names, is_builtin, load_builtin_tokenizer, prepare_builtin
 from alignloop.models.lora import LoraSettings, apply_lora
 from alignloop.models.tokenizer import ensure_pad_token
@@ -63,11 +64,16 @@ class ModelConfig(Section):
         "float32", description="precision of the weights as loaded (bfloat16 is ~6x faster on AMX CPUs)"
     )
     attn_implementation: str = Field(
-        "sdpa", description="attention kernel passed to transformers: sdpa, eager, flash_attention_2, ..."
+        "auto",
+        description="attention kernel: auto (sdpa; matmul attention when training on short sequences on CPU, "
+        "where it is faster) or any transformers name: sdpa, eager, flash_attention_2, ...",
     )
     lora: LoraSettings | None = Field(None, description="train LoRA adapters instead of all weights (null = full)")
     adapter: str | None = Field(
         None, description="a saved LoRA adapter folder to load on the model and keep training (replaces `lora`)"
+    )
+    padding_free: bool = Field(
+        True, description="run padded training batches as one row of their real tokens (needs attn_implementation auto)"
     )
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: less memory, ~30% slower"
@@ -171,8 +177,9 @@ def load_model_and_tokenizer(
         config.name,
         source,
         dtype=TORCH_DTYPES[config.dtype],
-        attn_implementation=config.attn_implementation,
+        attn_implementation=transformers_attention(config.attn_implementation),
     )
+    network.alignloop_padding_free = config.padding_free  # read by supports_padding_free
     tokenizer = load_tokenizer(config.name)
     if network.generation_config.pad_token_id is None:
         # Otherwise generate() warns on every call and picks eos itself.

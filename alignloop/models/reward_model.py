@@ -45,6 +45,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from alignloop.models.loading import ModelConfig, load_model_and_tokenizer
+from alignloop.models.padding_free import last_hidden_states
 
 __all__ = [
     "RewardModel",
@@ -156,15 +157,8 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) ids and mask -> (B,) float32 raw scores, read at each row's last real token."""
-        out = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions_from_mask(attention_mask),
-            use_cache=False,
-            output_hidden_states=True,
-            logits_to_keep=1,  # the LM logits are not used: don't project every position
-        )
-        hidden = out.hidden_states[-1]  # (B, T, H), after the final norm
+        # (B, T, H) after the final norm; the LM logits are not used, so not projected.
+        hidden = last_hidden_states(self.backbone, input_ids, attention_mask, positions_from_mask(attention_mask))
         rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
         last = hidden[rows, last_token_indices(attention_mask).to(hidden.device)]  # (B, H)
         with torch.autocast(device_type=last.device.type, enabled=False):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from alignloop.config import ConfigError, validate_config
+from alignloop.models.attention import AUTO_ATTENTION
 from alignloop.models import (
     LoraSettings,
     ModelConfig,
@@ -70,7 +71,7 @@ def test_config_options_are_applied(tiny_model_dir):
     base = model.get_base_model()
     assert base.model.embed_tokens.weight.dtype == torch.bfloat16
     assert base.is_activation_checkpointing
-    assert base.config._attn_implementation == "sdpa"
+    assert base.config._attn_implementation == AUTO_ATTENTION  # `auto`, the default
     assert tokenizer.pad_token_id is not None
 
 

@@ -1,0 +1,121 @@
+"""`attn_implementation: auto`: SDPA, except plain matmul attention where that is faster.
+
+PyTorch's fused SDPA kernel for CPU (flash attention) has a large fixed cost in its backward
+pass. Training batches of RLHF data are mostly short chat turns (< 200 tokens), and there two
+batched matmuls and a softmax are faster. Measured on this project's 2-core AMX CPU, bf16
+autocast, SmolLM2-135M with LoRA, a reward-model step of 16 rows of 117 tokens: 3.52 s with SDPA,
+2.81 s with matmul attention (`benchmarks/attention_kernels.py` measures the crossover). For
+long sequences the fused kernel wins, and it needs O(T) memory where matmul attention keeps a
+T × T matrix per head for the backward pass, so `auto` uses matmul attention only for short
+sequences, only on CPU and only when gradients are recorded (generation keeps SDPA).
+
+The implementation is registered with transformers under `AUTO_ATTENTION` and gets SDPA's
+boolean masks (True = attend; None = plain causal). It also runs padding-free batches
+(alignloop/models/padding_free.py): sequences laid end to end in one row, their boundaries in
+`cu_seq_lens_q` like flash-attention's varlen kernels take them. There each sequence is cut out
+for attention alone, so the cost stays that of the longest sequence, not of the whole row.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+AUTO_ATTENTION = "alignloop_auto"
+# Up to this many key positions matmul attention beats the fused kernel on CPU, forward and
+# backward (benchmarks/attention_kernels.py, ~2,048 tokens per batch: 21 vs 38 ms at 128 keys,
+# even at 192, 3-5x slower from 256); below the tie, to keep its T x T memory small.
+MATMUL_ATTENTION_MAX_KEYS = 160
+
+
+def uses_matmul_attention(query: torch.Tensor, key: torch.Tensor) -> bool:
+    return query.device.type == "cpu" and torch.is_grad_enabled() and key.shape[-2] <= MATMUL_ATTENTION_MAX_KEYS
+
+
+def matmul_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # (B, H, Tq, D)
+    key: torch.Tensor,  # (B, Hkv, Tk, D)
+    value: torch.Tensor,  # (B, Hkv, Tk, D)
+    attention_mask: torch.Tensor | None,  # (B, 1, Tq, Tk) bool, True = attend; None = causal
+    scaling: float | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """softmax(q kᵀ · scale + mask) v, the softmax in float32, as (B, Tq, H, D) like transformers' kernels."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale  # (B, H, Tq, Tk)
+    if attention_mask is None and query.shape[2] > 1 and getattr(module, "is_causal", True):
+        # Causal with the queries aligned to the last keys (they are equal in training).
+        offset = key.shape[2] - query.shape[2]
+        attention_mask = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril(offset)
+    if attention_mask is not None:
+        # The dtype's lowest value, not -inf: a row with nothing to attend to (a left-pad query)
+        # becomes uniform instead of NaN; its output is never read.
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous()
+
+
+def attend(module, query, key, value, attention_mask, scaling, dropout, **kwargs) -> torch.Tensor:
+    """(B, Tq, H, D) attention output by the faster kernel for this shape."""
+    boolean_mask = attention_mask is None or attention_mask.dtype == torch.bool
+    if boolean_mask and uses_matmul_attention(query, key):
+        return matmul_attention(module, query, key, value, attention_mask, scaling, dropout)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  **kwargs)[0]
+
+
+def segment_attention(module, query, key, value, cu_seq_lens: torch.Tensor, max_length: int, scaling, dropout):
+    """Attention within each sequence of a padding-free row.
+
+    query (1, H, N, D), key / value (1, Hkv, N, D): S sequences end to end, sequence s at
+    positions cu_seq_lens[s] .. cu_seq_lens[s+1]-1. Returns (1, N, H, D). The sequences are
+    gathered into an (S, ·, max_length, D) batch for the kernel and scattered back.
+    """
+    offsets = torch.arange(max_length, device=query.device)
+    real = offsets < cu_seq_lens.diff()[:, None]  # (S, T)
+    slots = real.flatten().nonzero().squeeze(1)  # (N,) where each token sits in the (S·T) grid
+    causal = torch.ones(max_length, max_length, dtype=torch.bool, device=query.device).tril()
+    mask = (causal & real[:, None, :])[:, None]  # (S, 1, T, T)
+
+    # index_copy / index_select rather than boolean masks: their backward passes are gathers,
+    # where masked_scatter's (masked_select) runs single-threaded on CPU.
+    def per_sequence(states: torch.Tensor) -> torch.Tensor:  # (1, h, N, D) -> (S, h, T, D), zeros at padding
+        flat = states[0].transpose(0, 1)  # (N, h, D)
+        grid = flat.new_zeros(real.numel(), *flat.shape[1:]).index_copy(0, slots, flat)
+        return grid.view(*real.shape, *flat.shape[1:]).transpose(1, 2)
+
+    out = attend(module, per_sequence(query), per_sequence(key), per_sequence(value), mask, scaling, dropout)
+    return out.flatten(0, 1).index_select(0, slots)[None]  # (S, T, H, D) -> (1, N, H, D)
+
+
+def auto_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    cu_seq_lens = kwargs.pop("cu_seq_lens_q", None)
+    if cu_seq_lens is not None:
+        return segment_attention(module, query, key, value, cu_seq_lens, kwargs["max_length_q"], scaling, dropout), None
+    return attend(module, query, key, value, attention_mask, scaling, dropout, **kwargs), None
+
+
+# Set while a padding-free forward runs: its sequence boundaries go to the attention directly, so
+# the (N, N) block mask transformers would build from the position ids is not needed.
+SEGMENTS_GIVEN: ContextVar[bool] = ContextVar("alignloop_segments_given", default=False)
+
+
+def auto_mask(*args, **kwargs) -> torch.Tensor | None:
+    return None if SEGMENTS_GIVEN.get() else sdpa_mask(*args, **kwargs)
+
+
+AttentionInterface.register(AUTO_ATTENTION, auto_attention)
+AttentionMaskInterface.register(AUTO_ATTENTION, auto_mask)
+
+
+def transformers_attention(name: str) -> str:
+    """The `attn_implementation` to hand transformers for a config value (`auto` is ours)."""
+    return AUTO_ATTENTION if name == "auto" else name

@@ -1,0 +1,72 @@
+"""`attn_implementation: auto`: matmul attention computes what SDPA computes (outputs and
+gradients, with causal, padding and grouped-query masks) and is only chosen where it is faster."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from alignloop.models import load_model_and_tokenizer
+from alignloop.models.attention import MATMUL_ATTENTION_MAX_KEYS, matmul_attention, uses_matmul_attention
+
+
+
+def padding_mask(lengths: list[int], width: int, left: bool) -> torch.Tensor:
+    """(B, 1, T, T) boolean causal mask that also hides each row's padding (True = attend)."""
+    keep = torch.zeros(len(lengths), width, dtype=torch.bool)
+    for row, length in enumerate(lengths):
+        if left:
+            keep[row, width - length:] = True
+        else:
+            keep[row, :length] = True
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    return (causal[None] & keep[:, None, :])[:, None]
+
+
+def qkv(batch: int, heads: int, kv_heads: int, width: int):
+    torch.manual_seed(0)
+    return [torch.randn(batch, h, width, 8, requires_grad=True) for h in (heads, kv_heads, kv_heads)]
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2)])
+@pytest.mark.parametrize("mask", ["causal", "right", "left"])
+def test_matmul_attention_matches_sdpa_outputs_and_gradients(heads, kv_heads, mask):
+    width, lengths = 6, [6, 4, 2]
+    attention_mask = None if mask == "causal" else padding_mask(lengths, width, left=mask == "left")
+    real = torch.ones(3, width, dtype=torch.bool) if attention_mask is None else attention_mask[:, 0].any(-1)
+    module = types.SimpleNamespace(is_causal=True, training=False, num_key_value_groups=heads // kv_heads)
+    results = []
+    for kernel in (matmul_attention, lambda *a, **k: sdpa_attention_forward(*a, **k)[0]):
+        q, k, v = qkv(3, heads, kv_heads, width)
+        out = kernel(module, q, k, v, attention_mask, scaling=0.3)  # (B, T, H, D)
+        out[real].square().sum().backward()  # only real query rows are ever read
+        results.append((out[real].detach(), q.grad, k.grad, v.grad))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_attention_only_where_it_is_faster():
+    short = torch.zeros(1, 1, MATMUL_ATTENTION_MAX_KEYS, 8)
+    long = torch.zeros(1, 1, MATMUL_ATTENTION_MAX_KEYS + 1, 8)
+    assert uses_matmul_attention(short, short)
+    assert not uses_matmul_attention(long, long)  # the fused kernel: faster and O(T) memory
+    with torch.no_grad():
+        assert not uses_matmul_attention(short, short)  # generation and scoring keep SDPA
+
+
+def test_auto_is_the_default_and_never_reaches_a_saved_config(tiny_model_dir, tmp_path):
+    model, _ = load_model_and_tokenizer(str(tiny_model_dir))
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    training = model(ids, attention_mask=mask).logits  # matmul attention (gradients recorded)
+    model.config._attn_implementation = "sdpa"
+    with torch.no_grad():
+        reference = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(training[mask.bool()], reference[mask.bool()], rtol=1e-5, atol=1e-5)
+    model.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert "alignloop" not in json.dumps(saved)  # plain transformers can load it
