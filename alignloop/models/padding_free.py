@@ -1,8 +1,8 @@
 """Padding-free forward passes: a padded (B, T) batch runs as one row of its N real tokens.
 
 The linear layers, most of a transformer's work, then see N tokens instead of B × T. Batches of
-chosen and rejected replies are a third padding and more (benchmarks/train_vs_trl.py: 16 rows of
-52 to 117 tokens, 28 % padding). Attention runs within each sequence (`segment_attention` in
+chosen and rejected replies carry much padding (benchmarks/train_vs_trl.py: 16 rows of 52 to
+117 tokens, 28 % of the batch). Attention runs within each sequence (`segment_attention` in
 alignloop/models/attention.py, given the boundaries as `cu_seq_lens_q` like flash-attention's
 varlen kernels), and the hidden states come back in the batch's padded layout, zeros at the
 padding, so the losses that read them do not change.
