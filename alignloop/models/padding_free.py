@@ -48,7 +48,8 @@ class Unpadded:
 def supports_padding_free(model: torch.nn.Module) -> bool:
     """Only alignloop's attention is given the sequence boundaries; a sliding window would need
     them too. `model.padding_free: false` (ModelConfig) turns it off."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(model, "module", model)  # DDP wraps the model in `.module`
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     config = inner.config
     sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
     wanted = getattr(inner, "alignloop_padding_free", True)
@@ -61,27 +62,23 @@ def last_hidden_states(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, T, H) hidden states after the final norm; the LM head is not applied.
+    """(B, T, H) hidden states after the final norm.
 
     A batch with padding runs padding-free when the model's attention supports it; rows are
     then independent sequences whose positions count their real tokens from 0 (what
     `positions_from_mask` gives the padded forward, for left and right padding alike).
     """
-    decoder = _decoder(model)
+    # Through the model's own forward (DDP syncs gradients there); logits_to_keep=1 keeps it
+    # from projecting every position onto the vocabulary.
+    common = {"use_cache": False, "output_hidden_states": True, "logits_to_keep": 1}
     padded = attention_mask is not None and not bool(attention_mask.bool().all())
     if not (padded and supports_padding_free(model)):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        return decoder(**{k: v for k, v in inputs.items() if v is not None}, use_cache=False).last_hidden_state
+        return model(**{k: v for k, v in inputs.items() if v is not None}, **common).hidden_states[-1]
     unpadded = Unpadded.of(attention_mask)
     token = SEGMENTS_GIVEN.set(True)
     try:
-        hidden = decoder(**unpadded.model_inputs(input_ids), use_cache=False).last_hidden_state  # (1, N, H)
+        hidden = model(**unpadded.model_inputs(input_ids), **common).hidden_states[-1]  # (1, N, H)
     finally:
         SEGMENTS_GIVEN.reset(token)
     return unpadded.repad(hidden)
-
-
-def _decoder(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformer body without the LM head (LoRA layers are in it, injected in place)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.get_decoder()
