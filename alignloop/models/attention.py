@@ -81,19 +81,30 @@ def segment_attention(module, query, key, value, cu_seq_lens: torch.Tensor, max_
     """
     offsets = torch.arange(max_length, device=query.device)
     real = offsets < cu_seq_lens.diff()[:, None]  # (S, T)
-    slots = real.flatten().nonzero().squeeze(1)  # (N,) where each token sits in the (S·T) grid
+    slots = grid_slots(real)
     causal = torch.ones(max_length, max_length, dtype=torch.bool, device=query.device).tril()
     mask = (causal & real[:, None, :])[:, None]  # (S, 1, T, T)
 
-    # index_copy / index_select rather than boolean masks: their backward passes are gathers,
-    # where masked_scatter's (masked_select) runs single-threaded on CPU.
     def per_sequence(states: torch.Tensor) -> torch.Tensor:  # (1, h, N, D) -> (S, h, T, D), zeros at padding
-        flat = states[0].transpose(0, 1)  # (N, h, D)
-        grid = flat.new_zeros(real.numel(), *flat.shape[1:]).index_copy(0, slots, flat)
-        return grid.view(*real.shape, *flat.shape[1:]).transpose(1, 2)
+        return to_grid(states[0].transpose(0, 1), slots, real.shape).transpose(1, 2)
 
     out = attend(module, per_sequence(query), per_sequence(key), per_sequence(value), mask, scaling, dropout)
     return out.flatten(0, 1).index_select(0, slots)[None]  # (S, T, H, D) -> (1, N, H, D)
+
+
+def grid_slots(real: torch.Tensor) -> torch.Tensor:
+    """(S, T) bool -> (N,) flat indices of its True cells, row-major: where each token sits."""
+    return real.flatten().nonzero().squeeze(1)
+
+
+def to_grid(values: torch.Tensor, slots: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(N, ...) values -> (S, T, ...) with values[i] at flat cell slots[i], zeros elsewhere.
+
+    index_copy rather than masked_scatter: its backward is a gather (index_select), where
+    masked_scatter's (masked_select) runs single-threaded on CPU.
+    """
+    grid = values.new_zeros(shape.numel(), *values.shape[1:]).index_copy(0, slots, values)
+    return grid.view(*shape, *values.shape[1:])
 
 
 def auto_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):

@@ -45,7 +45,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from alignloop.models.loading import ModelConfig, load_model_and_tokenizer
-from alignloop.models.padding_free import last_hidden_states
+from alignloop.models.padding_free import last_hidden_states, positions_from_mask
 
 __all__ = [
     "RewardModel",
@@ -92,11 +92,6 @@ def threshold_parameters(thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.
     """Increasing cut points -> (first (1,), gaps (C-2,) in softplus-inverse space)."""
     gaps = thresholds[1:] - thresholds[:-1] - MIN_THRESHOLD_GAP
     return thresholds[:1].clone(), gaps + torch.log(-torch.expm1(-gaps))  # softplus⁻¹(g) = g + log(1 - e^-g)
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) mask -> (B, T) position ids counting real tokens from 0, whatever the padding side."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def last_token_indices(attention_mask: torch.Tensor) -> torch.Tensor:
