@@ -12,8 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+
+# Per-token reductions over the vocabulary (log-softmax, entropy) take the (N, V) logits a slab
+# of rows at a time. Each reduction is several passes over its input; a (768, 49k) float32
+# matrix is 150 MB, which every pass streams from memory, while a 2 MB slab stays in the CPU
+# cache for all of them. Log-probs (forward + backward) and the entropy of a GRPO update's 768
+# response tokens on the built-in model: 0.5-0.85 s whole, 0.14-0.19 s in slabs (2-core CPU).
+LOGIT_SLAB_ELEMENTS = 1 << 19
 
 # Architectures whose logits are exactly `output_embeddings(last hidden state)`: no logit
 # soft-capping (Gemma 2), no logit scaling (Cohere, Granite). Others take the full-logits path.
@@ -70,15 +78,25 @@ def response_outputs(
     return _output_layer(model)(hidden), targets[scored], hidden if with_hidden else None
 
 
-def selective_log_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[target] per row without materialising the full log-softmax.
+def logit_slabs(logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(N, V) logits cut into slabs of rows of about LOGIT_SLAB_ELEMENTS each. `split`, not
+    slicing: the backward of a slice builds a zero gradient of the full size for every slab."""
+    return logits.split(max(1, LOGIT_SLAB_ELEMENTS // max(1, logits.shape[-1])))
 
-    logits (N, V), targets (N,) -> (N,). Computed in float32: bf16 has too few mantissa bits
-    for a normalisation over tens of thousands of classes.
+
+def selective_log_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] per row: logits (N, V), targets (N,) -> (N,).
+
+    Cross-entropy is this quantity negated, in one fused kernel forward and backward. Computed
+    slab by slab (see LOGIT_SLAB_ELEMENTS), half precision upcast to float32: bf16 has too few
+    mantissa bits for a normalisation over tens of thousands of classes.
     """
-    logits = logits.float()
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N,)
-    return picked - torch.logsumexp(logits, dim=-1)
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    if logits.shape[0] == 0:
+        return logits.new_zeros(0, dtype=dtype)
+    slabs = logit_slabs(logits)
+    slab_targets = targets.split([len(slab) for slab in slabs])
+    return torch.cat([-F.cross_entropy(x.to(dtype), t, reduction="none") for x, t in zip(slabs, slab_targets)])
 
 
 def response_logps(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,12 +1,17 @@
-"""Response-only logits give the same loss and gradients as projecting every position."""
+"""Response-only logits give the same loss and gradients as projecting every position; the
+slab-wise log-softmax and entropy give those of the whole logit matrix."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
+from alignloop import ops
+from alignloop.losses import entropy_from_logits
 from alignloop.models import LoraSettings, apply_lora, build_tiny_causal_lm
-from alignloop.ops import IGNORE_INDEX, has_plain_output_layer, response_logits
+from alignloop.ops import IGNORE_INDEX, has_plain_output_layer, response_logits, selective_log_softmax
 
 
 def batch_with_prompt_masked():
@@ -45,3 +50,32 @@ def test_response_logits_match_the_full_projection_in_value_and_gradient():
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     for a, b in zip(fast_grads, slow_grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+# --- slab-wise reductions over the vocabulary ----------------------------------------------
+
+def test_selective_log_softmax_by_hand_in_float32_even_for_bf16_logits():
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(2.0), math.log(2.0)]], dtype=torch.bfloat16)
+    logps = selective_log_softmax(logits, torch.tensor([1, 0]))
+    assert logps.dtype == torch.float32
+    torch.testing.assert_close(logps, torch.tensor([math.log(0.75), math.log(0.5)]), atol=2e-3, rtol=0)
+    assert selective_log_softmax(torch.zeros(0, 7), torch.zeros(0, dtype=torch.long)).shape == (0,)
+
+
+def test_slabs_give_the_values_and_gradients_of_the_whole_matrix(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(23, 50, generator=generator, dtype=torch.float64) * 4).requires_grad_()
+    logits.data[3, 7] = -math.inf  # a token ruled out
+    targets = torch.randint(0, 50, (23,), generator=generator)
+    targets[3] = 8
+    monkeypatch.setattr(ops, "LOGIT_SLAB_ELEMENTS", 5 * 50)  # 5 slabs of 5 rows and one of 3
+    assert [len(s) for s in ops.logit_slabs(logits)] == [5, 5, 5, 5, 3]
+
+    value = selective_log_softmax(logits, targets).sum() + 0.5 * entropy_from_logits(logits).sum()
+    (grad,) = torch.autograd.grad(value, logits)
+    log_p = torch.log_softmax(logits, -1)
+    whole = log_p.gather(-1, targets[:, None]).sum() - 0.5 * (log_p.exp() * log_p.nan_to_num(neginf=0.0)).sum()
+    (whole_grad,) = torch.autograd.grad(whole, logits)
+    torch.testing.assert_close(value, whole)
+    torch.testing.assert_close(grad, whole_grad)
+    assert torch.isfinite(grad).all() and grad[3, 7] == 0

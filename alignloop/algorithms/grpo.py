@@ -107,7 +107,8 @@ class GroupPolicyGradient(OnlineRL):
             kl_sum, _, kl_metrics = grpo_kl_term(logps, batch["ref_logps"], mask, self.settings.kl_coef,
                                                  aggregation="sequence-mean")
             loss_sum, metrics = loss_sum + kl_sum, {**metrics, **kl_metrics}
-        entropy = per_sequence_mean(on_grid(entropy_from_logits(logits.float()), mask), mask)  # (R,)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.entropy_coef > 0):  # else a metric
+            entropy = per_sequence_mean(on_grid(entropy_from_logits(logits), mask), mask)  # (R,)
         if self.settings.entropy_coef > 0:
             loss_sum = loss_sum - self.settings.entropy_coef * entropy.sum()
         # With one update per rollout this is the KL at sampling time; `collect` reports it

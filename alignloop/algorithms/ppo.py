@@ -134,7 +134,8 @@ class PPO(OnlineRL):
                                                  clip_range=s.clip_range)
         value_sum, _, value_metrics = value_loss(values, batch["old_values"], batch["returns"], mask,
                                                  clip_range=s.value_clip_range)
-        entropy_sum = entropy_from_logits(logits.float()).sum()  # over the response tokens
+        with torch.set_grad_enabled(torch.is_grad_enabled() and s.entropy_coef > 0):  # else only a metric
+            entropy_sum = entropy_from_logits(logits).sum()  # over the response tokens
         loss_sum = policy_sum + s.vf_coef * value_sum - s.entropy_coef * entropy_sum
         metrics.update(value_metrics)
         metrics.update({"policy/loss": policy_sum.detach(), "value/loss": value_sum.detach(),

@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate.utils import set_seed
 from pydantic import Field
 
@@ -36,7 +35,7 @@ from alignloop.data import (
 from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
 from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
-from alignloop.ops import IGNORE_INDEX, response_logits, shifted_targets
+from alignloop.ops import IGNORE_INDEX, response_logits, selective_log_softmax, shifted_targets
 
 class SFTConfig(Section):
     model: ModelConfig = Field(description="the causal LM to fine-tune (built-in name, local folder or hub id)")
@@ -54,8 +53,7 @@ class CompletionOnlyNLL:
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
         logits, targets = response_logits(model, batch)  # (N, V), (N,)
-        # float32 log-softmax: bf16 has too few mantissa bits for a 49k-way normalisation.
-        return LossOutput(F.cross_entropy(logits.float(), targets, reduction="sum"))
+        return LossOutput(-selective_log_softmax(logits, targets).sum())  # float32, in cache-sized slabs
 
 
 def make_collate(tokenizer, packing: bool):

@@ -42,6 +42,7 @@ import torch
 
 from alignloop.losses.reduce import masked_mean, masked_sum
 from alignloop.losses.shapes import require_shapes
+from alignloop.ops import logit_slabs
 
 Metrics = dict[str, torch.Tensor]
 
@@ -259,20 +260,27 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of softmax(logits) over the last axis: (B, T, V) -> (B, T), any leading shape
     (e.g. the (N, V) response logits of `ops.response_logits` -> (N,)).
 
-    H = -sum_v p_v log p_v with log p = logits - logsumexp(logits): no exp of a large logit, so
-    logits of 1e4 are as fine as logits of 1. Half-precision logits are upcast to float32 (a sum
-    over tens of thousands of classes). A logit of -inf (a token ruled out) contributes
-    0 log 0 = 0, without NaN in the value or the gradient.
+    H = logsumexp(x) - sum_v p_v x_v with x the logits less their row maximum, so logits of 1e4
+    are as fine as logits of 1. Half-precision logits are upcast to float32 (a sum over tens of
+    thousands of classes), a slab of rows at a time (`ops.LOGIT_SLAB_ELEMENTS`: the passes stay
+    in the CPU cache). A logit of -inf (a token ruled out) contributes 0 log 0 = 0, without NaN
+    in the value or the gradient.
     """
     if logits.dim() < 1:
         raise ValueError("entropy_from_logits: logits need a vocabulary axis, got a scalar")
+    rows = logits.reshape(-1, logits.shape[-1])
+    entropies = [_entropy_of_rows(slab) for slab in logit_slabs(rows)]
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return (torch.cat(entropies) if entropies else rows.new_zeros(0, dtype=dtype)).view(logits.shape[:-1])
+
+
+def _entropy_of_rows(logits: torch.Tensor) -> torch.Tensor:
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, T, V)
-    probs = log_probs.exp()  # (B, T, V)
-    # where p = 0, log p = -inf and p log p would be 0 * -inf = NaN: count it as the 0 it is.
-    log_probs = torch.where(torch.isfinite(log_probs), log_probs, torch.zeros_like(log_probs))
-    return -(probs * log_probs).sum(-1)  # (B, T)
+    shifted = logits - logits.amax(-1, keepdim=True).detach()  # entropy does not change with a shift
+    probs = shifted.softmax(-1)
+    # where p = 0 the logit may be -inf, and p * x would be 0 * -inf = NaN: count it as the 0 it is.
+    return shifted.logsumexp(-1) - torch.linalg.vecdot(probs, shifted.nan_to_num(neginf=0.0))
 
 
 # The policy objectives a config names. Signatures differ in what they require: call them by

@@ -132,7 +132,7 @@ def adapters_disabled(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 @contextlib.contextmanager
-def lora_merged_for_inference(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+def lora_merged_for_inference(model: torch.nn.Module, dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
     """Inside the block every plain LoRA linear layer computes with one merged weight W + ΔW.
 
     Unmerged, each adapted linear costs three matrix products and a scaling per call; at decode
@@ -143,7 +143,8 @@ def lora_merged_for_inference(model: torch.nn.Module) -> Iterator[torch.nn.Modul
     little differently each rollout, and a resumed run would then not reproduce an uninterrupted
     one. The cost is one merged copy of the adapted weights while the block runs. No gradients:
     the merged weights are plain tensors. Adapters that are switched off, already merged, or of
-    a variant such as DoRA (not a plain sum) stay as they are.
+    a variant such as DoRA (not a plain sum) stay as they are. With `dtype`, the merged weights
+    are rounded to it once the sum is taken (sampling in bf16: `alignloop.models.inference`).
     """
     from peft.tuners.lora import LoraLayer
 
@@ -159,9 +160,10 @@ def lora_merged_for_inference(model: torch.nn.Module) -> Iterator[torch.nn.Modul
                 if not adapters or any(a in getattr(module, "lora_variant", {}) for a in adapters):
                     continue
                 base = module.base_layer
-                merged = base.weight.detach().clone()
-                for adapter in adapters:
+                merged = module.get_delta_weight(adapters[0]).to(base.weight.dtype)  # a fresh tensor
+                for adapter in adapters[1:]:
                     merged += module.get_delta_weight(adapter).to(merged.dtype)
+                merged = merged.add_(base.weight).to(dtype or base.weight.dtype)
                 swapped.append((module, base.weight))
                 base.weight = torch.nn.Parameter(merged, requires_grad=False)
                 module.merged_adapters = list(adapters)  # peft's forward then calls the base layer alone

@@ -1,10 +1,13 @@
-"""Rollouts: left padding does not change what a row generates; responses stop at EOS."""
+"""Rollouts: left padding does not change what a row generates; responses stop at EOS; on the
+CPU under bf16 autocast the policy samples from bf16 weights and keeps its own."""
 
 from __future__ import annotations
 
+import pytest
+import torch
 
-from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig, cut_at_eos, left_pad
-from alignloop.models import build_tiny_causal_lm
+from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig, cut_at_eos, left_pad, sampling_dtype
+from alignloop.models import LoraSettings, apply_lora, build_tiny_causal_lm
 
 
 def test_left_pad_aligns_the_last_tokens():
@@ -39,3 +42,32 @@ def test_sampling_is_reproducible_with_a_seed_and_marks_finished_rows(smol_token
         assert done == (response[-1] in engine.eos_ids)
         assert len(response) <= 5
     assert len(first.texts) == 4
+
+
+def test_sampling_precision_picks_bf16_on_the_cpu_under_bf16_autocast_only():
+    cpu = torch.device("cpu")
+    assert sampling_dtype("auto", cpu) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sampling_dtype("auto", cpu) == torch.bfloat16
+        assert sampling_dtype("model", cpu) is None
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert sampling_dtype("auto", cpu) is None
+    assert sampling_dtype("bf16", cpu) == torch.bfloat16
+    assert sampling_dtype("auto", torch.device("cuda")) is None  # a GPU keeps the caller's autocast
+
+
+@pytest.mark.parametrize("precision, sampled_in", [("auto", torch.bfloat16), ("model", torch.float32)])
+def test_lora_policy_samples_in_bf16_under_bf16_autocast_and_keeps_its_weights(smol_tokenizer, precision, sampled_in):
+    model = apply_lora(build_tiny_causal_lm(smol_tokenizer, seed=1)[0], LoraSettings(r=4, dropout=0.0))
+    weights = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
+    head_dtypes = []
+    model.get_output_embeddings().register_forward_hook(lambda m, *_: head_dtypes.append(m.weight.dtype))
+    engine = HFRolloutEngine(model, smol_tokenizer, SamplingConfig(max_new_tokens=4, min_new_tokens=4, precision=precision))
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rollout = engine.generate([[10, 11], [12]], seed=0)
+    assert set(head_dtypes) == {sampled_in}
+    assert [len(r) for r in rollout.response_ids] == [4, 4]
+    assert model.training  # the training mode is back
+    for name, p in model.named_parameters():  # the same float32 tensors, bit for bit
+        assert p is weights[name][0] and torch.equal(p, weights[name][1]), name
