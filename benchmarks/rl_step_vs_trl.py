@@ -23,8 +23,15 @@ The setup, identical on both sides:
 Each (library, method) runs in its own process, `--repeats` times, the order rotated on each
 repeat so that slow spells of a shared machine hit every configuration alike. A step's time is
 the wall time between the ends of consecutive optimizer steps (so step 1, with its warm-up, is
-not counted); the table shows the median over all counted steps and the ratio TRL / alignloop
-measured in this one run. Results: benchmarks/results/rl_step_vs_trl.json (or `--out`).
+not counted); the table shows the median over all counted steps, the peak RSS of the process,
+the ratio TRL / alignloop measured in this one run, and the share of the machine's bf16 matmul
+peak (benchmarks/roofline.py) that the step's model FLOPs reach. Those count, with N the total
+parameters and the batch's prompt + response tokens: 2·N per token for generation (prompt
+prefill and each new token once, with the KV cache), 2·N per token for each forward-only pass
+the method needs (the reference; RLOO's KL-in-reward also the policy at sampling time; PPO
+also old log-probs and values) and 6·N per token for each update pass (PPO: 2 epochs). Both
+libraries are counted by the same rule, so extra passes a library makes count against it.
+Results: benchmarks/results/rl_step_vs_trl.{json,md,png} (or `--out`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,11 +49,14 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py, train_vs_trl.py
 PROMPTS = ROOT / "recipes" / "data" / "calm-prompts.jsonl"
 CONFIGS = ["alignloop-grpo", "trl-grpo", "alignloop-rloo", "trl-rloo", "alignloop-ppo"]
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 BETA = 0.05
 LR = 2e-4
+# Passes over the step's tokens besides generation: (forward-only, forward + backward); see above.
+PASSES = {"grpo": (1, 1), "rloo": (2, 1), "ppo": (2, 2)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
     parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rl_step_vs_trl.json")
+    parser.add_argument("--roofline", type=Path, default=ROOT / "benchmarks" / "results" / "roofline.json",
+                        help="measured matmul peaks (benchmarks/roofline.py) for the %% of peak column")
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -160,7 +173,8 @@ def worker(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = run_alignloop if library == "alignloop" else run_trl
         times = run(args, method, Path(tmp))
-    args.result.write_text(json.dumps(times))
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    args.result.write_text(json.dumps({"step_seconds": times, "peak_rss_mb": peak_rss_mb}))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -172,7 +186,7 @@ def prepare_model_dir(args: argparse.Namespace, tmp: Path) -> str:
     return str(prepare_builtin("smollm2-135m-instruct"))
 
 
-def run_worker(args: argparse.Namespace, config: str, model_dir: str, tmp: Path) -> list[float]:
+def run_worker(args: argparse.Namespace, config: str, model_dir: str, tmp: Path) -> dict:
     result = tmp / f"{config}.json"
     command = [sys.executable, __file__, "--worker", config, "--model-dir", model_dir, "--result", str(result),
                "--prompts", str(args.prompts), "--group", str(args.group), "--new-tokens", str(args.new_tokens),
@@ -183,40 +197,136 @@ def run_worker(args: argparse.Namespace, config: str, model_dir: str, tmp: Path)
     return json.loads(result.read_text())
 
 
+def step_shape(args: argparse.Namespace, model_dir: str) -> dict:
+    """Sequences, prompt and total tokens of one step, and the model's parameter count (with LoRA)."""
+    from alignloop.data import encode_prompt
+    from alignloop.models import LoraSettings, apply_lora, count_trainable_parameters, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    _, params = count_trainable_parameters(apply_lora(model, LoraSettings(**LORA)))
+    prompt_tokens = sum(len(encode_prompt(tokenizer, p, True)) for p in prompt_texts(args.prompts)) * args.group
+    sequences = args.prompts * args.group
+    return {"sequences": sequences, "prompt_tokens": prompt_tokens, "params": params,
+            "tokens": prompt_tokens + sequences * args.new_tokens}
+
+
+def step_flops(method: str, shape: dict) -> float:
+    forward_passes, train_passes = PASSES[method]
+    return 2 * shape["params"] * shape["tokens"] * (1 + forward_passes + 3 * train_passes)
+
+
+def summarize(runs: dict[str, list[dict]], shape: dict, args: argparse.Namespace, peak: float | None) -> dict:
+    summary = {}
+    for config, results in runs.items():
+        seconds = [t for r in results for t in r["step_seconds"]]
+        if not seconds:
+            continue
+        median = statistics.median(seconds)
+        generated = shape["sequences"] * args.new_tokens
+        entry = {"median_step_seconds": median, "generated_tokens_per_s": generated / median,
+                 "tokens_per_s": shape["tokens"] / median, "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+                 "counted_steps": len(seconds)}
+        if peak:
+            entry["fraction_of_bfloat16_peak"] = step_flops(config.split("-")[1], shape) / median / peak
+        summary[config] = entry
+    return summary
+
+
+def write_plot(path: Path, ratios: dict[str, float], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    bars = ax.bar(list(ratios), list(ratios.values()), width=0.5)
+    for bar, value in zip(bars, ratios.values()):
+        ax.annotate(f"{value:.2f}x", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_ylabel("TRL s/step / alignloop s/step")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown_report(report: dict) -> str:
+    columns = ["config", "median s/step", "generated tok/s", "tokens/s", "peak RSS MB", "% of bf16 peak",
+               "TRL / alignloop"]
+    lines = [f"# One online-RL step: alignloop vs TRL {report['versions']['trl']}", "", report["headline"] + ".", "",
+             f"Machine: {report['machine']['cpu_model']}, {report['machine']['cpu_count']} cores, "
+             f"{report['machine']['ram_gib']} GiB RAM; torch {report['versions']['torch']}, transformers "
+             f"{report['versions']['transformers']}, peft {report['versions']['peft']}; alignloop "
+             f"{report['versions']['alignloop_git_commit']}"
+             f"{' (uncommitted changes)' if report['versions']['alignloop_git_dirty'] else ''}.", "",
+             "| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+    for config, entry in report["summary"].items():
+        ratio = report["ratio_trl_over_alignloop"].get(config.split("-")[1]) if config.startswith("alignloop") else None
+        fraction = entry.get("fraction_of_bfloat16_peak")
+        lines.append(f"| {config} | {entry['median_step_seconds']:.2f} | {entry['generated_tokens_per_s']:.1f} | "
+                     f"{entry['tokens_per_s']:.0f} | {entry['peak_rss_mb']:.0f} | "
+                     f"{'-' if fraction is None else f'{100 * fraction:.1f}%'} | "
+                     f"{f'{ratio:.2f}x' if ratio else ''} |")
+    lines += ["", "TRL / alignloop: ratio of median step times (> 1: alignloop is faster). % of bf16 peak: model "
+              "FLOPs of the step (see the script's docstring: 2·N per generated or prompt token, 2·N per token of each "
+              "forward-only pass, 6·N per token of each update) over the measured bf16 matmul peak. alignloop PPO has "
+              "no TRL counterpart (TRL 1.x has no PPOTrainer)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    times: dict[str, list[float]] = {c: [] for c in args.configs}
+    from roofline import load_peaks
+    from train_vs_trl import machine, versions
+
+    runs: dict[str, list[dict]] = {c: [] for c in args.configs}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = prepare_model_dir(args, Path(tmp))
+        shape = step_shape(args, model_dir)
         for repeat in range(args.repeats):
             order = args.configs[repeat % len(args.configs):] + args.configs[: repeat % len(args.configs)]
             for config in order:
-                steps = run_worker(args, config, model_dir, Path(tmp))
-                times[config].extend(steps)
-                print(f"repeat {repeat + 1}: {config:15s} steps {', '.join(f'{t:.2f}' for t in steps)} s", flush=True)
-    medians = {c: statistics.median(t) for c, t in times.items() if t}
-    sequences = args.prompts * args.group
-    print(f"\nmedian wall time of one step ({sequences} sequences x {args.new_tokens} new tokens):")
-    for config, median in medians.items():
-        print(f"  {config:15s} {median:7.2f} s   {sequences * args.new_tokens / median:7.1f} generated tok/s")
-    ratios = {}
-    for method in ("grpo", "rloo"):
-        if f"alignloop-{method}" in medians and f"trl-{method}" in medians:
-            ratios[method] = medians[f"trl-{method}"] / medians[f"alignloop-{method}"]
-            print(f"  {method}: TRL / alignloop = {ratios[method]:.2f}x")
+                result = run_worker(args, config, model_dir, Path(tmp))
+                runs[config].append(result)
+                steps = ", ".join(f"{t:.2f}" for t in result["step_seconds"])
+                print(f"repeat {repeat + 1}: {config:15s} steps {steps} s; peak RSS {result['peak_rss_mb']:.0f} MB",
+                      flush=True)
+    peak = (load_peaks(args.roofline) or {}).get("bfloat16") if args.precision == "bf16" else None
+    summary = summarize(runs, shape, args, peak)
+    ratios = {m: summary[f"trl-{m}"]["median_step_seconds"] / summary[f"alignloop-{m}"]["median_step_seconds"]
+              for m in ("grpo", "rloo") if f"alignloop-{m}" in summary and f"trl-{m}" in summary}
+    model = "tiny random Llama" if args.tiny else "smollm2-135m-instruct"
+    headline = (f"{model} + LoRA r={LORA['r']}, {'bf16 autocast' if args.precision == 'bf16' else 'float32'}, "
+                f"{args.prompts} prompts x {args.group} samples = {shape['sequences']} sequences of exactly "
+                f"{args.new_tokens} new tokens per step ({shape['prompt_tokens']} prompt tokens), "
+                f"{args.steps} steps x {args.repeats} repeats (step 1 not timed)")
+    print(f"\n{headline}")
+    for config, entry in summary.items():
+        fraction = entry.get("fraction_of_bfloat16_peak")
+        print(f"  {config:15s} {entry['median_step_seconds']:7.2f} s  {entry['generated_tokens_per_s']:6.1f} "
+              f"generated tok/s  peak RSS {entry['peak_rss_mb']:5.0f} MB"
+              + (f"  {100 * fraction:4.1f}% of bf16 peak" if fraction else ""))
+    for method, ratio in ratios.items():
+        print(f"  {method}: TRL / alignloop = {ratio:.2f}x")
+    report = {
+        "benchmark": "rl_step_vs_trl", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])], "headline": headline,
+        "model": model, "lora": LORA, "precision": args.precision, "prompts_per_step": args.prompts,
+        "group": args.group, "new_tokens": args.new_tokens, "steps_per_run": args.steps, "repeats": args.repeats,
+        "step_shape": shape, "passes": PASSES, "peak_bfloat16_flops": peak,
+        "machine": machine(), "versions": versions(),
+        "summary": summary, "ratio_trl_over_alignloop": ratios, "runs": runs,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "model": "tiny-llama" if args.tiny else "smollm2-135m-instruct", "lora": LORA,
-        "precision": args.precision, "prompts_per_step": args.prompts, "group": args.group,
-        "sequences_per_step": sequences, "new_tokens": args.new_tokens, "steps_per_run": args.steps,
-        "repeats": args.repeats, "step_seconds": times, "median_step_seconds": medians,
-        "ratio_trl_over_alignloop": ratios,
-        "versions": {p: metadata.version(p) for p in ("torch", "transformers", "peft", "trl", "accelerate")},
-        "cpu_count": os.cpu_count(),
-    }, indent=2) + "\n")
-    print(f"results: {args.out}")
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown_report(report))
+    if ratios:
+        write_plot(args.out.with_suffix(".png"), ratios, headline.split(", ")[0] + ", one RL step")
+    print(f"results: {args.out} (+ .md, .png)")
 
 
 if __name__ == "__main__":

@@ -163,7 +163,8 @@ class HFRolloutEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            with lora_merged_for_inference(self.model, dtype), cpu_autocast_off(device), weights_in_dtype(self.model, dtype):
+            with lora_merged_for_inference(self.model, dtype), weights_in_dtype(self.model, dtype), \
+                    cpu_autocast_off(device):
                 yield device
         finally:
             self.model.train(was_training)

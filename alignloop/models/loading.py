@@ -31,7 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from alignloop.config import Section
 from alignloop.models.attention import transformers_attention
 from alignloop.models.builtin import builtin_names, is_builtin, load_builtin_tokenizer, prepare_builtin
-from alignloop.models.lora import LoraSettings, apply_lora
+from alignloop.models.lora import LoraSettings, apply_lora, without_redundant_input_casts
 from alignloop.models.tokenizer import ensure_pad_token
 
 __all__ = [
@@ -202,4 +202,4 @@ def load_trainable_adapter(network: PreTrainedModel, adapter: str) -> torch.nn.M
     folder = Path(adapter).expanduser()
     if not (folder / "adapter_config.json").is_file():
         raise ModelLoadError(f"model.adapter {adapter!r}: no adapter_config.json there (expected a saved LoRA adapter folder)")
-    return PeftModel.from_pretrained(network, str(folder), is_trainable=True)
+    return without_redundant_input_casts(PeftModel.from_pretrained(network, str(folder), is_trainable=True))

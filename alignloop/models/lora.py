@@ -40,6 +40,7 @@ __all__ = [
     "count_trainable_parameters",
     "adapters_disabled",
     "lora_merged_for_inference",
+    "without_redundant_input_casts",
 ]
 
 
@@ -82,7 +83,27 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> PeftModel:
         modules_to_save=settings.modules_to_save,
         task_type=TaskType.CAUSAL_LM,
     )
-    return get_peft_model(model, config)
+    return without_redundant_input_casts(get_peft_model(model, config))
+
+
+def without_redundant_input_casts(model: torch.nn.Module) -> torch.nn.Module:
+    """Turn off peft's cast of each adapter's input to the adapter's dtype where it never changes
+    a value, and return `model`.
+
+    When the adapter and the base weight share a dtype, the input already has it without
+    autocast; under autocast the adapter's product casts it straight back (bf16 -> float32 ->
+    bf16 is exact). The casts still copy the activation there and back in both passes: 10 % of
+    a LoRA reward-model step on the 2-core CPU (2.80 s -> 2.51 s with the attention change of
+    the same commit). Adapters of another dtype than their base (a bf16 model with float32
+    adapters) keep the cast, which they need.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    for module in _unwrap(model).modules():
+        if isinstance(module, LoraLayer) and isinstance(module.base_layer, torch.nn.Linear):
+            adapter_dtypes = {p.dtype for part in (module.lora_A, module.lora_B) for p in part.parameters()}
+            module.cast_input_dtype_enabled = adapter_dtypes != {module.base_layer.weight.dtype}
+    return model
 
 
 def _require_lora(model: torch.nn.Module, action: str) -> PeftModel:

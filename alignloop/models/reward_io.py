@@ -40,7 +40,7 @@ from transformers import PreTrainedTokenizerBase
 
 from alignloop.models.cache import write_folder_atomically
 from alignloop.models.loading import TORCH_DTYPES, ModelLoadError, load_model_and_tokenizer, load_tokenizer
-from alignloop.models.lora import is_lora_model
+from alignloop.models.lora import is_lora_model, without_redundant_input_casts
 from alignloop.models.reward_model import RewardModel
 from alignloop.models.saving import save_trained_model
 
@@ -149,7 +149,8 @@ def _load_lora_backbone(
             f"reward model {str(path)!r} has a LoRA backbone whose base model {base!r} cannot be loaded here; "
             f"pass base_model= to load_reward_model (the reward model was built from {built_from!r}). {error}"
         ) from error
-    return PeftModel.from_pretrained(base_network, str(backbone_dir), is_trainable=trainable)
+    backbone = PeftModel.from_pretrained(base_network, str(backbone_dir), is_trainable=trainable)
+    return without_redundant_input_casts(backbone)
 
 
 def load_reward_model(

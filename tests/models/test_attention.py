@@ -4,6 +4,7 @@ gradients, with causal, padding and grouped-query masks) and is only chosen wher
 from __future__ import annotations
 
 import json
+import math
 import types
 
 import pytest
@@ -70,3 +71,24 @@ def test_auto_is_the_default_and_never_reaches_a_saved_config(tiny_model_dir, tm
     model.save_pretrained(tmp_path / "saved")
     saved = json.loads((tmp_path / "saved" / "config.json").read_text())
     assert "alignloop" not in json.dumps(saved)  # plain transformers can load it
+
+
+def test_under_autocast_the_result_is_eager_attention_within_bf16_rounding():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, h, 5, 64, requires_grad=True) for h in (4, 2, 2))  # float32, as rotary leaves them
+    module = types.SimpleNamespace(is_causal=True, training=False, num_key_value_groups=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = matmul_attention(module, q, k, v, None)
+    assert out.dtype == torch.bfloat16
+    (q_grad, k_grad, v_grad) = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+    assert q_grad.dtype == k_grad.dtype == v_grad.dtype == torch.float32  # back to the inputs' dtype
+
+    # transformers' eager formula in float64: scaled scores, causal mask, softmax, weights @ v
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    kk, vv = (t.repeat_interleave(2, dim=1) for t in (k64, v64))
+    scores = (q64 @ kk.transpose(2, 3) * 64**-0.5).masked_fill(~torch.ones(5, 5, dtype=torch.bool).tril(), -math.inf)
+    eager = (torch.softmax(scores, -1) @ vv).transpose(1, 2)
+    eager_grads = torch.autograd.grad(eager.square().sum(), (q64, k64, v64))
+    torch.testing.assert_close(out.double(), eager, rtol=0.02, atol=0.02)  # bf16 products: ~3 significant digits
+    for ours, exact in zip((q_grad, k_grad, v_grad), eager_grads):
+        assert (ours.double() - exact).norm() < 0.02 * exact.norm()

@@ -113,3 +113,27 @@ def test_merged_for_inference_computes_the_same_and_restores_the_weights(smol_to
     for name, p in model.named_parameters():  # the same tensors, bit for bit
         assert p is weights[name][0] and torch.equal(p, weights[name][1]), name
     _train_one_step(model, prompt_batch)  # gradients still reach the adapters
+
+
+def test_input_casts_are_skipped_only_where_they_change_nothing(smol_tokenizer, prompt_batch):
+    from peft.tuners.lora import LoraLayer
+
+    model = apply_lora(build_tiny_causal_lm(smol_tokenizer)[0], LoraSettings(r=4, dropout=0.0))
+    _train_one_step(model, prompt_batch)  # B != 0: the adapters take part
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    assert layers and not any(m.cast_input_dtype_enabled for m in layers)  # float32 adapters on a float32 base
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        skipped = model(**prompt_batch).logits
+        for m in layers:
+            m.cast_input_dtype_enabled = True  # peft's default
+        cast = model(**prompt_batch).logits
+    assert torch.equal(skipped, cast)  # bf16 -> float32 -> bf16 is exact
+
+    half_base = build_tiny_causal_lm(smol_tokenizer)[0].to(torch.bfloat16)
+    mixed = apply_lora(half_base, LoraSettings(r=4, dropout=0.0))  # peft keeps the adapters in float32
+    mixed_layers = [m for m in mixed.modules() if isinstance(m, LoraLayer)]
+    assert mixed_layers[0].lora_A["default"].weight.dtype == torch.float32
+    assert all(m.cast_input_dtype_enabled for m in mixed_layers)  # needed there: bf16 inputs, float32 adapters
+    with torch.no_grad():
+        assert torch.isfinite(mixed(**prompt_batch).logits).all()
