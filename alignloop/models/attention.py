@@ -154,6 +154,28 @@ AttentionInterface.register(AUTO_ATTENTION, auto_attention)
 AttentionMaskInterface.register(AUTO_ATTENTION, auto_mask)
 
 
+def rotary_in_autocast_dtype(model: torch.nn.Module) -> torch.nn.Module:
+    """On the CPU under autocast, the model's rotary cos / sin come out in autocast's dtype.
+
+    transformers makes them in the dtype of the hidden states, which is float32 under autocast;
+    q · cos then promotes the bf16 projections of the queries and keys to float32, and every
+    rotary product, its backward and the casts back to bf16 for attention run at twice the
+    bytes. A model loaded in bf16 computes its rotary embedding in bf16 anyway. A LoRA
+    reward-model step of the built-in model on the 2-core CPU: 2.28 s -> 2.13 s. Part of
+    `attn_implementation: auto`; returns `model`.
+    """
+    for module in model.modules():
+        if type(module).__name__.endswith("RotaryEmbedding"):
+            module.register_forward_hook(_rotary_outputs_in_autocast_dtype)
+    return model
+
+
+def _rotary_outputs_in_autocast_dtype(module, args, outputs):
+    if torch.is_autocast_enabled("cpu") and all(t.device.type == "cpu" for t in outputs):
+        return tuple(t.to(torch.get_autocast_dtype("cpu")) for t in outputs)
+    return None
+
+
 def transformers_attention(name: str) -> str:
     """The `attn_implementation` to hand transformers for a config value (`auto` is ours)."""
     return AUTO_ATTENTION if name == "auto" else name

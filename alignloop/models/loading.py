@@ -29,7 +29,7 @@ from pydantic import Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from alignloop.config import Section
-from alignloop.models.attention import transformers_attention
+from alignloop.models.attention import rotary_in_autocast_dtype, transformers_attention
 from alignloop.models.builtin import builtin_names, is_builtin, load_builtin_tokenizer, prepare_builtin
 from alignloop.models.lora import LoraSettings, apply_lora, without_redundant_input_casts
 from alignloop.models.tokenizer import ensure_pad_token
@@ -180,6 +180,8 @@ def load_model_and_tokenizer(
         attn_implementation=transformers_attention(config.attn_implementation),
     )
     network.alignloop_padding_free = config.padding_free  # read by supports_padding_free
+    if config.attn_implementation == "auto":
+        rotary_in_autocast_dtype(network)
     tokenizer = load_tokenizer(config.name)
     if network.generation_config.pad_token_id is None:
         # Otherwise generate() warns on every call and picks eos itself.
@@ -202,4 +204,5 @@ def load_trainable_adapter(network: PreTrainedModel, adapter: str) -> torch.nn.M
     folder = Path(adapter).expanduser()
     if not (folder / "adapter_config.json").is_file():
         raise ModelLoadError(f"model.adapter {adapter!r}: no adapter_config.json there (expected a saved LoRA adapter folder)")
-    return without_redundant_input_casts(PeftModel.from_pretrained(network, str(folder), is_trainable=True))
+    adapted = PeftModel.from_pretrained(network, str(folder), is_trainable=True)
+    return without_redundant_input_casts(adapted)

@@ -92,3 +92,18 @@ def test_under_autocast_the_result_is_eager_attention_within_bf16_rounding():
     torch.testing.assert_close(out.double(), eager, rtol=0.02, atol=0.02)  # bf16 products: ~3 significant digits
     for ours, exact in zip((q_grad, k_grad, v_grad), eager_grads):
         assert (ours.double() - exact).norm() < 0.02 * exact.norm()
+
+
+@pytest.mark.parametrize("attention, rotary_dtype_under_autocast", [("auto", torch.bfloat16), ("sdpa", torch.float32)])
+def test_auto_makes_the_rotary_embedding_in_autocast_dtype(tiny_model_dir, attention, rotary_dtype_under_autocast):
+    model, _ = load_model_and_tokenizer(str(tiny_model_dir), attn_implementation=attention)
+    seen = []
+    rotary = [m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
+    assert rotary
+    rotary[0].register_forward_hook(lambda _, __, outputs: seen.append(outputs[0].dtype))  # after ours
+    ids = torch.tensor([[5, 6, 7, 8]])
+    model(ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids).logits
+    assert seen == [torch.float32, rotary_dtype_under_autocast]
+    assert torch.isfinite(logits).all()
