@@ -14,6 +14,8 @@ boolean masks (True = attend; None = plain causal). It also runs padding-free ba
 (alignloop/models/padding_free.py): sequences laid end to end in one row, their boundaries in
 `cu_seq_lens_q` like flash-attention's varlen kernels take them. There each sequence is cut out
 for attention alone, so the cost stays that of the longest sequence, not of the whole row.
+With `auto` the model's rotary embedding also follows CPU autocast's dtype
+(`rotary_in_autocast_dtype`).
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ class ModelConfig(Section):
     attn_implementation: str = Field(
         "auto",
         description="attention kernel: auto (sdpa; matmul attention when training on short sequences on CPU, "
-        "where it is faster) or any transformers name: sdpa, eager, flash_attention_2, ...",
+        "where it is faster, and rotary embeddings in the dtype of CPU autocast) or any transformers name: "
+        "sdpa, eager, flash_attention_2, ...",
     )
     lora: LoraSettings | None = Field(None, description="train LoRA adapters instead of all weights (null = full)")
     adapter: str | None = Field(
