@@ -269,14 +269,11 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     if logits.dim() < 1:
         raise ValueError("entropy_from_logits: logits need a vocabulary axis, got a scalar")
     rows = logits.reshape(-1, logits.shape[-1])
-    entropies = [_entropy_of_rows(slab) for slab in logit_slabs(rows)]
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    return (torch.cat(entropies) if entropies else rows.new_zeros(0, dtype=dtype)).view(logits.shape[:-1])
+    return torch.cat([_entropy_of_rows(slab) for slab in logit_slabs(rows)]).view(logits.shape[:-1])
 
 
 def _entropy_of_rows(logits: torch.Tensor) -> torch.Tensor:
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     shifted = logits - logits.amax(-1, keepdim=True).detach()  # entropy does not change with a shift
     probs = shifted.softmax(-1)
     # where p = 0 the logit may be -inf, and p * x would be 0 * -inf = NaN: count it as the 0 it is.

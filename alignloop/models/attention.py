@@ -173,9 +173,7 @@ def rotary_in_autocast_dtype(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _rotary_outputs_in_autocast_dtype(module, args, outputs):
-    if torch.is_autocast_enabled("cpu") and all(t.device.type == "cpu" for t in outputs):
-        return tuple(t.to(torch.get_autocast_dtype("cpu")) for t in outputs)
-    return None
+    return tuple(_in_autocast_dtype(t) for t in outputs) if outputs[0].device.type == "cpu" else None
 
 
 def transformers_attention(name: str) -> str:
