@@ -74,7 +74,8 @@ def response_outputs(
     # (after the final norm) is projected below for the scored positions only.
     from alignloop.models.padding_free import last_hidden_states  # alignloop.models imports this module
 
-    hidden = last_hidden_states(model, **inputs)[:, :-1][scored]  # (N, H)
+    # Rows that share a prompt (a pair's chosen and rejected reply) compute it once.
+    hidden = last_hidden_states(model, **inputs, prefix_groups=batch.get("prefix_groups"))[:, :-1][scored]  # (N, H)
     return _output_layer(model)(hidden), targets[scored], hidden if with_hidden else None
 
 

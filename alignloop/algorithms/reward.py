@@ -111,13 +111,13 @@ class RewardMethod:
         return LossOutput(total, metrics)
 
     def _pairs(self, model, sub):
-        scores = model(sub["input_ids"], sub["attention_mask"])  # (2B,)
+        scores = model(sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"))  # (2B,)
         half = scores.shape[0] // 2
         margin = torch.where(sub["has_margin"], sub["margin"], torch.zeros_like(sub["margin"]))
         return bradley_terry(scores[:half], scores[half:], margin=margin)
 
     def _rankings(self, model, sub):
-        scores = model(sub["input_ids"], sub["attention_mask"])  # (N,)
+        scores = model(sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"))  # (N,)
         mask = sub["ranking_mask"]  # (B, K)
         grid = scores[sub["slot_index"].clamp(min=0)]  # (B, K): each slot's response score
         return plackett_luce(grid, sub["ranks"], mask=mask)

@@ -10,17 +10,19 @@ T × T matrix per head for the backward pass, so `auto` uses matmul attention on
 sequences, only on CPU and only when gradients are recorded (generation keeps SDPA).
 
 The implementation is registered with transformers under `AUTO_ATTENTION` and gets SDPA's
-boolean masks (True = attend; None = plain causal). It also runs padding-free batches
-(alignloop/models/padding_free.py): sequences laid end to end in one row, their boundaries in
-`cu_seq_lens_q` like flash-attention's varlen kernels take them. There each sequence is cut out
-for attention alone, so the cost stays that of the longest sequence, not of the whole row.
+boolean masks (True = attend; None = plain causal). It also runs packed batches
+(alignloop/models/padding_free.py): the real tokens of a batch in one row, a prompt shared by
+several sequences once, the rows described by `PackedRows`. There each sequence is gathered
+back for attention alone, so the cost stays that of the longest sequence, not of the whole row.
 With `auto` the model's rotary embedding also follows CPU autocast's dtype
 (`rotary_in_autocast_dtype`).
 """
 
 from __future__ import annotations
 
+import math
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface
@@ -101,24 +103,51 @@ def attend(module, query, key, value, attention_mask, scaling, dropout, **kwargs
                                   **kwargs)[0]
 
 
-def segment_attention(module, query, key, value, cu_seq_lens: torch.Tensor, max_length: int, scaling, dropout):
-    """Attention within each sequence of a padding-free row.
+PACKED_ROWS = "alignloop_packed_rows"  # the keyword argument that hands PackedRows to the attention
 
-    query (1, H, N, D), key / value (1, Hkv, N, D): S sequences end to end, sequence s at
-    positions cu_seq_lens[s] .. cu_seq_lens[s+1]-1. Returns (1, N, H, D). The sequences are
-    gathered into an (S, ·, max_length, D) batch for the kernel and scattered back.
+
+@dataclass(frozen=True)
+class PackedRows:
+    """The rows of a packed batch (alignloop/models/padding_free.py), as attention needs them.
+
+    The M real tokens of the batch sit left-aligned in an (R, T) grid, one row per sequence; the
+    model computes N <= M of them (a prefix shared by several rows, once).
     """
-    offsets = torch.arange(max_length, device=query.device)
-    real = offsets < cu_seq_lens.diff()[:, None]  # (S, T)
-    slots = grid_slots(real)
-    causal = torch.ones(max_length, max_length, dtype=torch.bool, device=query.device).tril()
-    mask = (causal & real[:, None, :])[:, None]  # (S, 1, T, T)
 
-    def per_sequence(states: torch.Tensor) -> torch.Tensor:  # (1, h, N, D) -> (S, h, T, D), zeros at padding
-        return to_grid(states[0].transpose(0, 1), slots, real.shape).transpose(1, 2)
+    slots: torch.Tensor  # (M,) grid cell of each real token, row-major
+    output_cells: torch.Tensor  # (N,) grid cell of each packed token
+    mask: torch.Tensor  # (R, 1, T, T) bool: causal, within each row's real tokens
+    source: torch.Tensor | None  # (M,) packed token that holds each real token; None: all packed
+    shape: tuple[int, int]  # (R, T)
 
-    out = attend(module, per_sequence(query), per_sequence(key), per_sequence(value), mask, scaling, dropout)
-    return out.flatten(0, 1).index_select(0, slots)[None]  # (S, T, H, D) -> (1, N, H, D)
+    @classmethod
+    def of(cls, aligned: torch.Tensor, slots: torch.Tensor, home: torch.Tensor, source: torch.Tensor | None):
+        """aligned (R, T) bool grid of the real tokens; home (N,) the real token of each packed one."""
+        width = aligned.shape[1]
+        causal = torch.ones(width, width, dtype=torch.bool, device=aligned.device).tril()
+        return cls(slots, slots[home], (causal & aligned[:, None, :])[:, None], source, tuple(aligned.shape))
+
+    def per_token(self, packed: torch.Tensor) -> torch.Tensor:
+        """(N, ...) values of the packed tokens -> (M, ...) values of every real token."""
+        return packed if self.source is None else packed.index_select(0, self.source)
+
+
+def packed_attention(module, query, key, value, rows: PackedRows, scaling, dropout) -> torch.Tensor:
+    """Attention within each row of a packed batch.
+
+    query (1, H, N, D), key / value (1, Hkv, N, D) of the packed tokens. Returns (1, N, H, D).
+    Keys and values are gathered into their (R, ·, T, D) rows, a shared prefix into every row
+    that has it; queries only where their token is packed (the other cells' outputs are not
+    read). The rows go to the kernel as one padded batch and the outputs are gathered back.
+    """
+
+    def in_rows(per_token: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:  # (·, h, D) -> (R, h, T, D)
+        return to_grid(per_token, cells, rows.shape).transpose(1, 2)
+
+    queries = in_rows(query[0].transpose(0, 1), rows.output_cells)
+    keys, values = (in_rows(rows.per_token(states[0].transpose(0, 1)), rows.slots) for states in (key, value))
+    out = attend(module, queries, keys, values, rows.mask, scaling, dropout)  # (R, T, H, D)
+    return out.flatten(0, 1).index_select(0, rows.output_cells)[None]
 
 
 def grid_slots(real: torch.Tensor) -> torch.Tensor:
@@ -126,30 +155,30 @@ def grid_slots(real: torch.Tensor) -> torch.Tensor:
     return real.flatten().nonzero().squeeze(1)
 
 
-def to_grid(values: torch.Tensor, slots: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+def to_grid(values: torch.Tensor, slots: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """(N, ...) values -> (S, T, ...) with values[i] at flat cell slots[i], zeros elsewhere.
 
     index_copy rather than masked_scatter: its backward is a gather (index_select), where
     masked_scatter's (masked_select) runs single-threaded on CPU.
     """
-    grid = values.new_zeros(shape.numel(), *values.shape[1:]).index_copy(0, slots, values)
+    grid = values.new_zeros(math.prod(shape), *values.shape[1:]).index_copy(0, slots, values)
     return grid.view(*shape, *values.shape[1:])
 
 
 def auto_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    cu_seq_lens = kwargs.pop("cu_seq_lens_q", None)
-    if cu_seq_lens is not None:
-        return segment_attention(module, query, key, value, cu_seq_lens, kwargs["max_length_q"], scaling, dropout), None
+    rows = kwargs.pop(PACKED_ROWS, None)
+    if rows is not None:
+        return packed_attention(module, query, key, value, rows, scaling, dropout), None
     return attend(module, query, key, value, attention_mask, scaling, dropout, **kwargs), None
 
 
-# Set while a padding-free forward runs: its sequence boundaries go to the attention directly, so
-# the (N, N) block mask transformers would build from the position ids is not needed.
-SEGMENTS_GIVEN: ContextVar[bool] = ContextVar("alignloop_segments_given", default=False)
+# Set while a packed forward runs: its rows go to the attention directly (PACKED_ROWS), so the
+# (N, N) block mask transformers would build from the position ids is not needed.
+PACKED_FORWARD: ContextVar[bool] = ContextVar("alignloop_packed_forward", default=False)
 
 
 def auto_mask(*args, **kwargs) -> torch.Tensor | None:
-    return None if SEGMENTS_GIVEN.get() else sdpa_mask(*args, **kwargs)
+    return None if PACKED_FORWARD.get() else sdpa_mask(*args, **kwargs)
 
 
 AttentionInterface.register(AUTO_ATTENTION, auto_attention)

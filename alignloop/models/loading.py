@@ -76,6 +76,10 @@ class ModelConfig(Section):
     padding_free: bool = Field(
         True, description="run padded training batches as one row of their real tokens (needs attn_implementation auto)"
     )
+    share_prefixes: bool = Field(
+        True, description="rows that repeat one prompt (a pair's replies, a ranking's responses) compute it once "
+        "(needs padding_free)",
+    )
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: less memory, ~30% slower"
     )
@@ -181,6 +185,7 @@ def load_model_and_tokenizer(
         attn_implementation=transformers_attention(config.attn_implementation),
     )
     network.alignloop_padding_free = config.padding_free  # read by supports_padding_free
+    network.alignloop_share_prefixes = config.share_prefixes  # read by shares_prefixes
     if config.attn_implementation == "auto":
         rotary_in_autocast_dtype(network)
     tokenizer = load_tokenizer(config.name)

@@ -1,11 +1,23 @@
-"""Padding-free forward passes: a padded (B, T) batch runs as one row of its N real tokens.
+"""Padding-free forward passes: a padded (B, T) batch runs as one row of its real tokens, and
+rows that begin with the same prompt run that prompt once.
 
-The linear layers, most of a transformer's work, then see N tokens instead of B × T. Batches of
-chosen and rejected replies carry much padding (benchmarks/train_vs_trl.py: 16 rows of 52 to
-117 tokens, 28 % of the batch). Attention runs within each sequence (`segment_attention` in
-alignloop/models/attention.py, given the boundaries as `cu_seq_lens_q` like flash-attention's
-varlen kernels), and the hidden states come back in the batch's padded layout, zeros at the
-padding, so the losses that read them do not change.
+The linear layers, most of a transformer's work, then see only those tokens instead of B × T.
+
+- **Padding.** Batches of chosen and rejected replies carry much padding
+  (benchmarks/train_vs_trl.py: 16 rows of 52 to 117 tokens, 28 % of the batch).
+- **Shared prefixes.** The chosen and rejected replies of a pair, or the K responses of a
+  ranking, repeat the same prompt (and chat-template header) in every row: 28 % of the real
+  tokens of the benchmark's pairs, most of them in multi-turn dialogues such as HH-RLHF.
+  Under causal attention a token's hidden state depends only on the tokens before it, so
+  every row of a group has the same hidden states over the group's longest common prefix:
+  they are computed once, from the group's first row, and read by all of them.
+
+Attention still runs row by row (`packed_attention` in alignloop/models/attention.py): each
+row's keys and values are gathered from the packed tokens, its shared prefix included, so its
+cost is that of the longest row, not of the whole packed row. The hidden states come back in
+the batch's padded layout, zeros at the padding, so the losses that read them do not change.
+The result is the padded forward's in exact arithmetic (tests/models/test_padding_free.py);
+gradients of a shared token sum over the rows that read it, as they would over the copies.
 """
 
 from __future__ import annotations
@@ -14,34 +26,69 @@ from dataclasses import dataclass
 
 import torch
 
-from alignloop.models.attention import AUTO_ATTENTION, SEGMENTS_GIVEN, grid_slots, to_grid
+from alignloop.models.attention import AUTO_ATTENTION, PACKED_ROWS, PACKED_FORWARD, PackedRows, grid_slots, to_grid
 
 
 @dataclass(frozen=True)
-class Unpadded:
-    """Where the real tokens of a (B, T) batch are, and their sequence boundaries in one row."""
+class PackedBatch:
+    """Where the M real tokens of a (R, T) batch go in one (1, N) row, N <= M.
 
-    real: torch.Tensor  # (B, T) bool
-    cu_seq_lens: torch.Tensor  # (B + 1,) int32: row b holds flat positions cu[b] .. cu[b+1]-1
-    max_length: int  # the longest row's real tokens
+    Real tokens are numbered row by row, m = 0..M-1. A token is packed (it is its own "home")
+    unless it lies in its group's shared prefix in a row other than the group's first.
+    """
+
+    real: torch.Tensor  # (R, T) bool: the real tokens of the batch
+    home: torch.Tensor  # (N,) long: which real token m each packed position computes
+    positions: torch.Tensor  # (M,) long: each real token's position in its row, from 0
+    rows: PackedRows  # what the attention needs: the row of every token, packed or shared
 
     @classmethod
-    def of(cls, attention_mask: torch.Tensor) -> Unpadded:
+    def of(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None):
+        """`prefix_groups` (R,): rows with the same value share their common prefix; None = no sharing."""
         real = attention_mask.bool()
-        lengths = real.sum(-1)
-        cu_seq_lens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
-        return cls(real, cu_seq_lens, int(lengths.max()))
+        lengths = real.sum(-1)  # (R,)
+        positions = positions_from_mask(real)[real]  # (M,)
+        aligned = torch.arange(int(lengths.max()), device=real.device) < lengths[:, None]  # (R, T'), left-aligned
+        aligned_slots = grid_slots(aligned)  # (M,)
+        if prefix_groups is None:
+            home = torch.arange(len(positions), device=real.device)
+            return cls(real, home, positions, PackedRows.of(aligned, aligned_slots, home, source=None))
+        ids = to_grid(input_ids[real], aligned_slots, aligned.shape)  # (R, T') left-aligned, 0 past the end
+        first_row, prefix = shared_prefixes(ids, aligned, prefix_groups)  # (R,), (R,)
+        row_start = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))[:-1]  # (R,) m of each row's token 0
+        row_of_token = torch.repeat_interleave(torch.arange(len(lengths), device=real.device), lengths)  # (M,)
+        is_home = (positions >= prefix[row_of_token]) | (first_row[row_of_token] == row_of_token)  # (M,)
+        home = is_home.nonzero().squeeze(1)  # (N,)
+        packed_index = is_home.long().cumsum(0) - 1  # (M,): valid where is_home
+        copy_of = torch.where(is_home, torch.arange(len(positions), device=real.device),
+                              row_start[first_row[row_of_token]] + positions)  # (M,) the token that computes it
+        return cls(real, home, positions, PackedRows.of(aligned, aligned_slots, home, source=packed_index[copy_of]))
 
     def model_inputs(self, input_ids: torch.Tensor) -> dict:
-        """One (1, N) row of the real tokens, positions restarting at 0 for each sequence."""
-        positions = positions_from_mask(self.real)[self.real]
-        return {"input_ids": input_ids[self.real][None], "position_ids": positions[None],
-                "cu_seq_lens_q": self.cu_seq_lens, "cu_seq_lens_k": self.cu_seq_lens,
-                "max_length_q": self.max_length, "max_length_k": self.max_length}
+        """One (1, N) row of the packed tokens with their positions in their own rows."""
+        return {"input_ids": input_ids[self.real][self.home][None], "position_ids": self.positions[self.home][None],
+                PACKED_ROWS: self.rows}
 
     def repad(self, flat: torch.Tensor) -> torch.Tensor:
-        """(1, N, ...) values of the real tokens -> (B, T, ...), zeros at the padding."""
-        return to_grid(flat[0], grid_slots(self.real), self.real.shape)
+        """(1, N, ...) values of the packed tokens -> (R, T, ...), zeros at the padding."""
+        per_token = self.rows.per_token(flat[0])  # (M, ...)
+        return to_grid(per_token, grid_slots(self.real), self.real.shape)
+
+
+def shared_prefixes(ids: torch.Tensor, real: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first row of its group (R,), length of the group's common prefix (R,)) for left-aligned ids.
+
+    The common prefix of a group is the shortest of its rows' common prefixes with the group's
+    first row (and no longer than any of its rows).
+    """
+    rows = torch.arange(len(groups), device=groups.device)
+    _, group = torch.unique(groups, return_inverse=True)  # (R,) dense group ids
+    first_of_group = torch.full((int(group.max()) + 1,), len(groups), device=groups.device)
+    first_row = first_of_group.scatter_reduce(0, group, rows, "amin")[group]  # (R,)
+    same = (ids == ids[first_row]) & real & real[first_row]  # (R, T')
+    with_first = same.long().cumprod(-1).sum(-1)  # (R,) common prefix with the first row
+    longest = torch.full_like(first_of_group, ids.shape[1])
+    return first_row, longest.scatter_reduce(0, group, with_first, "amin")[group]
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -50,14 +97,23 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def supports_padding_free(model: torch.nn.Module) -> bool:
-    """Only alignloop's attention is given the sequence boundaries; a sliding window would need
+    """Only alignloop's attention is given the rows of a packed batch; a sliding window would need
     them too. `model.padding_free: false` (ModelConfig) turns it off."""
-    inner = getattr(model, "module", model)  # DDP wraps the model in `.module`
-    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    inner = _unwrapped(model)
     config = inner.config
     sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
     wanted = getattr(inner, "alignloop_padding_free", True)
     return wanted and config._attn_implementation == AUTO_ATTENTION and not sliding
+
+
+def shares_prefixes(model: torch.nn.Module) -> bool:
+    """Padding-free and not turned off by `model.share_prefixes: false` (ModelConfig)."""
+    return supports_padding_free(model) and getattr(_unwrapped(model), "alignloop_share_prefixes", True)
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    inner = getattr(model, "module", model)  # DDP wraps the model in `.module`
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
 
 def last_hidden_states(
@@ -65,24 +121,28 @@ def last_hidden_states(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
+    prefix_groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, T, H) hidden states after the final norm.
 
-    A batch with padding runs padding-free when the model's attention supports it; rows are
-    then independent sequences whose positions count their real tokens from 0 (what
-    `positions_from_mask` gives the padded forward, for left and right padding alike).
+    A batch with padding, or with `prefix_groups` (B,) naming rows that share a prompt, runs
+    packed when the model's attention supports it; rows are then independent sequences whose
+    positions count their real tokens from 0 (what `positions_from_mask` gives the padded
+    forward, for left and right padding alike).
     """
+    share = prefix_groups is not None and len(prefix_groups.unique()) < len(prefix_groups) and shares_prefixes(model)
     padded = attention_mask is not None and not bool(attention_mask.bool().all())
-    if not (padded and supports_padding_free(model)):
+    if not ((padded or share) and supports_padding_free(model)):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         return _hidden(model, {k: v for k, v in inputs.items() if v is not None})
-    unpadded = Unpadded.of(attention_mask)
-    token = SEGMENTS_GIVEN.set(True)
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    packed = PackedBatch.of(input_ids, mask, prefix_groups if share else None)
+    token = PACKED_FORWARD.set(True)
     try:
-        hidden = _hidden(model, unpadded.model_inputs(input_ids))  # (1, N, H)
+        hidden = _hidden(model, packed.model_inputs(input_ids))  # (1, N, H)
     finally:
-        SEGMENTS_GIVEN.reset(token)
-    return unpadded.repad(hidden)
+        PACKED_FORWARD.reset(token)
+    return packed.repad(hidden)
 
 
 def _hidden(model: torch.nn.Module, inputs: dict) -> torch.Tensor:

@@ -150,10 +150,17 @@ class RewardModel(nn.Module):
     def hidden_size(self) -> int:
         return self.head.in_features
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids and mask -> (B,) float32 raw scores, read at each row's last real token."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T) ids and mask -> (B,) float32 raw scores, read at each row's last real token.
+
+        Rows with the same `prefix_groups` (B,) value (responses to one prompt) may compute
+        their common prefix once; the scores are the same.
+        """
         # (B, T, H) after the final norm; the LM logits are not used, so not projected.
-        hidden = last_hidden_states(self.backbone, input_ids, attention_mask, positions_from_mask(attention_mask))
+        hidden = last_hidden_states(self.backbone, input_ids, attention_mask, positions_from_mask(attention_mask),
+                                    prefix_groups=prefix_groups)
         rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
         last = hidden[rows, last_token_indices(attention_mask).to(hidden.device)]  # (B, H)
         with torch.autocast(device_type=last.device.type, enabled=False):

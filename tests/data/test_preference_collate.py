@@ -49,6 +49,7 @@ def test_collate_pairs_chosen_rows_then_rejected_rows_sharing_the_prompt(smol_to
             assert (batch["labels"][row, length:] == -100).all()
     assert batch["margin"].tolist() == [1.5, 0.0] and batch["margin"].dtype == torch.float32
     assert batch["has_margin"].tolist() == [True, False]
+    assert batch["prefix_groups"].tolist() == [0, 1, 0, 1]  # pair b: rows b and B + b
 
 
 def test_collate_rankings_slot_index_maps_back_to_each_response():
@@ -62,6 +63,7 @@ def test_collate_rankings_slot_index_maps_back_to_each_response():
     ]
     assert batch["labels"][4].tolist() == [-100, 13, -100, -100]
     assert batch["slot_index"].tolist() == [[0, 1, 2], [3, 4, 0]]
+    assert batch["prefix_groups"].tolist() == [0, 0, 0, 1, 1]
     assert batch["ranking_mask"].tolist() == [[True, True, True], [True, True, False]]
     assert batch["ranks"].tolist() == [[1, 1, 3], [1, 2, 0]]
     for b, ranking in enumerate(rankings):

@@ -1,4 +1,5 @@
-"""Padding-free forward passes give the padded forward's hidden states, scores and gradients."""
+"""Packed forward passes (padding-free, shared prefixes once) give the padded forward's hidden
+states, scores and gradients."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import pytest
 import torch
 
 from alignloop.models import load_model_and_tokenizer
-from alignloop.models.padding_free import Unpadded, last_hidden_states, supports_padding_free
+from alignloop.models.padding_free import (
+    PackedBatch,
+    last_hidden_states,
+    shared_prefixes,
+    shares_prefixes,
+    supports_padding_free,
+)
 from alignloop.models.reward_model import positions_from_mask
 
 
@@ -19,23 +26,59 @@ def batch(left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randint(3, 100, (len(lengths), width)) * mask, mask
 
 
-def test_unpadded_layout_by_hand():
+def test_packed_layout_by_hand():
     _, mask = batch(left=True)
-    unpadded = Unpadded.of(mask)
-    assert unpadded.cu_seq_lens.tolist() == [0, 7, 10, 15] and unpadded.max_length == 7
-    inputs = unpadded.model_inputs(torch.arange(21).view(3, 7))
+    packed = PackedBatch.of(torch.arange(21).view(3, 7), mask)
+    assert packed.rows.source is None and packed.rows.shape == (3, 7)
+    inputs = packed.model_inputs(torch.arange(21).view(3, 7))
     assert inputs["input_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 6, 11, 12, 13, 16, 17, 18, 19, 20]]
     assert inputs["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 0, 1, 2, 3, 4]]
-    back = unpadded.repad(torch.arange(1, 16, dtype=torch.float)[None, :, None])  # (1, N, 1)
+    back = packed.repad(torch.arange(1, 16, dtype=torch.float)[None, :, None])  # (1, N, 1)
     assert back[1, :, 0].tolist() == [0, 0, 0, 0, 8, 9, 10]
+
+
+def shared_batch(left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Five rows in three groups: two replies to one prompt, two rows sharing 3 tokens, one alone."""
+    rows = [[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 12], [5, 6, 7, 40, 41], [5, 6, 7, 8, 9, 13], [20, 21]]
+    width = max(map(len, rows))
+    ids, mask = torch.zeros(len(rows), width, dtype=torch.long), torch.zeros(len(rows), width, dtype=torch.long)
+    for row, tokens in enumerate(rows):
+        cells = slice(width - len(tokens), None) if left else slice(None, len(tokens))
+        ids[row, cells], mask[row, cells] = torch.tensor(tokens), 1
+    return ids, mask, torch.tensor([7, 7, 3, 3, 0])  # any values name the groups
+
+
+def test_shared_prefix_layout_by_hand():
+    ids, mask, groups = shared_batch(left=False)
+    packed = PackedBatch.of(ids, mask, groups)
+    inputs = packed.model_inputs(ids)
+    # Row 1 reuses row 0's first 4 tokens, row 3 reuses row 2's first 3: 25 real tokens, 18 computed.
+    assert inputs["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 5, 6, 7, 40, 41, 8, 9, 13, 20, 21]]
+    assert inputs["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 6, 4, 0, 1, 2, 3, 4, 3, 4, 5, 0, 1]]
+    # Each real token, row by row, reads this packed token:
+    assert packed.rows.source.tolist() == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 7, 8, 9, 10, 11, 12,
+                                           8, 9, 10, 13, 14, 15, 16, 17]
+    back = packed.repad(torch.arange(18, dtype=torch.float)[None, :, None])[..., 0]  # (R, T)
+    assert back[1].tolist() == [0, 1, 2, 3, 7, 0, 0] and back[3].tolist() == [8, 9, 10, 13, 14, 15, 0]
+
+
+def test_shared_prefixes_by_hand():
+    ids = torch.tensor([[1, 2, 3, 0], [1, 2, 3, 4], [1, 2, 0, 0], [1, 2, 3, 0], [9, 9, 9, 9]])
+    real = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]).bool()
+    # Group 4 = rows 0, 1, 2: row 1 extends row 0, row 2 is shorter than both; rows 3 and 4 alone.
+    first, prefix = shared_prefixes(ids, real, torch.tensor([4, 4, 4, 1, 2]))
+    assert first.tolist() == [0, 0, 0, 3, 4] and prefix.tolist() == [2, 2, 2, 3, 4]
+    first, prefix = shared_prefixes(ids, real, torch.tensor([0, 0, 1, 1, 1]))  # an identical pair: all of it
+    assert prefix.tolist() == [3, 3, 0, 0, 0]
 
 
 @pytest.mark.parametrize("left", [False, True])
 @pytest.mark.parametrize("grad", [False, True])  # matmul attention / SDPA inside the sequences
-def test_padding_free_matches_the_padded_forward(tiny_model_dir, left, grad):
+@pytest.mark.parametrize("shared", [False, True])
+def test_packed_forward_matches_the_padded_forward(tiny_model_dir, left, grad, shared):
     model, _ = load_model_and_tokenizer(str(tiny_model_dir))
-    assert supports_padding_free(model)
-    ids, mask = batch(left)
+    assert supports_padding_free(model) and shares_prefixes(model)
+    ids, mask, groups = shared_batch(left) if shared else (*batch(left), None)
     real = mask.bool()
     results = []
     # Padding-free, then the padded forward with transformers' matmul attention as the reference
@@ -44,7 +87,7 @@ def test_padding_free_matches_the_padded_forward(tiny_model_dir, left, grad):
         model.config._attn_implementation = attention
         model.zero_grad()
         with torch.set_grad_enabled(grad):
-            hidden = last_hidden_states(model, ids, mask, positions_from_mask(mask))
+            hidden = last_hidden_states(model, ids, mask, positions_from_mask(mask), prefix_groups=groups)
         assert (hidden[~real] == 0).all() or attention == "eager"
         if grad:
             hidden[real].square().sum().backward()
@@ -59,4 +102,9 @@ def test_other_attention_kernels_keep_the_padded_forward(tiny_model_dir):
     model, _ = load_model_and_tokenizer(str(tiny_model_dir), attn_implementation="sdpa")
     assert not supports_padding_free(model)  # sdpa would attend across the packed sequences' block mask only
     model, _ = load_model_and_tokenizer(str(tiny_model_dir), padding_free=False)
-    assert not supports_padding_free(model)
+    assert not supports_padding_free(model) and not shares_prefixes(model)
+
+
+def test_prefix_sharing_can_be_turned_off(tiny_model_dir):
+    model, _ = load_model_and_tokenizer(str(tiny_model_dir), share_prefixes=False)
+    assert supports_padding_free(model) and not shares_prefixes(model)
