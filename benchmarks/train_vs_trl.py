@@ -22,6 +22,10 @@ The setup, identical on both sides:
 - Padding: alignloop runs a padded batch padding-free by default (one row of its real tokens,
   alignloop/models/padding_free.py); TRL computes the padding too (its own `padding_free` needs
   flash attention, a GPU kernel). `--no-padding-free` turns alignloop's off.
+- Shared prompts: in a packed batch alignloop computes the prompt of a pair's chosen and rejected
+  reply once (their longest common prefix of token ids; alignloop/models/padding_free.py), for
+  RM and DPO; TRL runs it in both rows. Here that is 28 % of the pairs' real tokens.
+  `--no-share-prefixes` turns it off. Tokens/s counts every row's tokens on both sides.
 - Data: the first `--steps` × `--batch-size` records (all 120 at most) of
   recipes/data/calm-replies-sft.jsonl (SFT) or recipes/data/calm-pairs.jsonl (reward model, DPO),
   rendered with the SmolLM2 chat template. No truncation happens at the default `--max-length`
@@ -155,6 +159,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="alignloop's model.attn_implementation (TRL always gets transformers' default, sdpa)")
     parser.add_argument("--no-padding-free", dest="padding_free", action="store_false",
                         help="alignloop runs padded batches as they are (model.padding_free=false)")
+    parser.add_argument("--no-share-prefixes", dest="share_prefixes", action="store_false",
+                        help="alignloop computes a pair's prompt in both rows (model.share_prefixes=false)")
     parser.add_argument("--out", type=Path, default=RESULTS / "train_vs_trl.json",
                         help="results json; the .md table and .png plot are written next to it")
     parser.add_argument("--roofline", type=Path, default=RESULTS / "roofline.json",
@@ -192,7 +198,8 @@ def alignloop_config(args: argparse.Namespace, method: str, mode: str, work: Pat
         "train.progress=false", "train.report_to=[jsonl]", "train.eval_every=null", "train.save_every=null",
         "train.eval_on_start=false", "train.log_every=1", "train.seed=0", f"data.max_length={args.max_length}",
         "model.dtype=float32", f"model.attn_implementation={args.attention}",
-        f"model.padding_free={str(args.padding_free).lower()}", "model.gradient_checkpointing=false",
+        f"model.padding_free={str(args.padding_free).lower()}", f"model.share_prefixes={str(args.share_prefixes).lower()}",
+        "model.gradient_checkpointing=false",
     ]
     overrides.append("model.lora=null" if mode == "full" else
                      f"model.lora={{r: {LORA['r']}, alpha: {LORA['alpha']}, dropout: {LORA['dropout']}, "
@@ -441,6 +448,7 @@ def run_worker(args: argparse.Namespace, config: str, model_dir: str, tmp: Path)
                "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                "--max-length", str(args.max_length), "--precision", args.precision, "--attention", args.attention]
     command += [] if args.padding_free else ["--no-padding-free"]
+    command += [] if args.share_prefixes else ["--no-share-prefixes"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", HF_DATASETS_CACHE=str(tmp / "hf-datasets"),
                TOKENIZERS_PARALLELISM="false")
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -497,6 +505,8 @@ NOTES = [
     "are checked against alignloop's (trl_ids_identical). SFT and RM: TRL is given alignloop's ids.",
     "sft, dpo: TRL's fused LM head also computes per-token entropy and top-1 accuracy (DPO: and mean logits) for its "
     "logged metrics on every step; these are TRL defaults with no switch and are part of its measured time.",
+    "rm, dpo: alignloop computes the prompt shared by a pair's chosen and rejected rows once (model.share_prefixes; "
+    "28 % of the real tokens here), TRL in both rows; tokens/s counts every row's tokens on both sides.",
     "Both sides apply the output layer to response positions only, with different kernels (alignloop: one matmul "
     "over the gathered positions, float32 log-softmax; TRL: tiles).",
     "Batches: TRL reads its rows sequentially, pre-ordered as alignloop's seeded shuffle, instead of using its own "
@@ -669,6 +679,8 @@ def main(argv=None) -> None:
         "model": model_name, "lora": LORA, "modes": args.modes, "methods": args.methods,
         "precision": args.precision, "batch_size": args.batch_size, "max_length": args.max_length,
         "steps_per_run": args.steps, "repeats": args.repeats,
+        "alignloop_model": {"attn_implementation": args.attention, "padding_free": args.padding_free,
+                            "share_prefixes": args.share_prefixes},
         "data": {m: os.path.relpath(DATA[m], ROOT) for m in args.methods},
         "machine": machine(), "versions": {**versions(), "trl": trl_version},
         "roofline": {"file": str(args.roofline), "peak_flops": peaks,
