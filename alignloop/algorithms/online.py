@@ -205,7 +205,9 @@ class OnlineRL:
         scores = self.reward_source([item.prompt for item in rows], rollout.texts)
         scores = penalize_unfinished(scores, rollout.finished, self.missing_eos_penalty)
         device = next(model.parameters()).device
-        tokens = {k: v.to(device) for k, v in rollout_batch(rollout, self.pad_token_id).items()}
+        tokens = rollout_batch(rollout, self.pad_token_id)
+        tokens["prefix_groups"] = torch.arange(len(items)).repeat_interleave(per_prompt)  # (R,): they share a prompt
+        tokens = {k: v.to(device) for k, v in tokens.items()}
         return ScoredRollout(rows, rollout, torch.tensor(scores, dtype=torch.float32, device=device), tokens)
 
     def reference_logps(self, model: torch.nn.Module, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
