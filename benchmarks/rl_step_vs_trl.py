@@ -16,6 +16,9 @@ The setup, identical on both sides:
 - Lengths: every response is exactly `--new-tokens` tokens (min_new_tokens = max_new_tokens),
   so neither side can be faster by sampling shorter responses.
 - Reward: alignloop's offline VADER sentiment scorer, called by both.
+- Left as each library does it: alignloop computes a prompt once for all its samples in the
+  reference and update passes (`model.share_prefixes`, alignloop/models/padding_free.py) and
+  keeps freed memory in the process (`train.retain_freed_memory`); TRL does neither.
 - alignloop PPO runs the same number of sequences per step (prompts × group, one sample each),
   2 epochs × 2 minibatches (4 updates) with its value head: there is no TRL PPO to compare
   with, TRL 1.x removed PPOTrainer. Its row shows what PPO's extra updates and value head cost.

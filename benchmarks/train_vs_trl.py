@@ -26,6 +26,9 @@ The setup, identical on both sides:
   reply once (their longest common prefix of token ids; alignloop/models/padding_free.py), for
   RM and DPO; TRL runs it in both rows. Here that is 28 % of the pairs' real tokens.
   `--no-share-prefixes` turns it off. Tokens/s counts every row's tokens on both sides.
+- Memory: alignloop's trainer asks glibc malloc to keep freed memory in the process
+  (`train.retain_freed_memory`, alignloop/engine/memory.py) so that each step does not map its
+  buffers afresh; TRL runs with the C library's defaults. `--no-retain-freed-memory` turns it off.
 - Data: the first `--steps` × `--batch-size` records (all 120 at most) of
   recipes/data/calm-replies-sft.jsonl (SFT) or recipes/data/calm-pairs.jsonl (reward model, DPO),
   rendered with the SmolLM2 chat template. No truncation happens at the default `--max-length`
@@ -161,6 +164,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="alignloop runs padded batches as they are (model.padding_free=false)")
     parser.add_argument("--no-share-prefixes", dest="share_prefixes", action="store_false",
                         help="alignloop computes a pair's prompt in both rows (model.share_prefixes=false)")
+    parser.add_argument("--no-retain-freed-memory", dest="retain_freed_memory", action="store_false",
+                        help="alignloop returns freed memory to the OS as glibc does by default "
+                        "(train.retain_freed_memory=false)")
     parser.add_argument("--out", type=Path, default=RESULTS / "train_vs_trl.json",
                         help="results json; the .md table and .png plot are written next to it")
     parser.add_argument("--roofline", type=Path, default=RESULTS / "roofline.json",
@@ -197,6 +203,7 @@ def alignloop_config(args: argparse.Namespace, method: str, mode: str, work: Pat
         "train.schedule=constant", "train.warmup_steps=0", "train.weight_decay=0.0", "train.max_grad_norm=1.0",
         "train.progress=false", "train.report_to=[jsonl]", "train.eval_every=null", "train.save_every=null",
         "train.eval_on_start=false", "train.log_every=1", "train.seed=0", f"data.max_length={args.max_length}",
+        f"train.retain_freed_memory={str(args.retain_freed_memory).lower()}",
         "model.dtype=float32", f"model.attn_implementation={args.attention}",
         f"model.padding_free={str(args.padding_free).lower()}", f"model.share_prefixes={str(args.share_prefixes).lower()}",
         "model.gradient_checkpointing=false",
@@ -449,6 +456,7 @@ def run_worker(args: argparse.Namespace, config: str, model_dir: str, tmp: Path)
                "--max-length", str(args.max_length), "--precision", args.precision, "--attention", args.attention]
     command += [] if args.padding_free else ["--no-padding-free"]
     command += [] if args.share_prefixes else ["--no-share-prefixes"]
+    command += [] if args.retain_freed_memory else ["--no-retain-freed-memory"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", HF_DATASETS_CACHE=str(tmp / "hf-datasets"),
                TOKENIZERS_PARALLELISM="false")
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -507,6 +515,8 @@ NOTES = [
     "logged metrics on every step; these are TRL defaults with no switch and are part of its measured time.",
     "rm, dpo: alignloop computes the prompt shared by a pair's chosen and rejected rows once (model.share_prefixes; "
     "28 % of the real tokens here), TRL in both rows; tokens/s counts every row's tokens on both sides.",
+    "alignloop's trainer keeps freed memory in the process (train.retain_freed_memory, glibc mallopt); TRL runs "
+    "with the C library's defaults.",
     "Both sides apply the output layer to response positions only, with different kernels (alignloop: one matmul "
     "over the gathered positions, float32 log-softmax; TRL: tiles).",
     "Batches: TRL reads its rows sequentially, pre-ordered as alignloop's seeded shuffle, instead of using its own "
@@ -680,7 +690,7 @@ def main(argv=None) -> None:
         "precision": args.precision, "batch_size": args.batch_size, "max_length": args.max_length,
         "steps_per_run": args.steps, "repeats": args.repeats,
         "alignloop_model": {"attn_implementation": args.attention, "padding_free": args.padding_free,
-                            "share_prefixes": args.share_prefixes},
+                            "share_prefixes": args.share_prefixes, "retain_freed_memory": args.retain_freed_memory},
         "data": {m: os.path.relpath(DATA[m], ROOT) for m in args.methods},
         "machine": machine(), "versions": {**versions(), "trl": trl_version},
         "roofline": {"file": str(args.roofline), "peak_flops": peaks,

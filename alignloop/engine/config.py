@@ -35,6 +35,10 @@ class TrainConfig(Section):
         ["jsonl", "tensorboard"], description="metric sinks; wandb needs `pip install wandb`"
     )
     progress: bool = Field(True, description="show a progress bar with ETA and tokens/s")
+    retain_freed_memory: bool = Field(
+        True, description="on CPU, keep memory freed between steps in the process instead of mapping it "
+        "again each step (glibc malloc; see alignloop/engine/memory.py)"
+    )
 
 
     @field_validator("mixed_precision", mode="before")
