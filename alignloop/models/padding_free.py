@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignloop.models.attention import AUTO_ATTENTION, PACKED_ROWS, PACKED_FORWARD, PackedRows, grid_slots, to_grid
+from alignloop.models.attention import AUTO_ATTENTION, PACKED_FORWARD, PACKED_ROWS, PackedRows, grid_slots, to_grid
 
 
 @dataclass(frozen=True)
@@ -51,18 +51,11 @@ class PackedBatch:
         aligned = torch.arange(int(lengths.max()), device=real.device) < lengths[:, None]  # (R, T'), left-aligned
         aligned_slots = grid_slots(aligned)  # (M,)
         if prefix_groups is None:
-            home = torch.arange(len(positions), device=real.device)
-            return cls(real, home, positions, PackedRows.of(aligned, aligned_slots, home, source=None))
-        ids = to_grid(input_ids[real], aligned_slots, aligned.shape)  # (R, T') left-aligned, 0 past the end
-        first_row, prefix = shared_prefixes(ids, aligned, prefix_groups)  # (R,), (R,)
-        row_start = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))[:-1]  # (R,) m of each row's token 0
-        row_of_token = torch.repeat_interleave(torch.arange(len(lengths), device=real.device), lengths)  # (M,)
-        is_home = (positions >= prefix[row_of_token]) | (first_row[row_of_token] == row_of_token)  # (M,)
-        home = is_home.nonzero().squeeze(1)  # (N,)
-        packed_index = is_home.long().cumsum(0) - 1  # (M,): valid where is_home
-        copy_of = torch.where(is_home, torch.arange(len(positions), device=real.device),
-                              row_start[first_row[row_of_token]] + positions)  # (M,) the token that computes it
-        return cls(real, home, positions, PackedRows.of(aligned, aligned_slots, home, source=packed_index[copy_of]))
+            home, source = torch.arange(len(positions), device=real.device), None
+        else:
+            ids = to_grid(input_ids[real], aligned_slots, aligned.shape)  # (R, T'), 0 past each row's end
+            home, source = computed_tokens(*shared_prefixes(ids, aligned, prefix_groups), lengths, positions)
+        return cls(real, home, positions, PackedRows.of(aligned, aligned_slots, home, source))
 
     def model_inputs(self, input_ids: torch.Tensor) -> dict:
         """One (1, N) row of the packed tokens with their positions in their own rows."""
@@ -89,6 +82,25 @@ def shared_prefixes(ids: torch.Tensor, real: torch.Tensor, groups: torch.Tensor)
     with_first = same.long().cumprod(-1).sum(-1)  # (R,) common prefix with the first row
     longest = torch.full_like(first_of_group, ids.shape[1])
     return first_row, longest.scatter_reduce(0, group, with_first, "amin")[group]
+
+
+def computed_tokens(
+    first_row: torch.Tensor, prefix: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(home (N,), source (M,)): the real tokens m that are computed, in order, and for every real
+    token the packed index of the one that holds its hidden state.
+
+    first_row, prefix (R,) as `shared_prefixes` gives them; lengths (R,) real tokens per row;
+    positions (M,) of each real token in its row. A token inside its group's shared prefix, in a
+    row other than the group's first, reads the first row's token at the same position.
+    """
+    tokens = torch.arange(len(positions), device=positions.device)
+    row = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)  # (M,)
+    is_home = (positions >= prefix[row]) | (first_row[row] == row)  # (M,)
+    row_start = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))[:-1]  # (R,) m of each row's first token
+    computed_by = torch.where(is_home, tokens, row_start[first_row[row]] + positions)  # (M,) a home token
+    packed_index = is_home.long().cumsum(0) - 1  # (M,): where each home token sits among the N
+    return tokens[is_home], packed_index[computed_by]
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
