@@ -37,6 +37,8 @@ __all__ = [
     "between_rounds",
     "reward_hacking_warnings",
     "kl_warning",
+    "degeneration_warnings",
+    "DISTINCT_2_DROP",
     "eval_warnings",
     "round_trend_warnings",
 ]
@@ -127,9 +129,50 @@ def kl_warning(kl_mean: float, kl_se: float, bound: float | None) -> list[str]:
     ]
 
 
+# distinct-2 of the policy's replies below (1 - this) x the reference's: the policy repeats itself.
+# distinct-n is one number per set of replies, with no standard error to test against; a sixth
+# fewer distinct bigrams is far outside what two samplings of one model differ by.
+DISTINCT_2_DROP = 1 / 6
+
+
+def degeneration_warnings(result: Mapping[str, Any]) -> list[str]:
+    """Signs of a degenerate mode that scorers can miss, policy vs reference on the same prompts.
+
+    - Its replies stop ending: the share that ends with EOS within the length limit fell by more
+      than 2 standard errors of a difference of two proportions. A reward that favours long
+      replies, or a policy that pads its replies, shows here first.
+    - It repeats itself: distinct-2 (unique bigrams / bigrams over all replies) fell by more than
+      DISTINCT_2_DROP of the reference's value: mode collapse onto a few phrasings.
+
+    Needs eval.json's eos_rate and distinct (files written before they existed get no warning).
+    """
+    warnings = []
+    count = len(result.get("kl", {}).get("per_response", []))
+    eos = result.get("eos_rate")
+    if eos and count:
+        spread = sum(p * (1 - p) / count for p in (eos["policy"], eos["reference"]))
+        change = Change(eos["policy"] - eos["reference"], math.sqrt(spread))
+        if change.fell:
+            warnings.append(
+                f"possible degeneration: the policy ends fewer replies within the length limit than the reference "
+                f"(EOS rate {eos['reference']:.0%} -> {eos['policy']:.0%}; {change.describe()}): "
+                "it may have learned that longer replies score higher"
+            )
+    distinct = result.get("distinct")
+    if distinct:
+        before, after = distinct["reference"]["distinct_2"], distinct["policy"]["distinct_2"]
+        if after < (1 - DISTINCT_2_DROP) * before:
+            warnings.append(
+                f"possible degeneration: the policy's replies are less varied than the reference's (distinct-2 "
+                f"{before:.2f} -> {after:.2f}, a fall of more than {DISTINCT_2_DROP:.0%}): it may be collapsing "
+                "onto a few phrasings the reward favours"
+            )
+    return warnings
+
+
 def eval_warnings(result: Mapping[str, Any], kl_bound: float | None) -> list[str]:
-    """All warnings one eval.json content calls for: reward hacking, then KL."""
-    return reward_hacking_warnings(result["sources"]) + kl_warning(
+    """All warnings one eval.json content calls for: reward hacking, degeneration, then KL."""
+    return reward_hacking_warnings(result["sources"]) + degeneration_warnings(result) + kl_warning(
         result["kl"]["mean"], result["kl"]["se"], kl_bound
     )
 

@@ -9,6 +9,7 @@ import pytest
 from alignloop.evaluation.hacking import (
     Change,
     between_rounds,
+    degeneration_warnings,
     eval_warnings,
     kl_warning,
     paired_change,
@@ -81,6 +82,28 @@ def test_eval_warnings_combine_both_checks():
     assert len(eval_warnings(result, kl_bound=2.0)) == 2
     assert eval_warnings(result, kl_bound=5.0)[0].startswith("possible reward hacking")
     assert eval_warnings({"sources": {"toxicity": GOLD_FLAT}, "kl": {"mean": 3.0, "se": 0.1}}, 5.0) == []
+
+
+def _sampled(eos: tuple[float, float], distinct_2: tuple[float, float], count: int = 100) -> dict:
+    """eval.json's per-model blocks, (reference, policy) values, `count` responses each."""
+    return {"sources": {}, "kl": {"per_response": [1.0] * count, "mean": 1.0, "se": 0.1},
+            "eos_rate": {"reference": eos[0], "policy": eos[1]},
+            "distinct": {side: {"distinct_1": 0.5, "distinct_2": value} for side, value in zip(("reference", "policy"),
+                                                                                                 distinct_2)}}
+
+
+def test_degeneration_warns_when_replies_stop_ending_or_repeat_themselves():
+    # EOS 30 % -> 10 % of 100 replies each: s.e. = sqrt(.3 x .7 / 100 + .1 x .9 / 100) = 0.0548
+    (eos,) = degeneration_warnings(_sampled(eos=(0.30, 0.10), distinct_2=(0.76, 0.70)))
+    assert eos == ("possible degeneration: the policy ends fewer replies within the length limit than the "
+                   "reference (EOS rate 30% -> 10%; -0.200, 2 s.e. = 0.110): it may have learned that longer "
+                   "replies score higher")
+    # distinct-2 0.76 -> 0.60 is a fall of 21 %, beyond a sixth; EOS 30 % -> 25 % is within 2 s.e. (0.126)
+    (distinct,) = degeneration_warnings(_sampled(eos=(0.30, 0.25), distinct_2=(0.76, 0.60)))
+    assert "distinct-2 0.76 -> 0.60, a fall of more than 17%" in distinct
+    assert degeneration_warnings(_sampled(eos=(0.30, 0.25), distinct_2=(0.76, 0.66))) == []
+    assert degeneration_warnings(_sampled(eos=(0.5, 0.9), distinct_2=(0.5, 0.9))) == []  # rising is fine
+    assert len(eval_warnings(_sampled(eos=(0.30, 0.10), distinct_2=(0.76, 0.60)), kl_bound=None)) == 2
 
 
 def _round(rm_lead: list[float], gold_lead: list[float]) -> dict:
