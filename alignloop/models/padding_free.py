@@ -7,7 +7,7 @@ The linear layers, most of a transformer's work, then see only those tokens inst
   (benchmarks/train_vs_trl.py: 16 rows of 52 to 117 tokens, 28 % of the batch).
 - **Shared prefixes.** The chosen and rejected replies of a pair, or the K responses of a
   ranking, repeat the same prompt (and chat-template header) in every row: 28 % of the real
-  tokens of the benchmark's pairs, most of them in multi-turn dialogues such as HH-RLHF.
+  tokens of the benchmark's pairs, 38 % of the multi-turn HH-RLHF harmless pairs'.
   Under causal attention a token's hidden state depends only on the tokens before it, so
   every row of a group has the same hidden states over the group's longest common prefix:
   they are computed once, from the group's first row, and read by all of them.
