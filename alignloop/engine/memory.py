@@ -11,27 +11,62 @@ step of the built-in model, 1.83-1.93 s -> 1.71-1.78 s (medians of 12 steps each
 peak RSS. Allocators such as jemalloc or tcmalloc, which PyTorch's CPU tuning guides suggest,
 keep freed memory too; these two `mallopt` settings get that from the C library already loaded.
 
-The settings are process-wide and only take effect for allocations made after them. Memory
-freed by a finished run stays with the process for the next one (the RLHF loop trains several
-models in turn), so the peak RSS is what the process holds.
+The settings are process-wide, so they hold only while a training run is in progress
+(`freed_memory_retained`): afterwards glibc's defaults come back and the free memory is handed
+to the OS (`malloc_trim`), so that the stages of an RLHF loop that do not train (sampling,
+evaluation), and the next run, do not inherit a large heap. The loop's demo without that
+release: peak RSS 9.1 GB instead of 7.8.
 """
 
 from __future__ import annotations
 
 import ctypes
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 M_TRIM_THRESHOLD = -1  # <malloc.h>: free heap top kept before it is returned to the OS
 M_MMAP_MAX = -4  # <malloc.h>: how many blocks may be served by mmap (0: none, all from the heap)
 LARGEST_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's defaults, restored afterwards
+DEFAULT_MMAP_MAX = 65536
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if all(hasattr(libc, name) for name in ("mallopt", "malloc_trim")) else None
 
 
 def retain_freed_memory() -> bool:
     """Ask glibc malloc to keep freed memory for reuse; returns whether it did (False elsewhere)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, LARGEST_TRIM_THRESHOLD))
+
+
+def release_freed_memory() -> bool:
+    """glibc's default settings back, and the free memory returned to the OS; returns whether it ran."""
+    libc = _glibc()
+    if libc is None:
         return False
+    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
+    return True
+
+
+@contextmanager
+def freed_memory_retained(enabled: bool = True) -> Iterator[bool]:
+    """Freed memory kept in the process inside the block (where glibc allows; yields whether),
+    released when it ends."""
+    retained = enabled and retain_freed_memory()
     try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, LARGEST_TRIM_THRESHOLD))
+        yield retained
+    finally:
+        if retained:
+            release_freed_memory()

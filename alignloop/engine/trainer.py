@@ -33,7 +33,7 @@ from transformers import get_scheduler
 
 from alignloop.engine import checkpoint as ckpt
 from alignloop.engine.config import TrainConfig
-from alignloop.engine.memory import retain_freed_memory
+from alignloop.engine.memory import freed_memory_retained
 from alignloop.engine.method import Experience, NonFiniteLossError, OnPolicyMethod, TrainingMethod
 from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
 from alignloop.engine.progress import TrainingProgress
@@ -147,8 +147,6 @@ class Trainer:
         self.config_yaml = config_yaml
         self.data_info = data_info or {}
         self.accelerator = accelerator or make_accelerator(config)
-        if config.retain_freed_memory and self.accelerator.device.type == "cpu":
-            retain_freed_memory()
         self.run_dir = Path(config.output_dir)
         self.checkpoint_root = self.run_dir / "checkpoints"
         self.optimizer = build_optimizer(model, config)
@@ -211,8 +209,9 @@ class Trainer:
             baseline = self.evaluate()
             if logger is not None:
                 logger.log(0, baseline)
+        retained = freed_memory_retained(self.config.retain_freed_memory and self.accelerator.device.type == "cpu")
         try:
-            with progress:
+            with progress, retained:
                 while self.global_step < self.total_steps:
                     started = time.perf_counter()
                     metrics = self._train_step(self._micro_batches(self.global_step))
