@@ -209,9 +209,9 @@ class Trainer:
             baseline = self.evaluate()
             if logger is not None:
                 logger.log(0, baseline)
-        retained = freed_memory_retained(self.config.retain_freed_memory and self.accelerator.device.type == "cpu")
+        memory_retention = freed_memory_retained(self.config.retain_freed_memory and self.accelerator.device.type == "cpu")
         try:
-            with progress, retained:
+            with progress, memory_retention:
                 while self.global_step < self.total_steps:
                     started = time.perf_counter()
                     metrics = self._train_step(self._micro_batches(self.global_step))

@@ -122,14 +122,18 @@ class PackedRows:
     output_cells: torch.Tensor  # (N,) grid cell of each packed token
     mask: torch.Tensor  # (R, 1, T, T) bool: causal, within each row's real tokens
     source: torch.Tensor | None  # (M,) packed token that holds each real token; None: all packed
-    shape: tuple[int, int]  # (R, T)
 
     @classmethod
     def of(cls, aligned: torch.Tensor, slots: torch.Tensor, home: torch.Tensor, source: torch.Tensor | None):
         """aligned (R, T) bool grid of the real tokens; home (N,) the real token of each packed one."""
         width = aligned.shape[1]
         causal = torch.ones(width, width, dtype=torch.bool, device=aligned.device).tril()
-        return cls(slots, slots[home], (causal & aligned[:, None, :])[:, None], source, tuple(aligned.shape))
+        return cls(slots, slots[home], (causal & aligned[:, None, :])[:, None], source)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(R, T): rows and the longest row's length."""
+        return self.mask.shape[0], self.mask.shape[-1]
 
     def per_token(self, packed: torch.Tensor) -> torch.Tensor:
         """(N, ...) values of the packed tokens -> (M, ...) values of every real token."""

@@ -167,5 +167,4 @@ def _hidden(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
     """
     if hasattr(model, "module"):
         return model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.get_decoder()(**inputs, use_cache=False).last_hidden_state
+    return _unwrapped(model).get_decoder()(**inputs, use_cache=False).last_hidden_state
