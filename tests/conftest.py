@@ -6,6 +6,23 @@ from __future__ import annotations
 import pytest
 
 
+def pytest_report_header(config):
+    """The CPU and what `mixed_precision: auto` picks on it, so a slow run explains itself.
+    The probe runs uncached here: the test session must not write to the user's ALIGNLOOP_HOME."""
+    import torch
+
+    from alignloop import hardware
+
+    cpu = hardware.cpu_info()
+    flags = ", ".join(cpu.reported_flags) or "no flags read"
+    if torch.cuda.is_available():
+        choice = hardware.auto_precision("cuda")
+    else:
+        choice = hardware.choose_cpu_precision(hardware.probe_matmul(), cpu)
+    return [f"alignloop: CPU {cpu.model} ({flags}), {torch.get_num_threads()} threads, torch {torch.__version__}",
+            f"alignloop: mixed_precision auto -> {choice.precision} ({choice.reason})"]
+
+
 @pytest.fixture(scope="session")
 def alignloop_home(tmp_path_factory):
     """One cache folder for the whole session (the tokenizer and tiny models are built once)."""

@@ -24,7 +24,10 @@ class TrainConfig(Section):
     warmup_steps: int | None = Field(None, ge=0, description="linear warmup steps (overrides warmup_ratio)")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of the steps used for linear warmup")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global gradient norm to this (null: no clipping)")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="autocast precision; bf16 also speeds up CPUs with AMX")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision: auto (bf16 / fp16 only where this hardware runs it fast, "
+        "measured once per machine; see alignloop/hardware.py), no (float32), bf16, fp16 (GPU)"
+    )
     log_every: int = Field(1, ge=1, description="log metrics every N optimizer steps")
     eval_every: int | None = Field(None, ge=1, description="evaluate on the eval data every N steps (and at the end)")
     eval_on_start: bool = Field(True, description="evaluate once before the first step, as the baseline (fresh runs)")

@@ -6,8 +6,9 @@ attention mask, so padding does not shift positions). Each response is cut after
 end-of-sequence token; a response that never emitted one is marked unfinished, so the RL step
 can penalise it.
 
-On a CPU under bf16 mixed precision the policy samples from a bf16 copy of its (LoRA-merged)
-weights, made once per rollout (`SamplingConfig.precision`); training keeps its own weights.
+On a CPU under bf16 mixed precision that runs bf16 fast, the policy samples from a bf16 copy of
+its (LoRA-merged) weights, made once per rollout (`SamplingConfig.precision`); training keeps
+its own weights.
 
 The sampler's temperature is recorded with the rollout: the log-probs used for training must
 be computed from logits divided by the same temperature, or the "old" policy of PPO is not the
@@ -43,7 +44,7 @@ class SamplingConfig(Section):
     engine: Literal["hf", "vllm"] = Field("hf", description="hf (transformers generate, anywhere) or vllm (CUDA, optional extra)")
     precision: Literal["auto", "bf16", "model"] = Field(
         "auto", description="hf: weights to sample with: bf16 (a bf16 copy), model (the weights as they are), or "
-        "auto (bf16 on a CPU under bf16 mixed precision, where it is faster; else as they are)"
+        "auto (bf16 on a CPU under bf16 mixed precision whose probe found bf16 fast; else as they are)"
     )
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description="vllm: share of GPU memory for vLLM (weights + KV cache)")
 
@@ -118,13 +119,19 @@ def cpu_autocast_off(device: torch.device):
 def sampling_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype to sample in under `SamplingConfig.precision`, or None for the weights as they are.
 
-    `auto` picks bf16 where the caller trains in bf16 mixed precision on a CPU: 3.7 s instead of
-    5.7 s for the built-in model's rollout above (see `alignloop.models.inference`).
+    `auto` picks bf16 where the caller trains in bf16 mixed precision on a CPU that runs bf16
+    fast (AMX: 3.7 s instead of 5.7 s for the built-in model's rollout above, see
+    `alignloop.models.inference`). Where bf16 is emulated (AVX2 only, ~40x slower products)
+    `auto` samples from the weights as they are, even under an explicit bf16 autocast.
     """
     if precision == "bf16":
         return torch.bfloat16
     if precision == "auto" and device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+        if torch.get_autocast_dtype("cpu") != torch.bfloat16:
+            return None
+        from alignloop.hardware import auto_precision
+
+        return torch.bfloat16 if auto_precision("cpu").precision == "bf16" else None
     return None
 
 

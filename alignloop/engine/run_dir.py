@@ -4,12 +4,13 @@ versions of the packages that produced it, the machine, and a fingerprint of the
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from alignloop.hardware import PrecisionChoice, hardware_report
 
 TRACKED_PACKAGES = ("alignloop", "torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "tokenizers")
 
@@ -25,16 +26,12 @@ def package_versions() -> dict[str, str]:
 
 
 def machine_description() -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine()}
-    info["cpu_threads"] = torch.get_num_threads()
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    """The machine as run_info.json records it (without a run's precision choice)."""
+    return hardware_report()
 
 
-def write_run_info(run_dir: Path, config_yaml: str, data: dict[str, Any], world_size: int) -> None:
+def write_run_info(run_dir: Path, config_yaml: str, data: dict[str, Any], world_size: int,
+                   precision: PrecisionChoice | None = None) -> None:
     """Write config.yaml and run_info.json (main process only)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_yaml, encoding="utf-8")
@@ -43,7 +40,7 @@ def write_run_info(run_dir: Path, config_yaml: str, data: dict[str, Any], world_
         "command": sys.argv,
         "world_size": world_size,
         "versions": package_versions(),
-        "machine": machine_description(),
+        "machine": hardware_report(precision),  # CPU model, ISA flags, threads, precision and attention chosen
         "data": data,
     }
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")

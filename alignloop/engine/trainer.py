@@ -32,12 +32,14 @@ from accelerate.utils import set_seed
 from transformers import get_scheduler
 
 from alignloop.engine import checkpoint as ckpt
+from alignloop.engine.console import console_for
 from alignloop.engine.config import TrainConfig
 from alignloop.engine.memory import freed_memory_retained
 from alignloop.engine.method import Experience, NonFiniteLossError, OnPolicyMethod, TrainingMethod
 from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
 from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.run_dir import write_run_info
+from alignloop.hardware import resolve_mixed_precision
 
 # Test hook: SIGKILL this process right after the given step (and its checkpoint) completes,
 # so tests can prove that a killed run resumes exactly. Never set in normal use.
@@ -416,7 +418,8 @@ class Trainer:
                     "that run, or set train.output_dir to a new folder"
                 )
             if self.is_main:
-                write_run_info(self.run_dir, self.config_yaml, self.data_info, self.world)
+                precision = resolve_mixed_precision(self.config.mixed_precision, self.accelerator.device.type)
+                write_run_info(self.run_dir, self.config_yaml, self.data_info, self.world, precision)
             self.accelerator.wait_for_everyone()
             return
         path = Path(resume) if isinstance(resume, str) else existing
@@ -438,13 +441,17 @@ class Trainer:
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    """An Accelerator for this config (CPU unless CUDA is present)."""
+    """An Accelerator for this config (CPU unless CUDA is present), in the precision that
+    `mixed_precision` resolves to on this hardware; prints that choice and why, in one line."""
     use_cpu = not torch.cuda.is_available()
     if config.mixed_precision == "fp16" and use_cpu:
-        raise ValueError("train.mixed_precision: 'fp16' needs a GPU; use 'bf16' on CPU")
+        raise ValueError("train.mixed_precision: 'fp16' needs a GPU; use 'bf16' or 'auto' on CPU")
+    choice = resolve_mixed_precision(config.mixed_precision, "cpu" if use_cpu else "cuda")
     # Accelerate keeps its settings in a process-wide singleton that refuses a second precision.
     # One process may train several models in turn (the RLHF loop, a notebook, the tests), so
     # the per-run part is cleared; the process group (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    return Accelerator(mixed_precision=config.mixed_precision, cpu=use_cpu)
+    accelerator = Accelerator(mixed_precision=choice.precision, cpu=use_cpu)
+    console_for(accelerator).print(f"[bold]precision[/]: {choice.reason}", soft_wrap=True)
+    return accelerator

@@ -43,6 +43,7 @@ from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.rollout import HFRolloutEngine, Rollout, SamplingConfig
 from alignloop.evaluation.diversity import distinct_scores
 from alignloop.evaluation.hacking import MONITOR_ROLE, REWARD_MODEL_ROLE, eval_warnings, standard_error
+from alignloop.hardware import resolve_weight_dtype
 from alignloop.models import (
     ModelConfig,
     ModelLoadError,
@@ -91,7 +92,10 @@ class EvalConfig(Section):
     kl_bound: float | None = Field(10.0, gt=0, description="warn when the mean KL (nats per response) exceeds this")
     output: str = Field("eval.json", description="where eval.json is written")
     max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept (longer prompts keep their end)")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="precision of both models")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="precision of both models: auto (bfloat16 where this hardware runs it fast, see "
+        "alignloop/hardware.py; else float32), float32, bfloat16, float16"
+    )
     device: str = Field("auto", description="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     examples: int = Field(4, ge=0, description="prompts shown side by side in eval.json (first sample of each)")
     progress: bool = Field(True, description="show a progress bar")
@@ -325,7 +329,11 @@ def evaluate(config: EvalConfig, console: Console | None = None) -> dict[str, An
     plan = plan_models(config)
     # Sources first: a wrong path or function should stop the run before minutes of sampling.
     scorers = {source_name(c): (source_role(c, config.monitors), build_reward_source(c)) for c in config.sources}
-    policy, reference, tokenizer = load_models(plan, config.dtype, resolve_device(config.device))
+    device = resolve_device(config.device)
+    dtype, why = resolve_weight_dtype(config.dtype, device.type)
+    if console is not None:
+        console.print(f"[bold]precision[/]: {why}", soft_wrap=True)
+    policy, reference, tokenizer = load_models(plan, dtype, device)
     data = PromptDataConfig(train=config.prompts, max_prompt_length=config.max_prompt_length)
     check_context_fits(policy, data, config.sampling)
     rows = [item for item in read_prompts(config.prompts, tokenizer, data, console)
@@ -342,6 +350,7 @@ def evaluate(config: EvalConfig, console: Console | None = None) -> dict[str, An
                               config.sampling.batch_size, progress)
         sources = _score(scorers, rows, policy_rollout, reference_rollout, progress)
     result = _result(config, plan, rows, policy_rollout, reference_rollout, kls, sources)
+    result["precision"] = {"dtype": dtype, "reason": why}
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

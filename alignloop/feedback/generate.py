@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rich.console import Console
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig
 from alignloop.feedback.database import make_engine
 from alignloop.feedback.models import Campaign, Candidate, Item
+from alignloop.hardware import resolve_weight_dtype
 from alignloop.models import ModelConfig, load_model_and_tokenizer
 
 __all__ = ["CampaignNotFoundError", "generate_candidates", "model_label"]
@@ -58,7 +60,7 @@ def generate_candidates(
     sampling: SamplingConfig | None = None,
     adapter: str | None = None,
     *,
-    dtype: str = "float32",
+    dtype: str = "auto",
     seed: int = 0,
     show_progress: bool = True,
 ) -> int:
@@ -79,6 +81,9 @@ def generate_candidates(
         shortfalls = missing_candidates(engine, campaign_name, label, k)
         if not shortfalls:
             return 0
+        dtype, why = resolve_weight_dtype(dtype)
+        if show_progress:
+            Console(highlight=False).print(f"[bold]precision[/]: {why}", soft_wrap=True)
         model, tokenizer = load_generator(model_name, adapter, dtype)
         rollout = HFRolloutEngine(model, tokenizer, sampling)
         return sample_and_store(engine, rollout, sample_requests(tokenizer, shortfalls), label, seed, show_progress)

@@ -7,7 +7,9 @@ autocast, SmolLM2-135M with LoRA, a reward-model step of 16 rows of 117 tokens: 
 2.81 s with matmul attention (`benchmarks/attention_kernels.py` measures the crossover). For
 long sequences the fused kernel wins, and it needs O(T) memory where matmul attention keeps a
 T × T matrix per head for the backward pass, so `auto` uses matmul attention only for short
-sequences, only on CPU and only when gradients are recorded (generation keeps SDPA).
+sequences, only on CPU and only when gradients are recorded (generation keeps SDPA). Where
+"short" ends depends on the CPU and the dtype: it is measured once per machine
+(`uses_matmul_attention`).
 
 The implementation is registered with transformers under `AUTO_ATTENTION` and gets SDPA's
 boolean masks (True = attend; None = plain causal). It also runs packed batches
@@ -30,14 +32,28 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 AUTO_ATTENTION = "alignloop_auto"
-# Up to this many key positions matmul attention beats the fused kernel on CPU, forward and
-# backward (benchmarks/attention_kernels.py, ~2,048 tokens per batch: 21 vs 38 ms at 128 keys,
-# even at 192, 3-5x slower from 256); below the tie, to keep its T x T memory small.
-MATMUL_ATTENTION_MAX_KEYS = 160
 
 
 def uses_matmul_attention(query: torch.Tensor, key: torch.Tensor) -> bool:
-    return query.device.type == "cpu" and torch.is_grad_enabled() and key.shape[-2] <= MATMUL_ATTENTION_MAX_KEYS
+    """Matmul attention for training on a CPU up to this machine's crossover key length.
+
+    The crossover is measured once per machine and training dtype (`hardware.matmul_attention_max_keys`):
+    forward + backward at SmolLM2's attention shape, ~1,024 tokens a batch. On the 2-core AMX Xeon
+    under bf16 autocast matmul attention won up to ~192 keys (21 vs 38 ms at 128 keys; 3-5x
+    slower from 256); on the 2-core AVX2 EPYC in float32 only up to ~128 (13 vs 17-23 ms at 64
+    keys, a tie at 128, 38 vs 25 ms at 192), where the fused kernel's float32 path is fast.
+    """
+    if query.device.type != "cpu" or not torch.is_grad_enabled():
+        return False
+    from alignloop.hardware import matmul_attention_max_keys  # not at import: it imports this module
+
+    return key.shape[-2] <= matmul_attention_max_keys(_training_dtype(query))
+
+
+def _training_dtype(tensor: torch.Tensor) -> torch.dtype:
+    if torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return tensor.dtype if tensor.dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
 def matmul_attention(

@@ -1,11 +1,13 @@
-"""Rollouts: left padding does not change what a row generates; responses stop at EOS; on the
-CPU under bf16 autocast the policy samples from bf16 weights and keeps its own."""
+"""Rollouts: left padding does not change what a row generates; responses stop at EOS; on a
+CPU that runs bf16 fast, under bf16 autocast, the policy samples from bf16 weights and keeps its
+own; where bf16 is slow it samples from its own weights."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from alignloop import hardware
 from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig, cut_at_eos, left_pad, sampling_dtype
 from alignloop.models import LoraSettings, apply_lora, build_tiny_causal_lm
 
@@ -44,7 +46,16 @@ def test_sampling_is_reproducible_with_a_seed_and_marks_finished_rows(smol_token
     assert len(first.texts) == 4
 
 
-def test_sampling_precision_picks_bf16_on_the_cpu_under_bf16_autocast_only():
+BF16_FAST = hardware.PrecisionChoice("bf16", "bf16 autocast: an AMX CPU", 6.0)
+BF16_SLOW = hardware.PrecisionChoice("no", "float32: an AVX2 CPU", 1 / 40)
+
+
+@pytest.fixture
+def bf16_is_fast(monkeypatch):
+    monkeypatch.setattr(hardware, "auto_precision", lambda *args: BF16_FAST)
+
+
+def test_sampling_precision_picks_bf16_on_the_cpu_under_bf16_autocast_only(bf16_is_fast):
     cpu = torch.device("cpu")
     assert sampling_dtype("auto", cpu) is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -56,8 +67,16 @@ def test_sampling_precision_picks_bf16_on_the_cpu_under_bf16_autocast_only():
     assert sampling_dtype("auto", torch.device("cuda")) is None  # a GPU keeps the caller's autocast
 
 
+def test_sampling_precision_auto_keeps_the_weights_where_bf16_is_slow_even_under_bf16_autocast(monkeypatch):
+    monkeypatch.setattr(hardware, "auto_precision", lambda *args: BF16_SLOW)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sampling_dtype("auto", torch.device("cpu")) is None
+        assert sampling_dtype("bf16", torch.device("cpu")) == torch.bfloat16  # as asked
+
+
 @pytest.mark.parametrize("precision, sampled_in", [("auto", torch.bfloat16), ("model", torch.float32)])
-def test_lora_policy_samples_in_bf16_under_bf16_autocast_and_keeps_its_weights(smol_tokenizer, precision, sampled_in):
+def test_lora_policy_samples_in_bf16_under_bf16_autocast_and_keeps_its_weights(smol_tokenizer, bf16_is_fast, precision,
+                                                                               sampled_in):
     model = apply_lora(build_tiny_causal_lm(smol_tokenizer, seed=1)[0], LoraSettings(r=4, dropout=0.0))
     weights = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
     head_dtypes = []

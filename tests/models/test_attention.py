@@ -12,7 +12,8 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from alignloop.models import load_model_and_tokenizer
-from alignloop.models.attention import MATMUL_ATTENTION_MAX_KEYS, matmul_attention, uses_matmul_attention
+from alignloop import hardware
+from alignloop.models.attention import matmul_attention, uses_matmul_attention
 
 
 
@@ -50,13 +51,20 @@ def test_matmul_attention_matches_sdpa_outputs_and_gradients(heads, kv_heads, ma
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_matmul_attention_only_where_it_is_faster():
-    short = torch.zeros(1, 1, MATMUL_ATTENTION_MAX_KEYS, 8)
-    long = torch.zeros(1, 1, MATMUL_ATTENTION_MAX_KEYS + 1, 8)
-    assert uses_matmul_attention(short, short)
-    assert not uses_matmul_attention(long, long)  # the fused kernel: faster and O(T) memory
-    with torch.no_grad():
-        assert not uses_matmul_attention(short, short)  # generation and scoring keep SDPA
+def test_matmul_attention_only_up_to_the_crossover_this_machine_measured(monkeypatch):
+    crossovers = {torch.float32: 128, torch.bfloat16: 192}
+    monkeypatch.setattr(hardware, "matmul_attention_max_keys", crossovers.__getitem__)
+    for dtype, longest in crossovers.items():
+        short = torch.zeros(1, 1, longest, 8, dtype=dtype)
+        long = torch.zeros(1, 1, longest + 1, 8, dtype=dtype)
+        assert uses_matmul_attention(short, short)
+        assert not uses_matmul_attention(long, long)  # the fused kernel: faster and O(T) memory
+        with torch.no_grad():
+            assert not uses_matmul_attention(short, short)  # generation and scoring keep SDPA
+    float32 = torch.zeros(1, 1, 192, 8)
+    assert not uses_matmul_attention(float32, float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast, the autocast dtype's crossover
+        assert uses_matmul_attention(float32, float32)
 
 
 def test_auto_is_the_default_and_never_reaches_a_saved_config(tiny_model_dir, tmp_path):
