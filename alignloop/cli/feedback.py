@@ -88,6 +88,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0 for every interface)"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
     workers: int = typer.Option(1, "--workers", min=1, help="server processes (one per core; PostgreSQL gains most)"),
+    assignment_seed: Optional[int] = typer.Option(
+        None, "--assignment-seed", help="seed the choice of items and display orders (reproducible simulations)"),
 ) -> None:
     """Start the feedback web app (pages for evaluators and admins, REST API at /api/v1, docs at /docs)."""
     import os
@@ -100,8 +102,10 @@ def serve(
     upgrade(db)
     out.print(f"feedback app on http://{host}:{port} (database {db}, {workers} worker{'s' if workers > 1 else ''})")
     if workers == 1:
-        uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(db, assignment_seed), host=host, port=port, log_level="warning")
         return
+    if assignment_seed is not None:
+        raise typer.BadParameter("--assignment-seed needs --workers 1 (one process decides every assignment)")
     os.environ[DB_URL_VARIABLE] = db  # each worker process builds its own app (and engine) from it
     uvicorn.run("alignloop.feedback.app:app_from_environment", factory=True, workers=workers,
                 host=host, port=port, log_level="warning")

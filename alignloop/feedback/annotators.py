@@ -3,7 +3,7 @@
 Demos, tests and simulations need feedback without people. Each scripted annotator is a real
 user with an API token; it acknowledges the campaign's guidelines, asks for its next task,
 scores the candidates with a gold scorer (any reward source, e.g. toxicity) and submits an
-answer, over real HTTP, one thread per annotator. So the loop exercises the real path
+answer, over real HTTP (in turns, or one thread each with `concurrent`). So the loop exercises the real path
 (assignment, display order, idempotent submission, quality checks, export), and the quality
 checks are tested against evaluators whose bad intent is known.
 
@@ -25,10 +25,11 @@ write, so scripted annotators do not take them.
 
 Determinism: which annotators are malicious is drawn from `seed`, and the draws behind one
 answer come from a generator seeded by (seed, annotator, task type, prompt, candidate texts),
-not by the order tasks arrive in, which depends on thread scheduling and on the server's random
-choice of items. Only the display order is the server's own (unseeded) choice, so with
-`position_bias` 0 a repeated run (or another campaign with the same items) gives every item the
-same answers.
+not by the order tasks arrive in. Who judges which item is the server's choice: by default the
+annotators take turns in a fixed order, one task at a time, so a server started with an
+`assignment_seed` (the loop's is) makes the same choices of items and display orders, and a
+repeated run exports the same judgements. With `concurrent` they ask at once, one thread
+each, as people do: then thread timing decides who gets which item (the concurrency tests).
 
 Time: the server measures each answer's duration with its own clock and flags answers faster
 than the campaign's `min_seconds` as implausible. Scripted answers take milliseconds, so a
@@ -46,6 +47,7 @@ This module imports no torch (a reward-model scorer loads torch only when it is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -98,6 +100,11 @@ class AnnotatorsConfig(Section):
     seed: int = Field(0, description="seeds who is malicious and every random draw of every answer")
     think_seconds: float = Field(
         0.0, ge=0, description="real wait before each submission (campaigns for scripted annotators use min_seconds=0)"
+    )
+    concurrent: bool = Field(
+        False, description="one thread per annotator, all asking at once as people do (who judges which item then "
+        "depends on thread timing); false: they take turns in a fixed order, so a seeded server gives the same "
+        "judgements every run"
     )
 
     @model_validator(mode="after")
@@ -330,6 +337,27 @@ def _task_types(base_url: str, annotator: ScriptedAnnotator, campaign_id: int) -
     return answerable
 
 
+def _acknowledge(client: httpx.Client, annotator: ScriptedAnnotator, campaign_id: int) -> None:
+    _request(client, annotator.name, "POST", f"/api/v1/campaigns/{campaign_id}/acknowledge")
+
+
+def _judge_next(
+    client: httpx.Client, annotator: ScriptedAnnotator, campaign_id: int, task_type: str, scorer: Scorer,
+    think_seconds: float,
+) -> bool:
+    """Ask for the next task of `task_type` and answer it; False when none is left for them."""
+    response = _request(client, annotator.name, "POST", f"/api/v1/campaigns/{campaign_id}/next",
+                        params={"task_type": task_type})
+    if response.status_code == 204:
+        return False
+    task = response.json()
+    body = {"answer": answer(annotator, task, scorer, task_rng(annotator, task)),
+            "client_key": f"scripted-{task['assignment_id']}"}
+    time.sleep(think_seconds)
+    _request(client, annotator.name, "POST", f"/api/v1/assignments/{task['assignment_id']}/judgement", json=body)
+    return True
+
+
 def _annotate(
     client: httpx.Client, annotator: ScriptedAnnotator, campaign_id: int, task_types: list[str], scorer: Scorer,
     budget: _Budget, think_seconds: float, stop: threading.Event,
@@ -337,20 +365,36 @@ def _annotate(
     """One annotator's session: guidelines, then tasks of each type until none is left or the
     quota is spent. Returns how many judgements it submitted per task type."""
     done: Counter = Counter()
-    _request(client, annotator.name, "POST", f"/api/v1/campaigns/{campaign_id}/acknowledge")
+    _acknowledge(client, annotator, campaign_id)
     for task_type in task_types:
         while not stop.is_set() and budget.take():
-            response = _request(client, annotator.name, "POST", f"/api/v1/campaigns/{campaign_id}/next",
-                                params={"task_type": task_type})
-            if response.status_code == 204:
+            if not _judge_next(client, annotator, campaign_id, task_type, scorer, think_seconds):
                 budget.give_back()
                 break
-            task = response.json()
-            body = {"answer": answer(annotator, task, scorer, task_rng(annotator, task)),
-                    "client_key": f"scripted-{task['assignment_id']}"}
-            time.sleep(think_seconds)
-            _request(client, annotator.name, "POST", f"/api/v1/assignments/{task['assignment_id']}/judgement", json=body)
             done[task_type] += 1
+    return done
+
+
+def _annotate_in_turns(
+    clients: Sequence[httpx.Client], annotators: Sequence[ScriptedAnnotator], campaign_id: int,
+    task_types: list[str], scorer: Scorer, budget: _Budget, think_seconds: float,
+) -> dict[str, Counter]:
+    """Every annotator in turn asks for one task and answers it, in the listed order, until none
+    is left for any of them or the quota is spent: the same sequence of requests every run."""
+    done: dict[str, Counter] = {annotator.name: Counter() for annotator in annotators}
+    for client, annotator in zip(clients, annotators):
+        _acknowledge(client, annotator, campaign_id)
+    for task_type in task_types:
+        active = list(zip(clients, annotators))
+        while active:
+            for client, annotator in list(active):
+                if not budget.take():
+                    return done
+                if _judge_next(client, annotator, campaign_id, task_type, scorer, think_seconds):
+                    done[annotator.name][task_type] += 1
+                else:
+                    budget.give_back()
+                    active.remove((client, annotator))
     return done
 
 
@@ -358,8 +402,9 @@ def run_annotators(
     base_url: str, annotators: Sequence[ScriptedAnnotator], campaign_id: int, config: AnnotatorsConfig,
     quota: int | None = None, *, scorer: Scorer | None = None, timeout_s: float = 60.0,
 ) -> AnnotationStats:
-    """Every annotator judges the campaign over HTTP, one thread each, until nothing is left for
-    them or `quota` judgements (counted over this call, all annotators together) are in.
+    """Every annotator judges the campaign over HTTP until nothing is left for them or `quota`
+    judgements (counted over this call, all annotators together) are in: in turns, in the
+    listed order (reproducible with a seeded server), or with `config.concurrent` one thread each.
 
     `scorer` defaults to the reward source `config.preference` describes; pass one already
     built (a loaded reward model) to reuse it. The first annotator error stops them all and is
@@ -372,7 +417,25 @@ def run_annotators(
     started = time.perf_counter()
     task_types = _task_types(base_url, annotators[0], campaign_id)
     shared = _SharedScorer(scorer or build_reward_source(config.preference))
-    budget, stop = _Budget(quota), threading.Event()
+    budget = _Budget(quota)
+    if config.concurrent:
+        done = _annotate_in_threads(base_url, annotators, campaign_id, task_types, shared, budget, config, timeout_s)
+    else:
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(httpx.Client(base_url=base_url, timeout=timeout_s,
+                                                        headers={"Authorization": f"Bearer {a.token}"}))
+                       for a in annotators]
+            done = _annotate_in_turns(clients, annotators, campaign_id, task_types, shared, budget, config.think_seconds)
+    per_task = sum(done.values(), Counter())
+    return AnnotationStats(sum(per_task.values()), {a.name: sum(done[a.name].values()) for a in annotators},
+                           dict(per_task), time.perf_counter() - started)
+
+
+def _annotate_in_threads(
+    base_url: str, annotators: Sequence[ScriptedAnnotator], campaign_id: int, task_types: list[str], scorer: Scorer,
+    budget: _Budget, config: AnnotatorsConfig, timeout_s: float,
+) -> dict[str, Counter]:
+    stop = threading.Event()
     done: dict[str, Counter] = {}  # annotator -> judgements per task type; each thread writes its own key
     errors: list[BaseException] = []
 
@@ -381,7 +444,7 @@ def run_annotators(
         try:
             with httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s) as client:
                 done[annotator.name] = _annotate(
-                    client, annotator, campaign_id, task_types, shared, budget, config.think_seconds, stop)
+                    client, annotator, campaign_id, task_types, scorer, budget, config.think_seconds, stop)
         except BaseException as error:  # re-raised below: an exception in a thread would vanish otherwise
             errors.append(error)
             stop.set()
@@ -393,9 +456,7 @@ def run_annotators(
         thread.join()
     if errors:
         raise errors[0]
-    per_task = sum(done.values(), Counter())
-    return AnnotationStats(sum(per_task.values()), {a.name: sum(done[a.name].values()) for a in annotators},
-                           dict(per_task), time.perf_counter() - started)
+    return done
 
 
 # ---------------------------------------------------------------- quality and gold

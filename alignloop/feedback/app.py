@@ -172,8 +172,12 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=environment)
 
 
-def create_app(db_url: str) -> FastAPI:
-    """The app over an already upgraded database (`database.upgrade(db_url)` first)."""
+def create_app(db_url: str, assignment_seed: int | None = None) -> FastAPI:
+    """The app over an already upgraded database (`database.upgrade(db_url)` first).
+
+    `assignment_seed` makes the choice of items and display orders reproducible (simulations
+    with scripted annotators, `service.assignment_rng`); people's servers leave it unseeded.
+    """
     app = FastAPI(title="alignloop feedback", version="1", docs_url="/docs", redoc_url=None)
     factory = make_session_factory(make_engine(db_url))
     templates = _templates()
@@ -329,7 +333,7 @@ def create_app(db_url: str) -> FastAPI:
     @app.get("/campaigns/{campaign_id}/next", include_in_schema=False)
     def next_task(request: Request, campaign_id: int, user: User = Depends(page_user)):
         try:
-            assignment = atomic(lambda s: service.next_assignment(s, campaign_id, user))
+            assignment = atomic(lambda s: service.next_assignment(s, campaign_id, user, seed=assignment_seed))
         except service.GuidelinesNotRead:
             return RedirectResponse(f"/campaigns/{campaign_id}/guidelines", 303)
         if assignment is None:
@@ -467,7 +471,7 @@ def create_app(db_url: str) -> FastAPI:
     @app.post("/api/v1/campaigns/{campaign_id}/next", tags=["evaluators"], responses={204: {"description": "nothing left"}})
     def api_next(campaign_id: int, task_type: TaskType | None = None, user: User = Depends(api_user)):
         """Your open assignment in the campaign, or a new one; 204 when there is nothing left for you."""
-        view = atomic(lambda s: _next_view(s, campaign_id, user, task_type))
+        view = atomic(lambda s: _next_view(s, campaign_id, user, task_type, assignment_seed))
         return Response(status_code=204) if view is None else view
 
     @app.get("/api/v1/assignments/{assignment_id}", tags=["evaluators"])
@@ -517,8 +521,9 @@ def app_from_environment() -> FastAPI:
     return create_app(os.environ[DB_URL_VARIABLE])
 
 
-def _next_view(session: Session, campaign_id: int, user: User, task_type: TaskType | None) -> dict[str, Any] | None:
-    assignment = service.next_assignment(session, campaign_id, user, task_type)
+def _next_view(session: Session, campaign_id: int, user: User, task_type: TaskType | None,
+               seed: int | None = None) -> dict[str, Any] | None:
+    assignment = service.next_assignment(session, campaign_id, user, task_type, seed=seed)
     return None if assignment is None else task_view(assignment)
 
 

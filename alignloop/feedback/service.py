@@ -205,11 +205,13 @@ def _item_loads(session: Session, campaign_id: int, user: User, task_type: TaskT
 
 def next_assignment(
     session: Session, campaign_id: int, user: User, task_type: TaskType | str | None = None,
-    rng: random.Random | None = None,
+    rng: random.Random | None = None, seed: int | None = None,
 ) -> Assignment | None:
     """The evaluator's open assignment in this campaign, else a new one, else None (all done).
 
-    Without `task_type`, the campaign's task types are tried in their listed order.
+    Without `task_type`, the campaign's task types are tried in their listed order. The item and
+    the display order are drawn from `rng`; else, with a `seed`, from `assignment_rng`
+    (reproducible simulations); else unseeded.
     """
     campaign = session.scalar(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
     if campaign is None:
@@ -223,7 +225,7 @@ def next_assignment(
         resumed = _open_assignment(session, campaign_id, user, task)
         if resumed is not None:
             return resumed
-    rng = rng or random.Random()
+    rng = rng or (assignment_rng(session, seed, campaign_id, user) if seed is not None else random.Random())
     for task in wanted:
         chosen = pick_item(_item_loads(session, campaign_id, user, task), task, campaign.overlap, rng, GOLD_RATE)
         if chosen is not None:
@@ -238,6 +240,16 @@ def next_assignment(
             session.flush()
             return assignment
     return None
+
+
+def assignment_rng(session: Session, seed: int, campaign_id: int, user: User) -> random.Random:
+    """A generator for the evaluator's next assignment that depends only on the seed, the
+    campaign, the evaluator and how many assignments they already hold there: the same
+    requests in the same order draw the same items and display orders, whatever the clock or
+    the process (a server restarted mid-campaign continues the same sequence)."""
+    held = session.scalar(select(func.count()).where(Assignment.campaign_id == campaign_id,
+                                                     Assignment.evaluator_id == user.id)) or 0
+    return random.Random(f"{seed}/{campaign_id}/{user.id}/{held}")
 
 
 def assignment_for(session: Session, assignment_id: int, user: User) -> Assignment:

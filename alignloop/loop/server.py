@@ -20,11 +20,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def feedback_server(db_url: str, timeout: float = 60.0) -> Iterator[str]:
-    """Serve `db_url` on a free local port until the block ends; yields the base URL."""
+def feedback_server(db_url: str, timeout: float = 60.0, assignment_seed: int | None = None) -> Iterator[str]:
+    """Serve `db_url` on a free local port until the block ends; yields the base URL.
+    `assignment_seed` makes its choice of items and display orders reproducible."""
     port = free_port()
+    seeded = [] if assignment_seed is None else ["--assignment-seed", str(assignment_seed)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "alignloop.cli.feedback", "--db", db_url, "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "alignloop.cli.feedback", "--db", db_url, "--host", "127.0.0.1", "--port", str(port),
+         *seeded],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"

@@ -114,7 +114,7 @@ def scripted_feedback(ctx: RoundContext) -> dict[str, Any]:
         if not any(item.is_gold for item in campaign.items):  # absent unless a run stopped mid-step
             add_gold_items(session, campaign, scorer, cfg.feedback.gold_items, cfg.feedback.gold_min_gap)
         team = scripted.create_annotators(session, settings, prefix=f"{ctx.campaign}-annotator")
-    with feedback_server(cfg.db_url) as base_url:
+    with feedback_server(cfg.db_url, assignment_seed=settings.seed) as base_url:  # the same judgements every run
         stats = scripted.run_annotators(base_url, team, campaign_id, settings, quota=None, scorer=scorer)
     with store() as session:
         quality = scripted.annotator_quality_rows(session, campaign_id, team)

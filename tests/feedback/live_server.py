@@ -38,10 +38,10 @@ def wait_until_healthy(base: str, timeout: float, process: subprocess.Popen | No
 
 
 @contextmanager
-def serving(db_url: str) -> Iterator[str]:
+def serving(db_url: str, assignment_seed: int | None = None) -> Iterator[str]:
     """The app (schema upgraded first) served by uvicorn in a background thread; yields the base URL."""
     upgrade(db_url)
-    server = uvicorn.Server(uvicorn.Config(create_app(db_url), host="127.0.0.1", port=free_port(), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(db_url, assignment_seed), host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.config.port}"

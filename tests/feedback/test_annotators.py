@@ -309,7 +309,8 @@ def test_malicious_annotators_are_flagged_by_the_quality_checks_and_honest_ones_
     )
     assert len(gold_rows) == 10
     campaign_id = store.campaign("quality", clean_vs_rude(30) + gold_rows, task_types=("pairwise", "ranking"), overlap=3)
-    config = AnnotatorsConfig(count=6, malicious=1 / 3, noise=0.1, tie_margin=0.05, seed=11)
+    # concurrent: the six ask at once, as people do, so this also runs the threaded path
+    config = AnnotatorsConfig(count=6, malicious=1 / 3, noise=0.1, tie_margin=0.05, seed=11, concurrent=True)
     annotators = store.annotators(config)
 
     stats = run_annotators(store.base, annotators, campaign_id, config)
@@ -356,3 +357,28 @@ def test_answers_are_determined_by_the_seed_not_by_the_order_tasks_arrive_in(sto
     assert any(text in RUDE_SET for text in first.values())  # noise 0.5 did pick rude replies
     reseeded = store.annotators(config.model_copy(update={"seed": 6}), prefix="reseeded")
     assert answers("third", reseeded) != first
+
+
+def test_in_turns_with_a_seeded_server_two_runs_store_the_same_judgements(tmp_path):
+    """The demo's reproducibility: the same seed on a fresh database gives the same judgements,
+    down to who judged which item and in which display order; another server seed does not."""
+    rows = clean_vs_rude(12)
+    gold = [{**row, "gold": {"pairwise": {"better": 0}}} for row in clean_vs_rude(3, start=50)]
+    config = AnnotatorsConfig(count=5, malicious=0.4, noise=0.3, seed=2)
+
+    def judgements(name: str, assignment_seed: int) -> list[tuple]:
+        url = f"sqlite:///{tmp_path / name}.db"
+        with serving(url, assignment_seed=assignment_seed) as base:
+            store = Store(base, make_session_factory(make_engine(url)))
+            campaign_id = store.campaign("c", rows + gold, overlap=2)
+            annotators = store.annotators(config)
+            run_annotators(base, annotators, campaign_id, config)
+            with transaction(store.factory) as session:
+                prompts = dict(session.execute(select(Item.id, Item.prompt)).all())
+            users = {a.user_id: a.name for a in annotators}
+            return [(users[j.evaluator_id], prompts[j.item_id], [texts[c] for c in j.shown_order],
+                     preferred_text(j, texts)) for j, texts in store.judgements(campaign_id)]
+
+    first, second = judgements("first", 7), judgements("second", 7)
+    assert len(first) == 12 * 2 + 3 * 5 and first == second
+    assert judgements("other", 8) != first
