@@ -1,6 +1,7 @@
 """The few numbers a loop is judged by, printed at its end and kept in `summary.json`:
 held-out toxicity before → after (the gold scorer, which the policy never trained on directly),
-the relative reduction, the KL reached, the reward model's view, annotator quality, and time."""
+the relative reduction, the KL reached, the reward model's view and held-out accuracy, annotator
+quality, and time."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from alignloop.loop.steps import last_eval_accuracy
 
 
 def loop_summary(loop_dir: Path, seconds: float) -> dict[str, Any]:
@@ -32,6 +35,7 @@ def loop_summary(loop_dir: Path, seconds: float) -> dict[str, Any]:
         "relative_reduction": toxicity.get("relative_reduction"),
         "kl": evaluation["kl"]["mean"],
         "win_rate": {name: rates["rate"] for name, rates in evaluation.get("win_rate", {}).items()},
+        "reward_model_accuracy": last_eval_accuracy(rounds[-1] / "rm" / "metrics.jsonl"),
         "malicious_annotators": malicious,
         "malicious_flagged": flagged,
         "honest_flagged": honest_flagged,
@@ -51,6 +55,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     table.add_row("KL to the starting model", f"{summary['kl']:.2f} nats per response")
     for name, rate in summary["win_rate"].items():
         table.add_row(f"win rate vs start ({name})", f"{100 * rate:.0f} %")
+    if summary.get("reward_model_accuracy") is not None:
+        table.add_row("reward model, held-out pairwise accuracy", f"{100 * summary['reward_model_accuracy']:.0f} %")
     table.add_row("malicious annotators flagged", f"{summary['malicious_flagged']} of {summary['malicious_annotators']}"
                   f" (honest flagged: {summary['honest_flagged']})")
     table.add_row("time", f"{summary['seconds'] / 60:.1f} min")
