@@ -63,7 +63,7 @@ log-probs of size L (a few hundred nats here) scaled by β, so float32 rounding 
 leaves them an error of order β·L·1e-7 however small they are themselves: for them S = β·L, L the
 mean |summed log-prob| of the batch. (Without S, a reward near 0 would need a relative agreement
 that float32 sums of a few hundred cannot give: --pairs 3 --tiny fails so at β = 1.)
-Results go to benchmarks/results/dpo_vs_trl.json (or `--out`).
+Results go to benchmarks/results/<cpu>/dpo_vs_trl.json (or `--out`).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / __import__("alignloop.hardware").hardware.cpu_info().slug  # one folder per CPU
 BUILTIN = "smollm2-135m-instruct"
 
 # alignloop metric name -> TRL metric name (TRL logs batch means; alignloop sums per pair).

@@ -34,7 +34,7 @@ prefill and each new token once, with the KV cache), 2·N per token for each for
 the method needs (the reference; RLOO's KL-in-reward also the policy at sampling time; PPO
 also old log-probs and values) and 6·N per token for each update pass (PPO: 2 epochs). Both
 libraries are counted by the same rule, so extra passes a library makes count against it.
-Results: benchmarks/results/rl_step_vs_trl.{json,md,png} (or `--out`).
+Results: benchmarks/results/<cpu>/rl_step_vs_trl.{json,md,png} (or `--out`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py, train_vs_trl.py
+from roofline import results_dir  # noqa: E402  (benchmarks/results/<cpu>/)
+
 PROMPTS = ROOT / "recipes" / "data" / "calm-prompts.jsonl"
 CONFIGS = ["alignloop-grpo", "trl-grpo", "alignloop-rloo", "trl-rloo", "alignloop-ppo"]
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
@@ -70,15 +72,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=48, help="exact response length")
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per run (the first is not timed)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of every configuration")
-    parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
+    parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto",
+                        help="bf16 autocast or float32 on both sides; auto: what this CPU runs fast")
     parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rl_step_vs_trl.json")
-    parser.add_argument("--roofline", type=Path, default=ROOT / "benchmarks" / "results" / "roofline.json",
+    parser.add_argument("--out", type=Path, default=results_dir() / "rl_step_vs_trl.json")
+    parser.add_argument("--roofline", type=Path, default=results_dir() / "roofline.json",
                         help="measured matmul peaks (benchmarks/roofline.py) for the %% of peak column")
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return with_precision_resolved(parser.parse_args(argv))
+
+
+def with_precision_resolved(args: argparse.Namespace) -> argparse.Namespace:
+    """`--precision auto` as this CPU's choice ('bf16' or 'no'), the same for both libraries."""
+    if args.precision == "auto":
+        from alignloop.hardware import resolve_mixed_precision
+
+        args.precision = resolve_mixed_precision("auto", "cpu").precision
+    return args
 
 
 def prompt_texts(count: int) -> list[str]:
@@ -230,7 +242,7 @@ def summarize(runs: dict[str, list[dict]], shape: dict, args: argparse.Namespace
                  "tokens_per_s": shape["tokens"] / median, "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
                  "counted_steps": len(seconds)}
         if peak:
-            entry["fraction_of_bfloat16_peak"] = step_flops(config.split("-")[1], shape) / median / peak
+            entry["fraction_of_peak"] = step_flops(config.split("-")[1], shape) / median / peak
         summary[config] = entry
     return summary
 
@@ -254,7 +266,7 @@ def write_plot(path: Path, ratios: dict[str, float], title: str) -> None:
 
 
 def markdown_report(report: dict) -> str:
-    columns = ["config", "median s/step", "generated tok/s", "tokens/s", "peak RSS MB", "% of bf16 peak",
+    columns = ["config", "median s/step", "generated tok/s", "tokens/s", "peak RSS MB", "% of matmul peak",
                "TRL / alignloop"]
     lines = [f"# One online-RL step: alignloop vs TRL {report['versions']['trl']}", "", report["headline"] + ".", "",
              f"Machine: {report['machine']['cpu_model']}, {report['machine']['cpu_count']} cores, "
@@ -265,12 +277,12 @@ def markdown_report(report: dict) -> str:
              "| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
     for config, entry in report["summary"].items():
         ratio = report["ratio_trl_over_alignloop"].get(config.split("-")[1]) if config.startswith("alignloop") else None
-        fraction = entry.get("fraction_of_bfloat16_peak")
+        fraction = entry.get("fraction_of_peak")
         lines.append(f"| {config} | {entry['median_step_seconds']:.2f} | {entry['generated_tokens_per_s']:.1f} | "
                      f"{entry['tokens_per_s']:.0f} | {entry['peak_rss_mb']:.0f} | "
                      f"{'-' if fraction is None else f'{100 * fraction:.1f}%'} | "
                      f"{f'{ratio:.2f}x' if ratio else ''} |")
-    lines += ["", "TRL / alignloop: ratio of median step times (> 1: alignloop is faster). % of bf16 peak: model "
+    lines += ["", "TRL / alignloop: ratio of median step times (> 1: alignloop is faster). % of matmul peak: model "
               "FLOPs of the step (see the script's docstring: 2·N per generated or prompt token, 2·N per token of each "
               "forward-only pass, 6·N per token of each update) over the measured bf16 matmul peak. alignloop PPO has "
               "no TRL counterpart (TRL 1.x has no PPOTrainer)."]
@@ -297,7 +309,7 @@ def main(argv=None) -> None:
                 steps = ", ".join(f"{t:.2f}" for t in result["step_seconds"])
                 print(f"repeat {repeat + 1}: {config:15s} steps {steps} s; peak RSS {result['peak_rss_mb']:.0f} MB",
                       flush=True)
-    peak = (load_peaks(args.roofline) or {}).get("bfloat16") if args.precision == "bf16" else None
+    peak = (load_peaks(args.roofline) or {}).get("bfloat16" if args.precision == "bf16" else "float32")
     summary = summarize(runs, shape, args, peak)
     ratios = {m: summary[f"trl-{m}"]["median_step_seconds"] / summary[f"alignloop-{m}"]["median_step_seconds"]
               for m in ("grpo", "rloo") if f"alignloop-{m}" in summary and f"trl-{m}" in summary}
@@ -308,10 +320,10 @@ def main(argv=None) -> None:
                 f"{args.steps} steps x {args.repeats} repeats (step 1 not timed)")
     print(f"\n{headline}")
     for config, entry in summary.items():
-        fraction = entry.get("fraction_of_bfloat16_peak")
+        fraction = entry.get("fraction_of_peak")
         print(f"  {config:15s} {entry['median_step_seconds']:7.2f} s  {entry['generated_tokens_per_s']:6.1f} "
               f"generated tok/s  peak RSS {entry['peak_rss_mb']:5.0f} MB"
-              + (f"  {100 * fraction:4.1f}% of bf16 peak" if fraction else ""))
+              + (f"  {100 * fraction:4.1f}% of matmul peak" if fraction else ""))
     for method, ratio in ratios.items():
         print(f"  {method}: TRL / alignloop = {ratio:.2f}x")
     report = {
@@ -319,7 +331,7 @@ def main(argv=None) -> None:
         "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])], "headline": headline,
         "model": model, "lora": LORA, "precision": args.precision, "prompts_per_step": args.prompts,
         "group": args.group, "new_tokens": args.new_tokens, "steps_per_run": args.steps, "repeats": args.repeats,
-        "step_shape": shape, "passes": PASSES, "peak_bfloat16_flops": peak,
+        "step_shape": shape, "passes": PASSES, "peak_flops": peak, "peak_dtype": "bfloat16" if args.precision == "bf16" else "float32",
         "machine": machine(), "versions": versions(),
         "summary": summary, "ratio_trl_over_alignloop": ratios, "runs": runs,
         "seconds": round(time.perf_counter() - started, 1),

@@ -19,7 +19,11 @@ hundred tokens), counts every parameter as a matmul weight (embeddings are only 
 input side), and with LoRA the frozen weights need no weight gradient (about 4·N, not 6·N, of
 real work); train_vs_trl.py uses the TOTAL parameter count for both libraries and says so.
 
-Results: benchmarks/results/roofline.json (or `--out`), which train_vs_trl.py reads if present.
+Results: benchmarks/results/<cpu>/roofline.json (or `--out`), which train_vs_trl.py reads if
+present. Each CPU keeps its own folder (`results_dir`): one Xeon with AMX multiplies bf16 ~6x
+faster than float32, an AVX2-only EPYC ~40x slower, and their figures belong side by side, not
+on top of each other. Where a dtype's product is that slow, sizes above `--slow-budget-s` per
+call are skipped (a 4096² bf16 product would take minutes there).
 """
 
 from __future__ import annotations
@@ -33,7 +37,22 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+
+
+def cpu_slug() -> str:
+    """This CPU's folder name under benchmarks/results ('amd-epyc', 'intel-r-xeon-r-processor')."""
+    from alignloop.hardware import cpu_info
+
+    return cpu_info().slug
+
+
+def results_dir() -> Path:
+    """benchmarks/results/<cpu>/: where this machine's results go."""
+    return RESULTS_ROOT / cpu_slug()
+
+
+RESULTS = results_dir()
 DEFAULT_OUT = RESULTS / "roofline.json"
 DTYPES = ("float32", "bfloat16")
 
@@ -83,15 +102,20 @@ def time_matmul(n: int, dtype_name: str, warmup: int, repeats: int) -> list[floa
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+    from alignloop.hardware import cpu_info
 
-    return platform.processor() or platform.machine()
+    return cpu_info().model
+
+
+def cpu_description() -> dict:
+    """What every benchmark json records of the CPU: model, ISA flags, the widest ISA, threads."""
+    import torch
+
+    from alignloop.hardware import cpu_info
+
+    cpu = cpu_info()
+    return {"cpu_model": cpu.model, "cpu_slug": cpu.slug, "cpu_flags": cpu.reported_flags, "isa": cpu.isa,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -101,6 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed matmuls per size and dtype")
     parser.add_argument("--repeats", type=int, default=5, help="timed matmuls per size and dtype (median taken)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--slow-budget-s", type=float, default=5.0,
+                        help="skip the larger sizes of a dtype once one product of it took longer than this")
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.dtypes = [d for d in args.dtypes.split(",") if d]
@@ -120,8 +146,12 @@ def main(argv=None) -> None:
 
     console = Console() if sys.stdout.isatty() else Console(width=120)
     rows = []
+    skipped = []
     for dtype in args.dtypes:
-        for n in args.sizes:
+        for n in sorted(args.sizes):
+            if any(r["dtype"] == dtype and r["min_s"] > args.slow_budget_s for r in rows):
+                skipped.append({"dtype": dtype, "n": n})  # emulated: minutes per product, and no faster
+                continue
             times = time_matmul(n, dtype, args.warmup, args.repeats)
             median = statistics.median(times)
             rows.append({"dtype": dtype, "n": n, "flops": 2 * n**3, "median_s": median, "min_s": min(times),
@@ -155,8 +185,8 @@ def main(argv=None) -> None:
         "warmup": args.warmup, "repeats": args.repeats,
         "peak_flops": peaks,
         "measurements": rows,
-        "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "mem_total": meminfo.get("MemTotal")},
+        "skipped_sizes": skipped,
+        "machine": {**cpu_description(), "mem_total": meminfo.get("MemTotal")},
         "versions": {"torch": metadata.version("torch")},
         "flops_rule": "achieved_fraction: 6 * params * tokens/s (training), 2 * params * tokens/s (forward only)",
     }

@@ -91,7 +91,7 @@ alignloop's `train/tokens_seen`, TRL counted in its data collator). Peak RSS is 
 the median over counted steps of tokens/time, the largest peak RSS, and alignloop / TRL
 throughput per (method, mode) measured in this one run (> 1: alignloop is faster).
 
-"% of peak": if benchmarks/results/roofline.json exists (benchmarks/roofline.py, or `--roofline`),
+"% of peak": if benchmarks/results/<cpu>/roofline.json exists (benchmarks/roofline.py, or `--roofline`),
 6 × N × tokens/s over the machine's measured matmul peak of the run's precision (bf16 peak for
 `--precision bf16`, float32 peak for `no`), N the TOTAL parameter count of the trained network
 (trainable or not, tied embeddings once), the same N-rule for LoRA and full runs (LoRA does less
@@ -104,7 +104,7 @@ versions of torch, transformers, peft, trl, accelerate and datasets, and alignlo
 Note that `--steps` × `--batch-size` picks the data subset, so runs with other values train on
 other batches.
 
-Results: benchmarks/results/train_vs_trl.json (or `--out`), a markdown table next to it (.md) and
+Results: benchmarks/results/<cpu>/train_vs_trl.json (or `--out`), a markdown table next to it (.md) and
 a bar plot of the alignloop / TRL ratios (.png).
 """
 
@@ -125,7 +125,10 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py
+from roofline import results_dir  # noqa: E402  (benchmarks/results/<cpu>/)
+
+RESULTS = results_dir()
 DATA = {"sft": ROOT / "recipes/data/calm-replies-sft.jsonl", "rm": ROOT / "recipes/data/calm-pairs.jsonl",
         "dpo": ROOT / "recipes/data/calm-pairs.jsonl"}
 RECIPES = {"sft": ROOT / "recipes/sft-smollm2.yaml", "rm": ROOT / "recipes/rm-hh-smollm2.yaml",
@@ -157,7 +160,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="sequences (SFT) or pairs (RM, DPO) per step")
     parser.add_argument("--max-length", type=int, default=256, help="longest sequence in tokens (prompt + response)")
     parser.add_argument("--tiny", action="store_true", help="tiny random Llama instead of SmolLM2-135M")
-    parser.add_argument("--precision", choices=["bf16", "no"], default="bf16", help="bf16 autocast, or float32")
+    parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto",
+                        help="bf16 autocast or float32 on both sides; auto: what this CPU runs fast (alignloop/hardware.py), "
+                        "so that TRL too runs at its best setting here")
     parser.add_argument("--attention", default="auto",
                         help="alignloop's model.attn_implementation (TRL always gets transformers' default, sdpa)")
     parser.add_argument("--no-padding-free", dest="padding_free", action="store_false",
@@ -179,7 +184,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--steps must be at least 2 (the first step is not timed)")
     if args.repeats < 1 or args.batch_size < 1 or args.max_length < 2:
         parser.error("--repeats, --batch-size and --max-length must be positive")
-    return args
+    from rl_step_vs_trl import with_precision_resolved
+
+    return with_precision_resolved(args)
 
 
 # ----------------------------------------------------------------------------- shared setup
@@ -466,9 +473,7 @@ def run_worker(args: argparse.Namespace, config: str, model_dir: str, tmp: Path)
 
 
 def machine() -> dict:
-    import torch
-
-    from roofline import cpu_model
+    from roofline import cpu_description
 
     mem_total = None
     try:
@@ -477,8 +482,8 @@ def machine() -> dict:
                 mem_total = round(int(line.split()[1]) / 1024**2, 1)  # kB -> GiB
     except OSError:
         pass
-    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "ram_gib": mem_total, "platform": platform.platform(), "python": platform.python_version()}
+    return {**cpu_description(), "ram_gib": mem_total, "platform": platform.platform(),
+            "python": platform.python_version()}
 
 
 def versions() -> dict:

@@ -251,7 +251,7 @@ def evaluate(ctx: RoundContext) -> dict[str, Any]:
     recipe = {**cfg.eval, "sources": sources, "prompts": cfg.prompts.eval,
               "policy": {"name": cfg.model.name, "adapter": ctx.state.artifact(ctx.number, "policy_adapter")},
               "output": str(ctx.round_dir / "eval.json"), "seed": cfg.seed}
-    run_eval(EvalConfig.model_validate(recipe))
+    run_eval(EvalConfig.model_validate(recipe), ctx.console)
     return {"eval": str(ctx.round_dir / "eval.json")}
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from alignloop import hardware
 from alignloop.loop.config import STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,4 +44,13 @@ def test_shortened_demo_runs_every_stage_and_prints_the_result(with_prepared_bui
     assert {"reward_model", "toxicity", "sentiment"} <= set(evaluation["sources"])
     assert len(evaluation["toxicity"]["policy"]) == 4
     assert "mean toxicity" in done.stdout and "report" in done.stdout
+    assert "reward model, held-out pairwise accuracy" in done.stdout and "reward_model_accuracy" in summary
+    # auto precision, chosen from this machine's probe (cached in the run's ALIGNLOOP_HOME) and said once per stage
+    probe = json.loads(next((with_prepared_builtin / "hardware").glob("*.json")).read_text())["matmul_128x576"]
+    chosen = hardware.choose_cpu_precision(hardware.MatmulProbe(**probe), hardware.cpu_info())
+    for stage in ("rm", "rl"):
+        info = json.loads((out / "rounds" / "round-1" / stage / "run_info.json").read_text())
+        assert info["machine"]["precision"]["mixed_precision"] == chosen.precision
+        assert info["machine"]["cpu_model"] == hardware.cpu_info().model
+    assert done.stdout.count(f"precision: {chosen.reason}") == 2  # the reward model and PPO, once each
     assert (out / "report.html").is_file()
