@@ -39,7 +39,7 @@ from alignloop.engine.method import Experience, NonFiniteLossError, OnPolicyMeth
 from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
 from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.run_dir import write_run_info
-from alignloop.hardware import resolve_mixed_precision
+from alignloop.hardware import PrecisionChoice, resolve_mixed_precision
 
 # Test hook: SIGKILL this process right after the given step (and its checkpoint) completes,
 # so tests can prove that a killed run resumes exactly. Never set in normal use.
@@ -419,6 +419,8 @@ class Trainer:
                 )
             if self.is_main:
                 precision = resolve_mixed_precision(self.config.mixed_precision, self.accelerator.device.type)
+                if precision.precision != self.accelerator.mixed_precision:  # an Accelerator of the caller's
+                    precision = PrecisionChoice(self.accelerator.mixed_precision, "set by the Accelerator passed in")
                 write_run_info(self.run_dir, self.config_yaml, self.data_info, self.world, precision)
             self.accelerator.wait_for_everyone()
             return

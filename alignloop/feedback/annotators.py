@@ -24,7 +24,8 @@ malicious annotator, uniform under noise). Comment and edit tasks ask for text n
 write, so scripted annotators do not take them.
 
 Determinism: which annotators are malicious is drawn from `seed`, and the draws behind one
-answer come from a generator seeded by (seed, annotator, task type, prompt, candidate texts),
+answer come from a generator seeded by (seed, annotator's place in the team, task type, prompt,
+candidate texts),
 not by the order tasks arrive in. Who judges which item is the server's choice: by default the
 annotators take turns in a fixed order, one task at a time, so a server started with an
 `assignment_seed` (the loop's is) makes the same choices of items and display orders, and a
@@ -128,6 +129,7 @@ class ScriptedAnnotator:
     tie_margin: float
     rating_range: tuple[float, float]
     seed: int
+    index: int = 0  # position in the team: seeds its answers, so that the account names do not
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ def create_annotators(session: Session, config: AnnotatorsConfig, prefix: str = 
             name=user.username, user_id=user.id, token=security.issue_api_token(session, user, "scripted annotator"),
             kind="malicious" if index in chosen else "honest", noise=config.noise,
             position_bias=config.position_bias, tie_margin=config.tie_margin,
-            rating_range=config.rating_range, seed=config.seed,
+            rating_range=config.rating_range, seed=config.seed, index=index,
         ))
     return annotators
 
@@ -183,9 +185,10 @@ def create_annotators(session: Session, config: AnnotatorsConfig, prefix: str = 
 
 
 def task_rng(annotator: ScriptedAnnotator, task: dict[str, Any]) -> random.Random:
-    """The generator for one answer, from what is judged and never from when (module docstring)."""
+    """The generator for one answer, from what is judged and never from when (module docstring);
+    from the annotator's place in the team, not its account name, which names the campaign."""
     texts = sorted(candidate["text"] for candidate in task["candidates"])
-    key = json.dumps([annotator.seed, annotator.name, task["task_type"], task["prompt"], texts], sort_keys=True)
+    key = json.dumps([annotator.seed, annotator.index, task["task_type"], task["prompt"], texts], sort_keys=True)
     return random.Random(hashlib.sha256(key.encode()).hexdigest())
 
 

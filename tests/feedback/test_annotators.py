@@ -361,7 +361,8 @@ def test_answers_are_determined_by_the_seed_not_by_the_order_tasks_arrive_in(sto
 
 def test_in_turns_with_a_seeded_server_two_runs_store_the_same_judgements(tmp_path):
     """The demo's reproducibility: the same seed on a fresh database gives the same judgements,
-    down to who judged which item and in which display order; another server seed does not."""
+    down to who judged which item and in which display order, whatever the campaign and the
+    accounts are called; another server seed does not."""
     rows = clean_vs_rude(12)
     gold = [{**row, "gold": {"pairwise": {"better": 0}}} for row in clean_vs_rude(3, start=50)]
     config = AnnotatorsConfig(count=5, malicious=0.4, noise=0.3, seed=2)
@@ -370,12 +371,12 @@ def test_in_turns_with_a_seeded_server_two_runs_store_the_same_judgements(tmp_pa
         url = f"sqlite:///{tmp_path / name}.db"
         with serving(url, assignment_seed=assignment_seed) as base:
             store = Store(base, make_session_factory(make_engine(url)))
-            campaign_id = store.campaign("c", rows + gold, overlap=2)
-            annotators = store.annotators(config)
+            campaign_id = store.campaign(name, rows + gold, overlap=2)
+            annotators = store.annotators(config, prefix=f"{name}-annotator")  # the loop names them by its folder
             run_annotators(base, annotators, campaign_id, config)
             with transaction(store.factory) as session:
                 prompts = dict(session.execute(select(Item.id, Item.prompt)).all())
-            users = {a.user_id: a.name for a in annotators}
+            users = {a.user_id: a.index for a in annotators}
             return [(users[j.evaluator_id], prompts[j.item_id], [texts[c] for c in j.shown_order],
                      preferred_text(j, texts)) for j, texts in store.judgements(campaign_id)]
 
