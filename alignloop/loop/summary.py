@@ -55,8 +55,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     table.add_row("KL to the starting model", f"{summary['kl']:.2f} nats per response")
     for name, rate in summary["win_rate"].items():
         table.add_row(f"win rate vs start ({name})", f"{100 * rate:.0f} %")
-    if summary.get("reward_model_accuracy") is not None:
-        table.add_row("reward model, held-out pairwise accuracy", f"{100 * summary['reward_model_accuracy']:.0f} %")
+    accuracy = summary.get("reward_model_accuracy")
+    table.add_row("reward model, held-out pairwise accuracy",
+                  "none held out" if accuracy is None else f"{100 * accuracy:.0f} %")
     table.add_row("malicious annotators flagged", f"{summary['malicious_flagged']} of {summary['malicious_annotators']}"
                   f" (honest flagged: {summary['honest_flagged']})")
     table.add_row("time", f"{summary['seconds'] / 60:.1f} min")
