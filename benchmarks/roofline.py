@@ -22,8 +22,9 @@ real work); train_vs_trl.py uses the TOTAL parameter count for both libraries an
 Results: benchmarks/results/<cpu>/roofline.json (or `--out`), which train_vs_trl.py reads if
 present. Each CPU keeps its own folder (`results_dir`): one Xeon with AMX multiplies bf16 ~6x
 faster than float32, an AVX2-only EPYC ~40x slower, and their figures belong side by side, not
-on top of each other. Where a dtype's product is that slow, sizes above `--slow-budget-s` per
-call are skipped (a 4096² bf16 product would take minutes there).
+on top of each other. Where a dtype is that slow, a size whose product would take longer than
+`--slow-budget-s` (extrapolated as n³ from the last size) is skipped: a 4096² bf16 product
+would take minutes there.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed matmuls per size and dtype (median taken)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--slow-budget-s", type=float, default=5.0,
-                        help="skip the larger sizes of a dtype once one product of it took longer than this")
+                        help="skip a size whose product would take longer than this (n³ from the last size)")
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.dtypes = [d for d in args.dtypes.split(",") if d]
@@ -149,7 +150,8 @@ def main(argv=None) -> None:
     skipped = []
     for dtype in args.dtypes:
         for n in sorted(args.sizes):
-            if any(r["dtype"] == dtype and r["min_s"] > args.slow_budget_s for r in rows):
+            done = [r for r in rows if r["dtype"] == dtype]
+            if done and done[-1]["min_s"] * (n / done[-1]["n"]) ** 3 > args.slow_budget_s:
                 skipped.append({"dtype": dtype, "n": n})  # emulated: minutes per product, and no faster
                 continue
             times = time_matmul(n, dtype, args.warmup, args.repeats)

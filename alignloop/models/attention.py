@@ -40,7 +40,7 @@ def uses_matmul_attention(query: torch.Tensor, key: torch.Tensor) -> bool:
     The crossover is measured once per machine and training dtype (`hardware.matmul_attention_max_keys`):
     forward + backward at SmolLM2's attention shape, ~1,024 tokens a batch. On the 2-core AMX Xeon
     under bf16 autocast matmul attention won up to ~192 keys (21 vs 38 ms at 128 keys; 3-5x
-    slower from 256); on the 2-core AVX2 EPYC in float32 only up to ~128 (13 vs 17-23 ms at 64
+    slower from 256); on the 2-core AVX2 EPYC in float32 only up to 64-128 (13-16 vs 17-23 ms at 64
     keys, a tie at 128, 38 vs 25 ms at 192), where the fused kernel's float32 path is fast.
     """
     if query.device.type != "cpu" or not torch.is_grad_enabled():
