@@ -23,9 +23,10 @@ def pytest_report_header(config):
             f"alignloop: mixed_precision auto -> {choice.precision} ({choice.reason})"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def alignloop_home(tmp_path_factory):
-    """One cache folder for the whole session (the tokenizer and tiny models are built once)."""
+    """One cache folder for the whole session (the tokenizer and tiny models are built once, the
+    hardware probes run once), for every test: none writes to the user's ALIGNLOOP_HOME."""
     home = tmp_path_factory.mktemp("alignloop-home")
     mp = pytest.MonkeyPatch()
     mp.setenv("ALIGNLOOP_HOME", str(home))
