@@ -241,10 +241,13 @@ def cpu_matmul_probe(width: int = DEFAULT_WIDTH) -> MatmulProbe:
 @functools.cache
 def auto_precision(device_type: str = "", width: int = DEFAULT_WIDTH) -> PrecisionChoice:
     """What `auto` means here: on CUDA from the capability, on a CPU from the probe."""
-    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device_type == "cuda":
+    if (device_type or _default_device_type()) == "cuda":
         return choose_cuda_precision(torch.cuda.get_device_capability(), torch.cuda.get_device_name())
     return choose_cpu_precision(cpu_matmul_probe(width), cpu_info())
+
+
+def _default_device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 _warned: set[tuple[str, str]] = set()
@@ -256,7 +259,7 @@ def resolve_mixed_precision(requested: str, device_type: str = "", width: int = 
     `auto` follows `auto_precision`. An explicit bf16 on a CPU that runs it slowly is honoured,
     with a warning (once per process) that gives the measured ratio.
     """
-    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    device_type = device_type or _default_device_type()
     if requested == "auto":
         return auto_precision(device_type, width)
     if requested == "bf16" and device_type == "cpu":
@@ -281,7 +284,7 @@ def resolve_weight_dtype(requested: str, device_type: str = "", width: int = DEF
     bfloat16 (float16 on an older GPU) where `auto` mixed precision would pick it, else float32."""
     if requested != "auto":
         return requested, f"{requested} weights, as asked"
-    choice = auto_precision(device_type or ("cuda" if torch.cuda.is_available() else "cpu"), width)
+    choice = auto_precision(device_type or _default_device_type(), width)
     name = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}[choice.precision]
     return name, f"{name} weights: {choice.reason.partition(': ')[2]}"
 

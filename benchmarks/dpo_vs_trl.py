@@ -79,8 +79,10 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
+from alignloop.hardware import cpu_info
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results" / __import__("alignloop.hardware").hardware.cpu_info().slug  # one folder per CPU
+RESULTS = Path(__file__).parent / "results" / cpu_info().slug  # one folder per CPU
 BUILTIN = "smollm2-135m-instruct"
 
 # alignloop metric name -> TRL metric name (TRL logs batch means; alignloop sums per pair).

@@ -53,7 +53,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py, train_vs_trl.py
-from roofline import results_dir  # noqa: E402  (benchmarks/results/<cpu>/)
+from roofline import results_dir, with_precision_resolved  # noqa: E402  (benchmarks/results/<cpu>/)
 
 PROMPTS = ROOT / "recipes" / "data" / "calm-prompts.jsonl"
 CONFIGS = ["alignloop-grpo", "trl-grpo", "alignloop-rloo", "trl-rloo", "alignloop-ppo"]
@@ -82,15 +82,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return with_precision_resolved(parser.parse_args(argv))
-
-
-def with_precision_resolved(args: argparse.Namespace) -> argparse.Namespace:
-    """`--precision auto` as this CPU's choice ('bf16' or 'no'), the same for both libraries."""
-    if args.precision == "auto":
-        from alignloop.hardware import resolve_mixed_precision
-
-        args.precision = resolve_mixed_precision("auto", "cpu").precision
-    return args
 
 
 def prompt_texts(count: int) -> list[str]:

@@ -53,6 +53,15 @@ def results_dir() -> Path:
     return RESULTS_ROOT / cpu_slug()
 
 
+def with_precision_resolved(args):
+    """`args.precision` 'auto' as this CPU's choice ('bf16' or 'no'), the same for both libraries."""
+    if args.precision == "auto":
+        from alignloop.hardware import resolve_mixed_precision
+
+        args.precision = resolve_mixed_precision("auto", "cpu").precision
+    return args
+
+
 RESULTS = results_dir()
 DEFAULT_OUT = RESULTS / "roofline.json"
 DTYPES = ("float32", "bfloat16")

@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / __import__("alignloop.hardware").hardware.cpu_info().slug  # one folder per CPU
+from alignloop.hardware import cpu_info
+
+RESULTS = Path(__file__).parent / "results" / cpu_info().slug  # one folder per CPU
 
 
 def measure_load_time(repeats: int = 3) -> float:

@@ -126,7 +126,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py
-from roofline import results_dir  # noqa: E402  (benchmarks/results/<cpu>/)
+from roofline import results_dir, with_precision_resolved  # noqa: E402  (benchmarks/results/<cpu>/)
 
 RESULTS = results_dir()
 DATA = {"sft": ROOT / "recipes/data/calm-replies-sft.jsonl", "rm": ROOT / "recipes/data/calm-pairs.jsonl",
@@ -184,8 +184,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--steps must be at least 2 (the first step is not timed)")
     if args.repeats < 1 or args.batch_size < 1 or args.max_length < 2:
         parser.error("--repeats, --batch-size and --max-length must be positive")
-    from rl_step_vs_trl import with_precision_resolved
-
     return with_precision_resolved(args)
 
 

@@ -29,6 +29,7 @@ from typing import Literal, Protocol, Sequence
 import torch
 from pydantic import Field, model_validator
 
+from alignloop import hardware
 from alignloop.config import Section
 from alignloop.models.inference import weights_in_dtype
 from alignloop.models.lora import lora_merged_for_inference
@@ -129,9 +130,7 @@ def sampling_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto" and device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         if torch.get_autocast_dtype("cpu") != torch.bfloat16:
             return None
-        from alignloop.hardware import auto_precision
-
-        return torch.bfloat16 if auto_precision("cpu").precision == "bf16" else None
+        return torch.bfloat16 if hardware.auto_precision("cpu").precision == "bf16" else None
     return None
 
 

@@ -3,9 +3,9 @@
 Demos, tests and simulations need feedback without people. Each scripted annotator is a real
 user with an API token; it acknowledges the campaign's guidelines, asks for its next task,
 scores the candidates with a gold scorer (any reward source, e.g. toxicity) and submits an
-answer, over real HTTP (in turns, or one thread each with `concurrent`). So the loop exercises the real path
-(assignment, display order, idempotent submission, quality checks, export), and the quality
-checks are tested against evaluators whose bad intent is known.
+answer, over real HTTP (in turns, or one thread each with `concurrent`). So the loop exercises
+the real path (assignment, display order, idempotent submission, quality checks, export), and
+the quality checks are tested against evaluators whose bad intent is known.
 
 One answer (`answer_from_scores`) is decided in this order:
 
@@ -25,8 +25,7 @@ write, so scripted annotators do not take them.
 
 Determinism: which annotators are malicious is drawn from `seed`, and the draws behind one
 answer come from a generator seeded by (seed, annotator's place in the team, task type, prompt,
-candidate texts),
-not by the order tasks arrive in. Who judges which item is the server's choice: by default the
+candidate texts), not by the order tasks arrive in. Who judges which item is the server's choice: by default the
 annotators take turns in a fixed order, one task at a time, so a server started with an
 `assignment_seed` (the loop's is) makes the same choices of items and display orders, and a
 repeated run exports the same judgements. With `concurrent` they ask at once, one thread

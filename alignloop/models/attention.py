@@ -31,6 +31,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from alignloop import hardware
+
 AUTO_ATTENTION = "alignloop_auto"
 
 
@@ -45,9 +47,7 @@ def uses_matmul_attention(query: torch.Tensor, key: torch.Tensor) -> bool:
     """
     if query.device.type != "cpu" or not torch.is_grad_enabled():
         return False
-    from alignloop.hardware import matmul_attention_max_keys  # not at import: it imports this module
-
-    return key.shape[-2] <= matmul_attention_max_keys(_training_dtype(query))
+    return key.shape[-2] <= hardware.matmul_attention_max_keys(_training_dtype(query))
 
 
 def _training_dtype(tensor: torch.Tensor) -> torch.dtype:
