@@ -62,7 +62,9 @@ class FeedbackSettings(Section):
 
 
 class RLSettings(Section):
-    method: Literal["ppo", "grpo", "dpo"] = Field("ppo", description="how the policy learns from the round's feedback")
+    method: Literal["ppo", "grpo", "rloo", "dpo"] = Field(
+        "ppo", description="how the policy learns from the round's feedback (rloo: grpo's trainer with the leave-one-out baseline)"
+    )
     recipe: dict[str, Any] = Field(
         default_factory=dict,
         description="the method's own recipe without model / data / reward (e.g. {ppo: {...}, train: {...}, sampling: {...}})",

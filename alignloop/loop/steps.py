@@ -187,9 +187,12 @@ def export(ctx: RoundContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ reward model
 def stage_recipe(base: dict[str, Any], **fixed: Any) -> dict[str, Any]:
-    """A stage's recipe with the loop's own choices filled in; `train` is merged key by key."""
-    recipe = {**base, **{k: v for k, v in fixed.items() if k != "train"}}
-    recipe["train"] = {**base.get("train", {}), **fixed.get("train", {})}
+    """A stage's recipe with the loop's own choices filled in; sections that both give (`train`,
+    `group`) are merged key by key, the loop's keys winning."""
+    recipe = dict(base)
+    for key, value in fixed.items():
+        both_sections = isinstance(value, dict) and isinstance(base.get(key), dict)
+        recipe[key] = {**base[key], **value} if both_sections else value
     return recipe
 
 
@@ -236,6 +239,8 @@ def rl(ctx: RoundContext) -> dict[str, Any]:
                 **cfg.rl.recipe.get("data", {})}
         fixed = {"model": model, "data": data,
                  "reward": {"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model")}}
+    if method == "rloo":
+        fixed["group"] = {"advantage": "rloo"}
     recipe = stage_recipe(cfg.rl.recipe, **fixed, train={"output_dir": str(out), "seed": cfg.seed + ctx.number})
     result = run(Config.model_validate(recipe), resume=resume_flag(out))
     return {"policy_adapter": str(result.final_model_dir), "rl_run": str(out)}

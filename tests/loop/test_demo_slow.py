@@ -52,5 +52,5 @@ def test_shortened_demo_runs_every_stage_and_prints_the_result(with_prepared_bui
         info = json.loads((out / "rounds" / "round-1" / stage / "run_info.json").read_text())
         assert info["machine"]["precision"]["mixed_precision"] == chosen.precision
         assert info["machine"]["cpu_model"] == hardware.cpu_info().model
-    assert done.stdout.count(f"precision: {chosen.reason}") == 2  # the reward model and PPO, once each
+    assert done.stdout.count(f"precision: {chosen.reason}") == 2  # the reward model and RLOO, once each
     assert (out / "report.html").is_file()

@@ -1,5 +1,5 @@
 """The whole loop on a tiny model, through the real feedback store and HTTP API: two rounds,
-a loop killed mid-round that resumes at the step it stopped in, GRPO and DPO rounds, and a
+a loop killed mid-round that resumes at the step it stopped in, GRPO, RLOO and DPO rounds, and a
 round that waits for people in the web app."""
 
 from __future__ import annotations
@@ -103,11 +103,11 @@ def test_a_fresh_loop_refuses_to_overwrite_an_existing_one(tiny_model_dir, tmp_p
 TINY_TRAIN = "{max_steps: 1, batch_size: 2, lr: 1.0e-3, progress: false, eval_on_start: false}"
 
 
-def test_grpo_and_dpo_rounds_update_the_policy(tiny_model_dir, tmp_path):
-    recipes = {
-        "grpo": f"rl.recipe={{group: {{group_size: 2}}, sampling: {{max_new_tokens: 8, batch_size: 16}}, train: {TINY_TRAIN}}}",
-        "dpo": f"rl.recipe={{train: {TINY_TRAIN}}}",
-    }
+def test_grpo_rloo_and_dpo_rounds_update_the_policy(tiny_model_dir, tmp_path):
+    group_recipe = f"rl.recipe={{group: {{group_size: 2}}, sampling: {{max_new_tokens: 8, batch_size: 16}}, train: {TINY_TRAIN}}}"
+    recipes = {"grpo": group_recipe, "rloo": group_recipe, "dpo": f"rl.recipe={{train: {TINY_TRAIN}}}"}
+    method_settings = {"grpo": ["group_size: 2", "advantage: grpo"], "rloo": ["group_size: 2", "advantage: rloo"],
+                       "dpo": ["beta:"]}
     for method, recipe in recipes.items():
         out = tmp_path / method
         # aggregation=all: 6 items judged twice can all end without a majority, and this test is about the RL step.
@@ -116,7 +116,7 @@ def test_grpo_and_dpo_rounds_update_the_policy(tiny_model_dir, tmp_path):
         state = json.loads((out / "state.json").read_text())
         assert state["done"] == {"1": list(STEPS)}
         run_config = (out / "rounds" / "round-1" / "rl" / "config.yaml").read_text()
-        assert ("group_size: 2" if method == "grpo" else "beta:") in run_config  # the method's own recipe ran
+        assert all(setting in run_config for setting in method_settings[method])  # the method's own recipe ran
         assert Path(state["artifacts"]["1"]["policy_adapter"], "adapter_model.safetensors").is_file()
         assert "reward_model" in json.loads((out / "rounds" / "round-1" / "eval.json").read_text())["sources"]
 
@@ -150,3 +150,13 @@ def test_a_campaign_round_waits_for_people_and_resumes_when_they_have_answered(t
     state = json.loads((out / "state.json").read_text())
     assert state["done"] == {"1": list(STEPS)}
     assert state["artifacts"]["1"]["preference_records"] == 6
+
+
+def test_a_stage_recipe_merges_the_sections_both_give_with_the_loops_keys_winning():
+    from alignloop.loop.steps import stage_recipe
+
+    base = {"group": {"group_size": 4, "advantage": "grpo"}, "train": {"lr": 1e-4, "seed": 7}, "sampling": {"top_k": 5}}
+    recipe = stage_recipe(base, group={"advantage": "rloo"}, train={"seed": 1}, reward={"type": "reward_model"})
+    assert recipe == {"group": {"group_size": 4, "advantage": "rloo"}, "train": {"lr": 1e-4, "seed": 1},
+                      "sampling": {"top_k": 5}, "reward": {"type": "reward_model"}}
+    assert base["group"]["advantage"] == "grpo"  # the loop's config is not changed
