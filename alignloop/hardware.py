@@ -376,6 +376,11 @@ def hardware_report(precision: PrecisionChoice | None = None) -> dict[str, Any]:
     if precision is not None:
         report["precision"] = {"mixed_precision": precision.precision, "reason": precision.reason,
                                "bf16_speedup": precision.bf16_speedup}
+    if precision is not None and not torch.cuda.is_available():
+        # A training run on a CPU: measure the crossover its attention will use now (once per
+        # machine, ~0.3 s) rather than at the first forward pass, so the record has it even on
+        # the machine's first run.
+        matmul_attention_max_keys(precision.dtype)
     cached = _read_cache(cpu)
     attention = {key.removeprefix("attention_max_keys_"): value["max_keys"] for key, value in cached.items()
                  if key.startswith("attention_max_keys_") and isinstance(value, dict)}

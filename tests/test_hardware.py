@@ -174,7 +174,9 @@ def train_toy(tmp_path, mixed_precision):
     config = TrainConfig(output_dir=str(tmp_path / "run"), max_steps=2, batch_size=4, progress=False,
                          mixed_precision=mixed_precision, report_to=["jsonl"])
     collate = lambda items: {"x": torch.stack([i["x"] for i in items]), "y": torch.stack([i["y"] for i in items])}
-    Trainer(config, torch.nn.Linear(4, 1), method, data, collate).train()
+    with pytest.MonkeyPatch.context() as patch:  # the crossover's probe, as measured on some CPU
+        patch.setattr(hardware, "probe_attention", lambda dtype: {64: (1.0, 2.0), 128: (3.0, 2.0)})
+        Trainer(config, torch.nn.Linear(4, 1), method, data, collate).train()
     return method, json.loads((tmp_path / "run" / "run_info.json").read_text())
 
 
@@ -190,6 +192,8 @@ def test_auto_on_a_cpu_whose_probe_found_bf16_slow_trains_in_float32_and_says_so
     assert machine["cpu_flags"] == hardware.cpu_info().reported_flags
     assert machine["cpu_threads"] == torch.get_num_threads()
     assert machine["precision"]["mixed_precision"] == "no" and "40x slower" in machine["precision"]["reason"]
+    # measured before the first step, so even the machine's first run records it
+    assert machine["attention"]["matmul_attention_max_keys"] == {"float32": 64}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's probe decides only where no GPU is present")
@@ -199,6 +203,7 @@ def test_auto_on_a_cpu_with_fast_bf16_trains_under_bf16_autocast(fresh_probe_cac
     method, info = train_toy(fresh_probe_cache, "auto")
     assert method.autocast and all(enabled and dtype == torch.bfloat16 for enabled, dtype in method.autocast)
     assert info["machine"]["precision"]["mixed_precision"] == "bf16"
+    assert info["machine"]["attention"]["matmul_attention_max_keys"] == {"bfloat16": 64}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's probe decides only where no GPU is present")
