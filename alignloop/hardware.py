@@ -376,7 +376,7 @@ def hardware_report(precision: PrecisionChoice | None = None) -> dict[str, Any]:
     if precision is not None:
         report["precision"] = {"mixed_precision": precision.precision, "reason": precision.reason,
                                "bf16_speedup": precision.bf16_speedup}
-    if precision is not None and not torch.cuda.is_available():
+    if precision is not None and _default_device_type() == "cpu":
         # A training run on a CPU: measure the crossover its attention will use now (once per
         # machine, ~0.3 s) rather than at the first forward pass, so the record has it even on
         # the machine's first run.
