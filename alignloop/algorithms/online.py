@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import DataError, EncodedExample, PromptOnly, dataset_fingerprint, encode_prompt, pad_batch
-from alignloop.data import read_records
+from alignloop.data import Split, read_records
 from alignloop.engine import LossOutput, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
 from alignloop.engine.rollout import Rollout, SamplingConfig, rollout_engine_factory
@@ -33,8 +33,11 @@ from alignloop.rewards import penalize_unfinished
 
 
 class PromptDataConfig(Section):
-    train: str = Field(description="prompts: JSONL / JSON / CSV / Parquet with a `prompt` field")
+    train: str = Field(description="prompts: JSONL / JSON / CSV / Parquet / datasets folder / hub id with a `prompt` field")
     eval: str | None = Field(None, description="held-out prompts, evaluated every train.eval_every steps")
+    split: str = Field("train", description="split of a DatasetDict folder or hub dataset that train names")
+    eval_split: str = Field("test", description="split of a DatasetDict folder or hub dataset that eval names")
+    name: str | None = Field(None, description="configuration name of a hub dataset (load_dataset's name)")
     eval_samples: int = Field(1, ge=1, description="responses sampled per held-out prompt (more: a less noisy eval reward)")
     max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept (see overlong_prompts)")
     overlong_prompts: Literal["truncate", "drop", "error"] = Field(
@@ -57,10 +60,14 @@ def collate_prompts(items: list[PromptItem]) -> dict[str, Any]:
     return {"prompts": items}
 
 
-def read_prompts(path: str, tokenizer, config: PromptDataConfig, console=None) -> list[PromptItem]:
-    """The prompts of `path`, tokenized; overlong ones handled as `config.overlong_prompts` says."""
+def read_prompts(
+    path: str, tokenizer, config: PromptDataConfig, console=None, split: str | None = None
+) -> list[PromptItem]:
+    """The prompts of `path` (its `split`: config.split unless given), tokenized; overlong ones
+    handled as `config.overlong_prompts` says."""
     items, overlong = [], []
-    for line, record in enumerate(read_records(path, PromptOnly), start=1):
+    which = Split(split or config.split, config.name)
+    for line, record in enumerate(read_records(path, PromptOnly, split=which), start=1):
         ids = encode_prompt(tokenizer, record.prompt, config.use_chat_template)
         if len(ids) > config.max_prompt_length:
             overlong.append((line, len(ids)))
@@ -312,6 +319,7 @@ def start_online_run(config) -> OnlineRun:
     disable_dropout(policy)
     check_context_fits(policy, config.data, config.sampling)
     train_prompts = read_prompts(config.data.train, tokenizer, config.data, console)
-    eval_prompts = read_prompts(config.data.eval, tokenizer, config.data, console) if config.data.eval else []
+    eval_prompts = (read_prompts(config.data.eval, tokenizer, config.data, console, split=config.data.eval_split)
+                    if config.data.eval else [])
     console.print(f"[bold]data[/]: {len(train_prompts)} training prompts, {len(eval_prompts)} held out")
     return OnlineRun(config, accelerator, console, policy, tokenizer, train_prompts, eval_prompts)

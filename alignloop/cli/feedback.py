@@ -213,14 +213,17 @@ def export(
     exclude_flagged: bool = typer.Option(False, "--exclude-flagged", help="leave out evaluators the quality checks flag"),
     include_gold: bool = typer.Option(False, "--include-gold", help="also export answers on gold items"),
     pairs_from_rankings: bool = typer.Option(False, "--pairs-from-rankings", help="pairs: add every ordered pair of each ranking"),
+    style: str = typer.Option("trl-conversational", "--style",
+                              help="trl-conversational (messages: both libraries apply the chat template) or "
+                                   "trl-standard (plain strings, which TRL does not template)"),
     db: str = DB_OPTION,
 ) -> None:
-    """Write a versioned, content-hashed dataset of a campaign's judgements, in the data layer's schemas."""
+    """Write a versioned, content-hashed dataset of a campaign's judgements, in TRL's dataset formats."""
     from alignloop.feedback.export import export_campaign_from_url
 
     result = export_campaign_from_url(
         db, campaign, fmt, out, aggregation=aggregation, exclude_flagged=exclude_flagged,
-        include_gold=include_gold, pairs_from_rankings=pairs_from_rankings,
+        include_gold=include_gold, pairs_from_rankings=pairs_from_rankings, style=style,
     )
     print(f"{result.path}: {result.records} records, sha256 {result.sha256}")
 

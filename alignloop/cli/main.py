@@ -326,11 +326,14 @@ def models_prepare(
 def data_convert_hh(
     source: Path = typer.Argument(..., help="HH-RLHF style JSONL(.gz) with chosen/rejected dialogues"),
     target: Path = typer.Argument(..., help="output JSONL of preference pairs (prompt as chat messages)"),
+    style: str = typer.Option("trl-conversational", "--style",
+                              help="trl-conversational (TRL's conversational preference rows) or trl-standard "
+                                   "(strings; only dialogues of one human turn have a string prompt)"),
 ) -> None:
-    """Convert HH-RLHF dialogues into prompt + chosen + rejected preference pairs."""
+    """Convert HH-RLHF dialogues into prompt + chosen + rejected preference pairs, in TRL's format."""
     from alignloop.data import convert_hh_file
 
-    report = convert_hh_file(source, target)
+    report = convert_hh_file(source, target, style=style)
     out.print(f"wrote {report.written} pairs to {target}; skipped {sum(report.skipped.values())}: {dict(report.skipped)}")
 
 

@@ -67,8 +67,10 @@ from alignloop.data.record_files import (
     InvalidRecord,
     OnInvalid,
     ReadReport,
+    Split,
     detect_format,
     iter_rows,
+    looks_like_hub_id,
     read_records,
     read_records_report,
     write_jsonl,
@@ -106,7 +108,7 @@ __all__ = [
     "Message", "Prompt", "Record", "SFTExample", "PreferencePair", "Ranking", "Rating",
     "BinaryFeedback", "PromptOnly", "RECORD_SCHEMAS", "prompt_messages", "describe_validation_error",
     # files
-    "DataError", "FORMATS", "OnInvalid", "InvalidRecord", "ReadReport", "detect_format", "iter_rows",
+    "DataError", "FORMATS", "OnInvalid", "InvalidRecord", "ReadReport", "Split", "detect_format", "iter_rows", "looks_like_hub_id",
     "read_records", "read_records_report", "write_jsonl",
     # HH-RLHF and splits
     "HHSkip", "ConversionReport", "parse_hh_dialogue", "hh_pair_to_preference", "convert_hh_file",

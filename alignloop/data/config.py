@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from alignloop.config import Section
-from alignloop.data.record_files import read_records
+from alignloop.data.record_files import Split, read_records
 from alignloop.data.schemas import Record
 from alignloop.data.splits import split_by_fraction
 
@@ -23,11 +23,15 @@ __all__ = ["DataConfig", "read_train_and_eval"]
 class DataConfig(Section):
     """Where the training data lives and how it becomes token sequences (SFT-style data)."""
 
-    train: Path = Field(description="training records: .jsonl(.gz), .json, .csv or .parquet file, or datasets folder")
+    train: Path = Field(description="training records: .jsonl(.gz), .json, .csv or .parquet file, datasets "
+                                    "folder (save_to_disk), or a hub dataset id (online)")
     eval: Path | None = Field(None, description="evaluation records in the same formats; none: see eval_fraction")
-    format: Literal["auto", "jsonl", "json", "csv", "parquet", "datasets"] = Field(
-        "auto", description="file format; auto decides by suffix, or a folder means a datasets folder"
+    format: Literal["auto", "jsonl", "json", "csv", "parquet", "datasets", "hub"] = Field(
+        "auto", description="file format; auto decides by suffix, a folder means a datasets folder, an id the hub"
     )
+    split: str = Field("train", description="split of a DatasetDict folder or hub dataset to train on")
+    eval_split: str = Field("test", description="split of a DatasetDict folder or hub dataset that eval names")
+    name: str | None = Field(None, description="configuration name of a hub dataset (load_dataset's name)")
     max_length: int = Field(512, gt=0, description="longest sequence in tokens (prompt + response)")
     overlong: Literal["truncate", "drop", "error"] = Field(
         "truncate", description="longer examples: cut the response tail, drop them, or stop with an error"
@@ -47,9 +51,10 @@ class DataConfig(Section):
 
 def read_train_and_eval(config: DataConfig, schema: type[Record] | str) -> tuple[list[Record], list[Record]]:
     """(train records, eval records) as the config says: an eval file, a held-out fraction, or none."""
-    train = read_records(config.train, schema, format=config.format)
+    train = read_records(config.train, schema, format=config.format, split=Split(config.split, config.name))
     if config.eval is not None:
-        return train, read_records(config.eval, schema, format=config.format)
+        return train, read_records(config.eval, schema, format=config.format,
+                                   split=Split(config.eval_split, config.name))
     if config.eval_fraction > 0:
         return split_by_fraction(train, config.eval_fraction)
     return train, []

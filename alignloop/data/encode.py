@@ -41,6 +41,7 @@ __all__ = [
     "render_prompt",
     "encode_prompt",
     "encode_prompt_response",
+    "encode_text",
     "encode_sft_example",
     "encode_sft_dataset",
 ]
@@ -132,6 +133,12 @@ def encode_prompt(tokenizer: Any, prompt: str | list[Message], use_chat_template
     return _missing_bos(tokenizer, text) + _tokenize(tokenizer, text)
 
 
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of plain text to train on whole (no template): BOS if the tokenizer adds one, then EOS."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return _missing_bos(tokenizer, text) + _tokenize(tokenizer, text) + eos
+
+
 def encode_prompt_response(
     tokenizer: Any, prompt: str | list[Message], response: str, use_chat_template: bool = True
 ) -> tuple[list[int], list[int]]:
@@ -204,8 +211,11 @@ def _encode_sft(
 ) -> tuple[EncodedExample | None, bool]:
     if overlong not in ("truncate", "drop", "error"):
         raise ValueError(f"overlong must be 'truncate', 'drop' or 'error', got {overlong!r}")
-    prompt, response = example.prompt_and_response()
-    prompt_ids, response_ids = encode_prompt_response(tokenizer, prompt, response, use_chat_template)
+    if example.text is not None:
+        prompt_ids, response_ids = [], encode_text(tokenizer, example.text)
+    else:
+        prompt, response = example.prompt_and_response()
+        prompt_ids, response_ids = encode_prompt_response(tokenizer, prompt, response, use_chat_template)
     return fit_to_length(
         prompt_ids, response_ids, max_length=max_length, overlong=overlong,
         min_response_tokens=min_response_tokens, index=index,

@@ -25,6 +25,7 @@ from pathlib import Path
 from alignloop.data.errors import DataError
 from alignloop.data.record_files import write_jsonl
 from alignloop.data.schemas import Message, PreferencePair
+from alignloop.data.trl_formats import ROW_STYLES, RowStyle
 
 __all__ = ["HHSkip", "ConversionReport", "parse_hh_dialogue", "hh_pair_to_preference", "convert_hh_file"]
 
@@ -103,19 +104,38 @@ def _read_hh_lines(in_path: Path):
                 yield HHSkip("unreadable_line", "not a JSON object with 'chosen' and 'rejected'")
 
 
-def convert_hh_file(in_path: str | Path, out_path: str | Path) -> ConversionReport:
-    """Convert an HH-RLHF .jsonl(.gz) file to a JSONL file of `PreferencePair`s, counting skips."""
+def _with_string_prompt(pair: PreferencePair) -> PreferencePair:
+    """The pair with its one-user-turn prompt as plain text (for trl-standard rows)."""
+    if len(pair.prompt) != 1:
+        raise HHSkip("conversation", "a dialogue with earlier turns has no string prompt (trl-standard)")
+    return pair.model_copy(update={"prompt": pair.prompt[0].content})
+
+
+def convert_hh_file(
+    in_path: str | Path, out_path: str | Path, style: RowStyle = "trl-conversational"
+) -> ConversionReport:
+    """Convert an HH-RLHF .jsonl(.gz) file to a JSONL file of `PreferencePair`s, counting skips.
+
+    The rows are TRL's preference rows in `style` (trl_formats.py). `trl-standard` cannot write a
+    conversation: a dialogue with earlier turns is skipped there and counted as `conversation`;
+    one of a single human turn gets that turn's text as its prompt.
+    """
     in_path = Path(in_path)
     if not in_path.is_file():
         raise DataError(f"{in_path}: no such file")
+    if style not in ROW_STYLES:
+        raise DataError(f"unknown style {style!r}; known: {', '.join(ROW_STYLES)}")
     skipped: Counter[str] = Counter()
     pairs: list[PreferencePair] = []
     for item in _read_hh_lines(in_path):
         try:
             if isinstance(item, HHSkip):
                 raise item
-            pairs.append(hh_pair_to_preference(*item))
+            pair = hh_pair_to_preference(*item)
+            if style == "trl-standard":
+                pair = _with_string_prompt(pair)
+            pairs.append(pair)
         except HHSkip as skip:
             skipped[skip.reason] += 1
-    written = write_jsonl(out_path, pairs)
+    written = write_jsonl(out_path, pairs, style)
     return ConversionReport(written=written, skipped=dict(sorted(skipped.items())))

@@ -34,7 +34,7 @@ from alignloop.config import Section
 from alignloop.data.errors import DataError
 from alignloop.data.fingerprint import dataset_fingerprint
 from alignloop.data.hh_rlhf import hh_pair_to_preference
-from alignloop.data.record_files import InvalidRecord, OnInvalid, ReadReport, iter_rows, read_records_report
+from alignloop.data.record_files import InvalidRecord, OnInvalid, ReadReport, Split, iter_rows, read_records_report
 from alignloop.data.schemas import BinaryFeedback, PreferencePair, Ranking, Rating, Record
 from alignloop.data.splits import split_every_nth
 
@@ -59,8 +59,10 @@ PREFERENCE_KINDS: dict[str, type[Record]] = {
 }
 
 # Checked in this order, so a pair exported with an extra `score` column is still a pair.
+# TRL's unpaired preference (prompt + completion + label) and stepwise supervision (completions +
+# labels) are binary feedback (trl_formats.py rewrites their fields).
 _KIND_KEYS = (("pairs", ("chosen", "rejected")), ("rankings", ("responses",)), ("ratings", ("score",)),
-              ("binary", ("label",)))
+              ("binary", ("label",)), ("binary", ("completions", "labels")))
 
 
 class PreferenceDataConfig(Section):
@@ -71,9 +73,12 @@ class PreferenceDataConfig(Section):
     eval_every_nth: int | None = Field(
         None, ge=2, description="with no eval files, hold out every n-th valid record of each train file"
     )
-    format: Literal["auto", "jsonl", "json", "csv", "parquet", "datasets"] = Field(
-        "auto", description="file format; auto decides by suffix, or a folder means a datasets folder"
+    format: Literal["auto", "jsonl", "json", "csv", "parquet", "datasets", "hub"] = Field(
+        "auto", description="file format; auto decides by suffix, a folder means a datasets folder, an id the hub"
     )
+    split: str = Field("train", description="split of a DatasetDict folder or hub dataset that train names")
+    eval_split: str = Field("test", description="split of a DatasetDict folder or hub dataset that eval names")
+    name: str | None = Field(None, description="configuration name of a hub dataset (load_dataset's name)")
     kind: Literal["auto", "pairs", "rankings", "ratings", "binary"] = Field(
         "auto", description="record kind of every file; auto decides per file from its first record's keys"
     )
@@ -171,10 +176,10 @@ def record_kind(fields: Mapping[str, Any]) -> str | None:
     return None
 
 
-def detect_file_kind(path: str | Path, *, format: str = "auto") -> str:
+def detect_file_kind(path: str | Path, *, format: str = "auto", split: Split = Split()) -> str:
     """The kind of the first row that shows one; `DataError` at the first row of another kind."""
     kind = first_location = None
-    for location, fields in iter_rows(path, format=format):
+    for location, fields in iter_rows(path, format=format, split=split):
         row_kind = record_kind(fields) if fields is not None else None
         if row_kind is None or row_kind == kind:
             continue
@@ -240,17 +245,18 @@ def read_preference_file(
     hh_rlhf: bool = False,
     on_invalid: OnInvalid = "skip",
     rating_defaults: dict[str, float] | None = None,
+    split: Split = Split(),
 ) -> tuple[str, list[Record], ReadReport]:
     """(kind, records, report) of one file; a file left with no valid record is an error in any mode."""
     if hh_rlhf:
         kind = "pairs"
         schema, convert = _HHDialogues, _hh_to_pair
     else:
-        kind = detect_file_kind(path, format=format) if kind == "auto" else kind
+        kind = detect_file_kind(path, format=format, split=split) if kind == "auto" else kind
         schema, convert = PREFERENCE_KINDS[kind], _CHECKS.get(kind)
     defaults = rating_defaults if kind == "ratings" else None
     records, report = read_records_report(
-        path, schema, format=format, defaults=defaults, on_invalid=on_invalid, convert=convert
+        path, schema, format=format, defaults=defaults, on_invalid=on_invalid, convert=convert, split=split
     )
     if not records:
         examples = "".join(f"\n  {example}" for example in report.examples)
@@ -276,8 +282,9 @@ def read_preference_data(config: PreferenceDataConfig) -> PreferenceData:
     reports: dict[str, ReadReport] = {}
     kinds: dict[str, str] = {}
     for role, paths in (("train", config.train), ("eval", config.eval)):
+        split = Split(config.split if role == "train" else config.eval_split, config.name)
         for path in paths:
-            kind, records, reports[str(path)] = read_preference_file(path, **options)
+            kind, records, reports[str(path)] = read_preference_file(path, **options, split=split)
             kinds[str(path)] = kind
             if role == "eval":
                 held_out.append((kind, records))

@@ -1,4 +1,8 @@
-"""Reading record files (JSONL, JSON, CSV, Parquet, Hugging Face `datasets` folders) and writing JSONL.
+"""Reading record files (JSONL, JSON, CSV, Parquet, Hugging Face `datasets` folders and hub
+datasets) and writing JSONL.
+
+Rows in TRL's dataset formats are rewritten into alignloop's record fields first
+(`trl_formats.py`), so a file prepared for TRL reads as it is.
 
 Every format is first turned into a stream of raw rows, each with a location a person can find
 in the file: the physical line for the text formats a person edits (JSONL, CSV; 1-based, as
@@ -26,6 +30,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import typing
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -37,9 +42,10 @@ from pydantic import BaseModel, ValidationError
 
 from alignloop.data.errors import MAX_REPORTED_ERRORS, DataError, ErrorCollector
 from alignloop.data.schemas import RECORD_SCHEMAS, Record, describe_validation_error
+from alignloop.data.trl_formats import RowStyle, TRLFormatError, to_record_fields, to_trl_row
 
 __all__ = [
-    "FORMATS", "OnInvalid", "InvalidRecord", "ReadReport", "detect_format", "iter_rows",
+    "FORMATS", "OnInvalid", "InvalidRecord", "ReadReport", "Split", "detect_format", "iter_rows", "looks_like_hub_id",
     "read_records", "read_records_report", "write_jsonl",
 ]
 
@@ -49,13 +55,14 @@ MAX_SKIP_EXAMPLES = 5
 
 R = TypeVar("R", bound=Record)
 
-FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
+FORMATS = ("jsonl", "json", "csv", "parquet", "datasets", "hub")
 
 _SUFFIX_FORMATS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
     ".parquet": "parquet", ".pq": "parquet",
 }
 _DATASETS_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if any((path / marker).exists() for marker in _DATASETS_MARKERS):
             return "datasets"
-        raise DataError(f"{path}: a folder, but not a Hugging Face datasets folder (one written by save_to_disk)")
+        return "hub"  # a folder of data files laid out as a hub dataset repo (a downloaded snapshot)
     suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
     known = _SUFFIX_FORMATS.get(suffixes[0].lower()) if suffixes else None
     if known is None:
@@ -197,32 +204,66 @@ def _parquet_rows(path: Path, schema: type[Record]) -> Iterator[_RawRow]:
         yield _RawRow(f"{path}: row {index}", row)
 
 
-def _datasets_rows(path: Path, schema: type[Record]) -> Iterator[_RawRow]:
+@dataclass(frozen=True)
+class Split:
+    """Which part of a multi-split source to read: a `DatasetDict` folder's split, or a hub dataset's
+    split and configuration `name`. Files and single-split folders have no splits and ignore it."""
+
+    split: str = "train"
+    name: str | None = None
+
+
+def _dataset_rows(path: Path, dataset: Any) -> Iterator[_RawRow]:
+    for index, row in enumerate(dataset):
+        yield _RawRow(f"{path}: row {index}", dict(row))
+
+
+def _datasets_rows(path: Path, schema: type[Record], split: Split) -> Iterator[_RawRow]:
     import datasets
 
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.DatasetDict):
-        splits = ", ".join(loaded)
-        first = next(iter(loaded), "train")
-        raise DataError(f"{path}: holds several splits ({splits}); pass one split's folder, e.g. {path / first}")
-    for index, row in enumerate(loaded):
-        yield _RawRow(f"{path}: row {index}", dict(row))
+        if split.split not in loaded:
+            raise DataError(f"{path}: a DatasetDict without a split {split.split!r}; its splits: "
+                            f"{', '.join(loaded)} (choose one with the data section's split / eval_split)")
+        loaded = loaded[split.split]
+    yield from _dataset_rows(path, loaded)
 
 
-# Each reader takes (path, schema); only CSV needs the schema, to know which cells hold JSON lists.
-_ROW_READERS = {
-    "jsonl": _jsonl_rows, "json": _json_rows, "csv": _csv_rows,
-    "parquet": _parquet_rows, "datasets": _datasets_rows,
+def _hub_rows(path: Path, schema: type[Record], split: Split) -> Iterator[_RawRow]:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(str(path), split.name, split=split.split)
+    except Exception as error:  # offline, unknown id, missing split: datasets raises many types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        what = (f"a folder, but neither a datasets folder (save_to_disk) nor data files that load_dataset reads"
+                if path.is_dir() else "no such file or folder here, and loading it as a Hugging Face Hub dataset")
+        which = f"split {split.split!r}{f', name {split.name!r}' if split.name else ''}"
+        raise DataError(f"{path}: {what} ({which}) failed: {reason}") from None
+    yield from _dataset_rows(path, loaded)
+
+
+# Each reader takes (path, schema, split); only CSV needs the schema, to know which cells hold
+# JSON lists, and only datasets folders and hub datasets have splits.
+_ROW_READERS: dict[str, Callable[[Path, type[Record], Split], Iterator[_RawRow]]] = {
+    "jsonl": lambda path, schema, _: _jsonl_rows(path, schema),
+    "json": lambda path, schema, _: _json_rows(path, schema),
+    "csv": lambda path, schema, _: _csv_rows(path, schema),
+    "parquet": lambda path, schema, _: _parquet_rows(path, schema),
+    "datasets": _datasets_rows,
+    "hub": _hub_rows,
 }
 
 
-def _rows(path: Path, file_format: str, schema: type[Record]) -> Iterator[_RawRow]:
+def _rows(path: Path, file_format: str, schema: type[Record], split: Split) -> Iterator[_RawRow]:
     """The raw rows of a file, with undecodable bytes turned into a `DataError` naming the file."""
-    if path.is_dir() != (file_format == "datasets"):
-        expected = "a datasets folder" if file_format == "datasets" else "a file"
-        raise DataError(f"{path}: format {file_format!r} expects {expected}")
+    if file_format not in ("hub", "datasets") and path.is_dir():
+        raise DataError(f"{path}: format {file_format!r} expects a file")
+    if file_format == "datasets" and not path.is_dir():
+        raise DataError(f"{path}: format 'datasets' expects a datasets folder")
     try:
-        yield from _ROW_READERS[file_format](path, schema)
+        yield from _ROW_READERS[file_format](path, schema, split)
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
         raise DataError(f"{path}: not readable as {file_format} text ({error})") from None
 
@@ -310,7 +351,11 @@ def _check_row(
     if row.problem is not None:
         return None, row.reason or "unreadable_row", [f"{row.location}: {row.problem}"]
     try:
-        record = record_type.model_validate(_with_defaults(row.fields, defaults))
+        fields = to_record_fields(row.fields, record_type.__name__)
+    except TRLFormatError as error:
+        return None, error.reason, [f"{row.location}: {error}"]
+    try:
+        record = record_type.model_validate(_with_defaults(fields, defaults))
     except ValidationError as error:
         lines = describe_validation_error(error)
         return None, _skip_reason(error.errors()[0]), [f"{row.location}: {line}" for line in lines]
@@ -323,8 +368,18 @@ def _check_row(
         return None, getattr(error, "reason", "invalid_record"), [f"{row.location}: {error}"]
 
 
+def looks_like_hub_id(path: str | Path) -> bool:
+    """Whether a path that does not exist here reads as a hub dataset id: `name` or `owner/name`,
+    no suffix of a file format, not absolute and not relative to `.`."""
+    text = str(path)
+    suffixes = {suffix.lower() for suffix in Path(text).suffixes}
+    return bool(_HUB_ID.fullmatch(text)) and not suffixes & (set(_SUFFIX_FORMATS) | {".gz"})
+
+
 def _resolve_format(path: Path, format: str) -> str:
     if not path.exists():
+        if format in ("auto", "hub") and looks_like_hub_id(path):
+            return "hub"
         raise DataError(f"{path}: no such file or folder")
     file_format = detect_format(path) if format == "auto" else format
     if file_format not in _ROW_READERS:
@@ -332,14 +387,16 @@ def _resolve_format(path: Path, format: str) -> str:
     return file_format
 
 
-def iter_rows(path: str | Path, *, format: str = "auto") -> Iterator[tuple[str, dict[str, Any] | None]]:
+def iter_rows(
+    path: str | Path, *, format: str = "auto", split: Split = Split()
+) -> Iterator[tuple[str, dict[str, Any] | None]]:
     """(location, fields) of every row before validation; fields is None for an unreadable row.
 
     For looking at a file's keys (e.g. to tell which kind of records it holds) before choosing a
     schema. CSV list cells stay text here, since which cells hold lists depends on the schema.
     """
     path = Path(path)
-    for row in _rows(path, _resolve_format(path, format), Record):
+    for row in _rows(path, _resolve_format(path, format), Record, split):
         yield row.location, row.fields
 
 
@@ -351,6 +408,7 @@ def read_records_report(
     defaults: dict[str, Any] | None = None,
     on_invalid: OnInvalid = "error",
     convert: Callable[[R], Any] | None = None,
+    split: Split = Split(),
 ) -> tuple[list[Any], ReadReport]:
     """Read and validate every record of a file: (records, report).
 
@@ -369,7 +427,7 @@ def read_records_report(
     reasons: Counter[str] = Counter()
     problems = ErrorCollector(MAX_REPORTED_ERRORS if on_invalid == "error" else MAX_SKIP_EXAMPLES)
     rows_seen = 0
-    for row in _rows(path, file_format, record_type):
+    for row in _rows(path, file_format, record_type, split):
         rows_seen += 1
         record, reason, messages = _check_row(row, record_type, defaults, convert)
         if reason is None:
@@ -391,21 +449,25 @@ def read_records(
     *,
     format: str = "auto",
     defaults: dict[str, Any] | None = None,
+    split: Split = Split(),
 ) -> list[R]:
     """Read and validate every record of a file; raise one `DataError` listing the problems.
 
     `schema` is a record class or its name in `RECORD_SCHEMAS` ("preference", ...). `defaults`
     fills fields a row leaves absent or null, e.g. `{"scale_min": 1, "scale_max": 7}` for ratings.
+    `split` picks the split of a `DatasetDict` folder or of a hub dataset (a `path` that is no
+    file here but reads as a hub id, `owner/name`; loading it needs the network).
     """
-    records, _ = read_records_report(path, schema, format=format, defaults=defaults, on_invalid="error")
+    records, _ = read_records_report(path, schema, format=format, defaults=defaults, on_invalid="error", split=split)
     return records
 
 
-def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> int:
+def write_jsonl(path: str | Path, records: Iterable[BaseModel], style: RowStyle | None = None) -> int:
     """Write records one JSON object per line (gzip when the name ends in .gz); return the count.
 
-    Absent optional fields are left out rather than written as null, so the files stay readable
-    by hand; reading them back gives equal records.
+    `style` None writes alignloop's own fields; `trl-conversational` / `trl-standard` write TRL's
+    dataset types (trl_formats.to_trl_row). Absent optional fields are left out rather than
+    written as null, so the files stay readable by hand; reading them back gives equal records.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -413,6 +475,7 @@ def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> int:
     count = 0
     with opener(path, "wt", encoding="utf-8") as handle:
         for record in records:
-            handle.write(json.dumps(record.model_dump(mode="json", exclude_none=True), ensure_ascii=False) + "\n")
+            row = record.model_dump(mode="json", exclude_none=True) if style is None else to_trl_row(record, style)
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count

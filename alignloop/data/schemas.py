@@ -140,15 +140,18 @@ class Record(BaseModel):
 
 
 class SFTExample(Record):
-    """A demonstration: either `prompt` + `response`, or `messages` whose last turn is the response.
+    """A demonstration: `prompt` + `response`, `messages` whose last turn is the response, or `text`.
 
     The `messages` form keeps multi-turn demonstrations whole: every turn but the last assistant
-    one is the prompt, and only the last assistant turn is trained on.
+    one is the prompt, and only the last assistant turn is trained on. `text` (TRL's standard
+    language-modelling format) has no prompt: every token of it is trained on, as it stands,
+    without a chat template.
     """
 
     prompt: Prompt | None = None
     response: NonEmptyText | None = None
     messages: list[Message] | None = None
+    text: NonEmptyText | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -159,10 +162,14 @@ class SFTExample(Record):
         if not isinstance(data, dict):
             return data
         paired = data.get("prompt") is not None or data.get("response") is not None
-        if paired and data.get("messages") is not None:
-            raise PydanticCustomError("sft_form", "expected either 'prompt' and 'response', or 'messages', not both")
-        if not paired and data.get("messages") is None:
-            raise PydanticCustomError("sft_form", "expected either 'prompt' and 'response', or 'messages'")
+        forms = [name for name, given in (("'prompt' + 'response'", paired),
+                                          ("'messages'", data.get("messages") is not None),
+                                          ("'text'", data.get("text") is not None)) if given]
+        if len(forms) > 1:
+            raise PydanticCustomError("sft_form", "expected one of 'prompt' + 'response', 'messages' or 'text', "
+                                                  "not both {forms}", {"forms": " and ".join(forms)})
+        if not forms:
+            raise PydanticCustomError("sft_form", "expected 'prompt' + 'response', 'messages' or 'text'")
         expected = {"prompt": "a non-empty string or a list of messages", "response": "a non-empty string"}
         for name in expected if paired else ():
             if name not in data:
@@ -178,7 +185,9 @@ class SFTExample(Record):
         return self
 
     def prompt_and_response(self) -> tuple[str | list[Message], str]:
-        """The example in the prompt + response form, whichever form it was written in."""
+        """The example in the prompt + response form (for `text`: an empty prompt and the text)."""
+        if self.text is not None:
+            return "", self.text
         if self.messages is None:
             return self.prompt, self.response
         return list(self.messages[:-1]), self.messages[-1].content

@@ -24,6 +24,10 @@ Aggregations:
     weighted  the same, each vote counting its evaluator's quality weight (`quality.py`);
               pairs carry `margin` = (weight for chosen - weight for rejected) / all weight
 
+Rows are written in TRL's conversational format by default (`style`; trl_formats.py): prompts
+as messages, responses as assistant messages, so TRL's trainers apply the chat template to them
+exactly as alignloop does; `trl-standard` writes plain strings, which TRL does not template.
+
 Rankings are aggregated by mean rank (a Borda count): candidates with equal mean rank are tied,
 which a ranking can express, so nothing is dropped for that. Edits are free text with nothing to
 vote on: `sft` takes only `all`. Gold items are left out unless asked for (their answers are
@@ -65,6 +69,7 @@ from alignloop.data import (
     rankings_to_pairs,
     write_jsonl,
 )
+from alignloop.data.trl_formats import ROW_STYLES, RowStyle, as_read_back
 from alignloop.feedback.models import Campaign, Candidate, Item, User
 from alignloop.feedback.quality import (
     TIE_CHOICES,
@@ -314,13 +319,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _publish(out_dir: Path, stem: str, records: Sequence[Record], manifest: dict[str, Any]) -> ExportResult:
+def _publish(
+    out_dir: Path, stem: str, records: Sequence[Record], manifest: dict[str, Any], style: RowStyle
+) -> ExportResult:
     """Write data and manifest into a temporary folder, then rename it to the next free version."""
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=out_dir))
     staging.chmod(0o755)  # mkdtemp makes it private; the dataset is for trainers run by anyone
     try:
-        write_jsonl(staging / "data.jsonl", records)
+        write_jsonl(staging / "data.jsonl", records, style)
         manifest = {**manifest, "sha256": _sha256(staging / "data.jsonl")}
         while True:
             version = _next_version(out_dir, stem)
@@ -389,9 +396,12 @@ def export_campaign(
     thresholds: QualityThresholds | None = None,
     include_gold: bool = False,
     pairs_from_rankings: bool = False,
+    style: RowStyle = "trl-conversational",
 ) -> ExportResult:
     """Write one campaign's judgements as a versioned dataset folder (see the module docstring)."""
     _check_options(fmt, aggregation)
+    if style not in ROW_STYLES:
+        raise ExportError(f"unknown style {style!r}; known: {', '.join(ROW_STYLES)}")
     campaign = session.scalars(select(Campaign).where(Campaign.name == campaign_name)).one_or_none()
     if campaign is None:
         raise ExportError(f"no campaign named {campaign_name!r}")
@@ -415,10 +425,11 @@ def export_campaign(
                           f"(overlap) or export with aggregation 'all'")
     usernames = dict(session.execute(select(User.id, User.username)).all())
     manifest = {
-        "campaign": campaign.name, "format": fmt, "aggregation": aggregation,
+        "campaign": campaign.name, "format": fmt, "style": style, "aggregation": aggregation,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "records": len(records), "dropped": dict(sorted(context.dropped.items())),
-        "fingerprint": dataset_fingerprint(records),  # the hash trainers store as the data fingerprint
+        # The hash trainers store as the data fingerprint: of the records as they read them back.
+        "fingerprint": dataset_fingerprint(as_read_back(record, style) for record in records),
         "include_gold": include_gold, "exclude_flagged": exclude_flagged, "pairs_from_rankings": pairs_from_rankings,
         "evaluators": {
             "included": sorted(usernames[e] for e in {fact.evaluator_id for fact in facts}),
@@ -427,7 +438,7 @@ def export_campaign(
         "weights": {usernames[e]: w for e, w in sorted(context.weights.items())} if aggregation == "weighted" else None,
         "alignloop_version": alignloop.__version__,
     }
-    return _publish(Path(out_dir), f"{_slug(campaign.name)}-{fmt}", records, manifest)
+    return _publish(Path(out_dir), f"{_slug(campaign.name)}-{fmt}", records, manifest, style)
 
 
 def export_campaign_from_url(

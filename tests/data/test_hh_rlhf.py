@@ -96,6 +96,16 @@ def test_convert_file_counts_written_and_skipped(tmp_path):
     pairs = read_records(tmp_path / "out" / "pairs.jsonl", PreferencePair)
     assert [p.chosen for p in pairs] == ["Call a locksmith.", "Hello!"]
     assert pairs[1].prompt == [Message(role="user", content="Hi")]
+    # TRL's conversational preference rows: messages with roles on every side
+    row = json.loads((tmp_path / "out" / "pairs.jsonl").read_text().splitlines()[1])
+    assert row == {"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello!"}],
+                   "rejected": [{"role": "assistant", "content": "Go away."}]}
+
+    # trl-standard: strings; a dialogue with earlier turns has no string prompt and is counted
+    standard = convert_hh_file(source, tmp_path / "standard.jsonl", style="trl-standard")
+    rows = [json.loads(line) for line in (tmp_path / "standard.jsonl").read_text().splitlines()]
+    assert rows == [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}]
+    assert standard.written == 1 and standard.skipped["conversation"] == 1  # PREFIX has two human turns
 
 
 @pytest.mark.skipif(not SHARED_HH_FILE.exists(), reason="the shared HH-RLHF file is not beside this checkout")

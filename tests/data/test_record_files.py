@@ -15,6 +15,7 @@ from alignloop.data import (
     Ranking,
     Rating,
     SFTExample,
+    Split,
     detect_format,
     read_records,
     write_jsonl,
@@ -222,10 +223,13 @@ def test_datasets_folder(tmp_path):
         read_records(bad, PreferencePair)
 
     splits = tmp_path / "splits_ds"
-    DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows)}).save_to_disk(str(splits))
-    with pytest.raises(DataError, match=r"holds several splits \(train, test\); pass one split's folder"):
-        read_records(splits, PreferencePair)
-    assert read_records(splits / "train", PreferencePair) == expected
+    DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows[1:])}).save_to_disk(str(splits))
+    assert read_records(splits, PreferencePair) == expected  # the train split by default
+    assert read_records(splits, PreferencePair, split=Split("test")) == expected[1:]
+    with pytest.raises(DataError, match=r"splits_ds: a DatasetDict without a split 'validation'; its splits: "
+                                        r"train, test"):
+        read_records(splits, PreferencePair, split=Split("validation"))
+    assert read_records(splits / "train", PreferencePair) == expected  # one split's own folder
 
 
 # --- format detection and writing -----------------------------------------------------------
@@ -239,9 +243,11 @@ def test_format_detection(tmp_path):
     (tmp_path / "a.txt").write_text("")
     with pytest.raises(DataError, match=r"a\.txt: cannot tell the format"):
         detect_format(tmp_path / "a.txt")
-    (tmp_path / "plain_folder").mkdir()
-    with pytest.raises(DataError, match="not a Hugging Face datasets folder"):
-        detect_format(tmp_path / "plain_folder")
+    (tmp_path / "plain_folder").mkdir()  # maybe data files of a hub repo: load_dataset decides
+    assert detect_format(tmp_path / "plain_folder") == "hub"
+    with pytest.raises(DataError, match=r"plain_folder: a folder, but neither a datasets folder \(save_to_disk\) "
+                                        r"nor data files that load_dataset reads \(split 'train'\) failed"):
+        read_records(tmp_path / "plain_folder", PreferencePair)
 
 
 def test_unreadable_bytes_and_a_folder_given_as_a_file(tmp_path):

@@ -101,10 +101,10 @@ def test_sft_messages_form_as_a_table_row_with_null_pair_columns():
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({}, "expected either 'prompt' and 'response', or 'messages'"),
+        ({}, "expected 'prompt' + 'response', 'messages' or 'text'"),
         (
             {"prompt": "a", "response": "b", "messages": CONVERSATION},
-            "expected either 'prompt' and 'response', or 'messages', not both",
+            "expected one of 'prompt' + 'response', 'messages' or 'text', not both 'prompt' + 'response' and 'messages'",
         ),
         ({"prompt": "a"}, "field 'response': missing required field"),
         ({"prompt": "a", "response": None}, "field 'response': expected a non-empty string, got null"),

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from alignloop.data import (
     BinaryFeedback,
     DataConfig,
+    Message,
     PreferenceDataConfig,
     PreferencePair,
     Ranking,
@@ -38,6 +39,11 @@ from alignloop.feedback.models import (
     TaskType,
     User,
 )
+
+
+def as_chat(text: str) -> list[Message]:
+    """A string prompt as exports write it (TRL's conversational format): one user message."""
+    return [Message(role="user", content=text)]
 
 
 class CampaignBuilder:
@@ -130,7 +136,7 @@ def test_pairs_round_trip_through_the_trainers_reader(db_url, tmp_path):
     engine.dispose()
 
     pairs = read_pairs(result.data_file)
-    expected = PreferencePair(prompt="Say hi <script>alert(1)</script>", chosen="Hi there!", rejected="Go away.")
+    expected = PreferencePair(prompt=as_chat("Say hi <script>alert(1)</script>"), chosen="Hi there!", rejected="Go away.")
     assert pairs == [expected, expected]
     assert result.path == tmp_path / "out" / "demo-pairs-v1"
     assert result.dropped == {"both_bad": 1, "gold_item": 1, "tie": 1}
@@ -164,7 +170,7 @@ def test_majority_keeps_one_pair_per_unit_and_counts_ties(session, tmp_path):
     three_voter_campaign(CampaignBuilder(session))
     session.commit()
     result = export_campaign(session, "demo", "pairs", tmp_path, aggregation="majority")
-    assert read_pairs(result.data_file) == [PreferencePair(prompt="clear", chosen="A1", rejected="B1")]
+    assert read_pairs(result.data_file) == [PreferencePair(prompt=as_chat("clear"), chosen="A1", rejected="B1")]
     assert result.dropped == {"no_majority": 1, "tie": 1}
 
 
@@ -190,7 +196,7 @@ def test_weighted_export_lets_a_trusted_evaluator_outvote_two_unreliable_ones(se
     session.commit()
 
     majority = export_campaign(session, "demo", "pairs", tmp_path, aggregation="majority")
-    assert read_pairs(majority.data_file) == [PreferencePair(prompt="contested", chosen="B", rejected="A")]
+    assert read_pairs(majority.data_file) == [PreferencePair(prompt=as_chat("contested"), chosen="B", rejected="A")]
     weighted = export_campaign(session, "demo", "pairs", tmp_path, aggregation="weighted")
     [pair] = read_pairs(weighted.data_file)
     assert (pair.chosen, pair.rejected) == ("A", "B")
@@ -209,7 +215,7 @@ def test_excluding_flagged_evaluators_names_them_and_their_reasons(session, tmp_
     add_gold_record(build, evaluators, correct={"ann"})
     session.commit()
     result = export_campaign(session, "demo", "pairs", tmp_path, aggregation="majority", exclude_flagged=True)
-    assert read_pairs(result.data_file) == [PreferencePair(prompt="contested", chosen="A", rejected="B")]
+    assert read_pairs(result.data_file) == [PreferencePair(prompt=as_chat("contested"), chosen="A", rejected="B")]
     excluded = manifest_of(result)["evaluators"]["excluded"]
     assert sorted(excluded) == ["bob", "cat"]
     assert excluded["bob"] == ["gold accuracy 0% on 3 gold answers (below 60%)"]
@@ -257,7 +263,7 @@ def test_a_version_taken_meanwhile_by_another_export_is_skipped(session, tmp_pat
 def test_a_failed_write_leaves_no_dataset_behind(session, tmp_path, monkeypatch):
     import alignloop.feedback.export as export_module
 
-    def write_half_then_fail(path, records):
+    def write_half_then_fail(path, records, style):
         Path(path).write_text('{"prompt": "half')
         raise OSError("disk full")
 
@@ -329,11 +335,11 @@ def test_rankings_all_and_mean_rank_majority(session, tmp_path):
     session.commit()
     every = export_campaign(session, "demo", "rankings", tmp_path)
     read = read_preference_data(PreferenceDataConfig(train=[every.data_file], on_invalid="error")).train.rankings
-    assert read == [Ranking(prompt="rank these", responses=["X", "Y", "Z"], ranks=[1, 2, 3]),
-                    Ranking(prompt="rank these", responses=["Y", "X", "Z"], ranks=[1, 2, 2])]
+    assert read == [Ranking(prompt=as_chat("rank these"), responses=["X", "Y", "Z"], ranks=[1, 2, 3]),
+                    Ranking(prompt=as_chat("rank these"), responses=["Y", "X", "Z"], ranks=[1, 2, 2])]
     merged = export_campaign(session, "demo", "rankings", tmp_path, aggregation="majority")
     read = read_preference_data(PreferenceDataConfig(train=[merged.data_file], on_invalid="error")).train.rankings
-    assert read == [Ranking(prompt="rank these", responses=["X", "Y", "Z"], ranks=[1, 1, 2])]
+    assert read == [Ranking(prompt=as_chat("rank these"), responses=["X", "Y", "Z"], ranks=[1, 1, 2])]
 
 
 def test_pairs_from_rankings_are_every_ordered_pair(session, tmp_path):
@@ -356,7 +362,7 @@ def test_ratings_per_axis_on_the_campaign_scale(session, tmp_path):
     every = export_campaign(session, "demo", "ratings", tmp_path)
     ratings = read_preference_data(PreferenceDataConfig(train=[every.data_file], on_invalid="error")).train.ratings
     assert len(ratings) == 6
-    assert ratings[0] == Rating(prompt="rate this", response="An answer", score=4, scale_min=1, scale_max=5,
+    assert ratings[0] == Rating(prompt=as_chat("rate this"), response="An answer", score=4, scale_min=1, scale_max=5,
                                 axis="helpful")
     merged = export_campaign(session, "demo", "ratings", tmp_path, aggregation="majority")
     ratings = read_preference_data(PreferenceDataConfig(train=[merged.data_file], on_invalid="error")).train.ratings
@@ -374,7 +380,7 @@ def test_sft_from_edits_reads_with_the_sft_reader(session, tmp_path):
     session.commit()
     result = export_campaign(session, "demo", "sft", tmp_path)
     train, _ = read_train_and_eval(DataConfig(train=result.data_file), SFTExample)
-    assert train == [SFTExample(prompt="Write a haiku", response="An old silent pond")]
+    assert train == [SFTExample(prompt=as_chat("Write a haiku"), response="An old silent pond")]
     assert result.dropped == {"invalid_SFTExample": 1}
 
 
@@ -389,9 +395,9 @@ def test_kto_splits_pairs_and_thresholds_ratings_at_the_midpoint(session, tmp_pa
     session.commit()
     result = export_campaign(session, "demo", "kto", tmp_path)
     binary = read_preference_data(PreferenceDataConfig(train=[result.data_file], on_invalid="error")).train.binary
-    assert binary == [BinaryFeedback(prompt="compare", response="A", label=True),
-                      BinaryFeedback(prompt="compare", response="B", label=False),
-                      BinaryFeedback(prompt="rate", response="R", label=True)]
+    assert binary == [BinaryFeedback(prompt=as_chat("compare"), response="A", label=True),
+                      BinaryFeedback(prompt=as_chat("compare"), response="B", label=False),
+                      BinaryFeedback(prompt=as_chat("rate"), response="R", label=True)]
     assert result.dropped == {"at_midpoint": 1}
 
 
