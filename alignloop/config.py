@@ -91,6 +91,20 @@ def _section_type(annotation: Any) -> Any:
     return annotation
 
 
+def _key_exists(cls: type[BaseModel], dotted: str) -> bool:
+    *sections, last = dotted.split(".")
+    parent = _model_at(cls, tuple(sections))
+    return parent is not None and last in parent.model_fields
+
+
+def _trl_hint(cls: type[BaseModel], name: str) -> str:
+    """' (TRL's name; in alignloop: train.lr)' when `name` is a TRL argument this config has a key for."""
+    from alignloop.trl_names import TRL_KEYS
+
+    keys = [key for key in TRL_KEYS.get(name, ()) if _key_exists(cls, key)]
+    return f" (TRL's name; in alignloop: {' or '.join(keys)})" if keys else ""
+
+
 def _describe(cls: type[BaseModel], error: dict[str, Any], source: str) -> str:
     loc = tuple(error["loc"])
     key = ".".join(str(part) for part in loc)
@@ -98,7 +112,7 @@ def _describe(cls: type[BaseModel], error: dict[str, Any], source: str) -> str:
         parent = _model_at(cls, loc[:-1])
         valid = sorted(parent.model_fields) if parent else []
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = _trl_hint(cls, str(loc[-1])) or (f" (did you mean {close[0]!r}?)" if close else "")
         return f"{source}: unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
     if not loc:  # a check across several keys of the top-level section
         return f"{source}: {error['msg']}"

@@ -69,3 +69,27 @@ def test_unknown_key_inside_a_list_of_sections_lists_that_sections_keys():
         validate_config(RewardSourceConfig, tree, "recipe.yaml")
     assert "unknown key 'sources.0.wieght' (did you mean 'weight'?)" in str(error.value)
     assert "valid keys here: " in str(error.value) and "function" in str(error.value)
+
+
+def test_a_trl_argument_name_is_answered_with_the_alignloop_key_it_means():
+    from alignloop.algorithms.dpo import DPOConfig
+    from alignloop.algorithms.grpo import GRPOConfig
+    from alignloop.trl_names import TRL_KEYS
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(DPOConfig, None, ["learning_rate=1e-4", "beta=0.1", "train.per_device_train_batch_size=8"])
+    message = str(caught.value)
+    assert "unknown key 'learning_rate' (TRL's name; in alignloop: train.lr)" in message
+    assert "unknown key 'beta' (TRL's name; in alignloop: dpo.beta)" in message
+    assert "unknown key 'train.per_device_train_batch_size' (TRL's name; in alignloop: train.batch_size)" in message
+    # one TRL name, the key of the method at hand
+    with pytest.raises(ConfigError, match=r"unknown key 'beta' \(TRL's name; in alignloop: group\.kl_coef\)"):
+        load_config(GRPOConfig, None, ["beta=0.1"])
+    # every alignloop key in the table exists in some method's config
+    from alignloop.algorithms.ppo import PPOConfig
+    from alignloop.algorithms.sft import SFTConfig
+    from alignloop.config import _key_exists
+
+    configs = (DPOConfig, GRPOConfig, PPOConfig, SFTConfig)
+    missing = [key for keys in TRL_KEYS.values() for key in keys if not any(_key_exists(c, key) for c in configs)]
+    assert missing == []

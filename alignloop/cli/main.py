@@ -245,6 +245,23 @@ def rm_eval(
     out.print_json(data=evaluate_reward_model(reward_model, encoded, tokenizer.pad_token_id))
 
 
+@rm_app.command("export")
+@friendly_errors
+def rm_export(
+    model: Path = typer.Option(..., "--model", help="a saved reward model folder (final/ of `rm train`)"),
+    out_dir: Path = typer.Option(..., "--out", help="folder to write the AutoModelForSequenceClassification model to"),
+) -> None:
+    """Write a reward model as a transformers AutoModelForSequenceClassification folder (LoRA merged)."""
+    from alignloop.models import export_sequence_classifier, load_reward_model
+
+    reward_model, tokenizer = load_reward_model(model)
+    path = export_sequence_classifier(reward_model, tokenizer, out_dir)
+    mean, std = reward_model.normalization
+    out.print(f"wrote {path}: AutoModelForSequenceClassification.from_pretrained(...) gives logits; alignloop's raw "
+              f"reward is logits + {float(reward_model.head.bias):.6g}, normalised (raw - {mean:.6g}) / {std:.6g} "
+              f"(config.json: alignloop_reward)")
+
+
 @rm_app.command("score")
 @friendly_errors
 def rm_score(

@@ -40,6 +40,12 @@ from alignloop.models.lora import (
     merge_lora,
     save_adapter,
 )
+from alignloop.models.reward_export import (
+    SequenceClassifierReward,
+    export_sequence_classifier,
+    is_sequence_classifier_folder,
+    load_sequence_classifier_reward,
+)
 from alignloop.models.reward_io import load_reward_model, read_reward_metadata, save_reward_model
 from alignloop.models.reward_model import RewardModel, build_reward_model, init_reward_head
 from alignloop.models.reward_scoring import RewardScorer, score_texts
@@ -66,6 +72,10 @@ __all__ = [
     "PolicyWithValueHead",
     "RewardModel",
     "RewardScorer",
+    "SequenceClassifierReward",
+    "export_sequence_classifier",
+    "is_sequence_classifier_folder",
+    "load_sequence_classifier_reward",
     "TORCH_DTYPES",
     "UnknownBuiltinError",
     "adapters_disabled",

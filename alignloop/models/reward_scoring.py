@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from alignloop.data.collate import pad_batch
 from alignloop.data.encode import IGNORE_INDEX, EncodedExample, encode_prompt_response
 from alignloop.data.schemas import Message
+from alignloop.models.reward_export import is_sequence_classifier_folder, load_sequence_classifier_reward
 from alignloop.models.reward_io import load_reward_model
 from alignloop.models.reward_model import RewardModel
 
@@ -124,8 +125,13 @@ class RewardScorer:
 
     @classmethod
     def load(cls, path: str, *, dtype: str = "float32", base_model: str | None = None, **options: Any) -> RewardScorer:
-        """A scorer for the reward model saved at `path`; `options` as for the constructor."""
-        model, tokenizer = load_reward_model(path, dtype=dtype, base_model=base_model)
+        """A scorer for the reward model at `path`: one `save_reward_model` wrote, or a transformers
+        sequence-classification folder (`rm export`'s, or one trained elsewhere, e.g. by TRL's
+        RewardTrainer; see reward_export.py); `options` as for the constructor."""
+        if is_sequence_classifier_folder(path):
+            model, tokenizer = load_sequence_classifier_reward(path, dtype=dtype)
+        else:
+            model, tokenizer = load_reward_model(path, dtype=dtype, base_model=base_model)
         return cls(model, tokenizer, **options)
 
     def __call__(self, prompts: Sequence[PromptLike], responses: Sequence[str]) -> list[float]:
