@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from alignloop.config import Section
+from alignloop.engine.metrics import check_report_to
 
 
 class TrainConfig(Section):
@@ -34,8 +35,9 @@ class TrainConfig(Section):
     sample_every: int | None = Field(10, ge=1, description="online RL: log a table of sampled responses every N steps (samples.jsonl, TensorBoard)")
     save_every: int | None = Field(None, ge=1, description="write a resumable checkpoint every N steps (and at the end)")
     save_total_limit: int | None = Field(2, ge=1, description="keep only the newest N checkpoints (null: keep all)")
-    report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
-        ["jsonl", "tensorboard"], description="metric sinks; wandb needs `pip install wandb`"
+    report_to: Annotated[list[str], AfterValidator(check_report_to)] = Field(
+        ["jsonl", "tensorboard"], description="metric sinks: jsonl and any tracker of accelerate's (tensorboard, "
+        "wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio), installed"
     )
     progress: bool = Field(True, description="show a progress bar with ETA and tokens/s")
     retain_freed_memory: bool = Field(

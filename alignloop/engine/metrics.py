@@ -1,16 +1,61 @@
-"""Metric sinks: one JSON line per logging step, TensorBoard scalars, and wandb when asked for.
+"""Metric sinks: one JSON line per logging step (alignloop's own), and every experiment tracker
+Hugging Face Accelerate supports (TensorBoard, wandb, MLflow, Comet, Aim, ClearML, DVCLive,
+SwanLab, Trackio) through accelerate's tracker classes.
 
 Metric names follow `group/name` (`train/loss`, `eval/loss`, `train/tokens_per_s`) so that
 TensorBoard groups them and later methods (`policy/clipfrac`, `kl/mean`) slot in beside.
+
+A tracker that is not installed is refused when the recipe is validated (`check_report_to`),
+before any model loads: one line naming the package to install.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
 from pathlib import Path
 from typing import Any
+
+__all__ = ["REPORT_TO", "MetricsLogger", "check_report_to", "read_metrics", "markdown_table", "drop_metrics_after"]
+
+# accelerate's tracker name -> the package it needs (and the name of its pip install).
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
+    "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio",
+}
+REPORT_TO = ("jsonl", *TRACKER_PACKAGES)
+
+
+def check_report_to(names: list[str]) -> list[str]:
+    """`names` if each is a known sink whose package is installed; else a ValueError saying which is not."""
+    for name in names:
+        if name not in REPORT_TO:
+            raise ValueError(f"unknown metric sink {name!r}; known: {', '.join(REPORT_TO)}")
+        package = TRACKER_PACKAGES.get(name)
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise ValueError(f"{name!r} is not installed: pip install {package.replace('_', '-')}")
+    return names
+
+
+def _tracker(name: str, run_dir: Path, resume: bool) -> Any:
+    """accelerate's tracker `name` for this run, started; files go inside the run folder."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    cls = LOGGER_TYPE_TO_CLASS[name]
+    if name == "tensorboard":
+        tracker = cls("tensorboard", run_dir)  # writes run_dir/tensorboard/
+    elif name == "aim":
+        tracker = cls(run_dir.name, logging_dir=str(run_dir))
+    elif name == "mlflow":
+        tracker = cls(experiment_name="alignloop", logging_dir=str(run_dir / "mlruns"), run_name=run_dir.name)
+    elif name == "wandb":
+        tracker = cls("alignloop", name=run_dir.name, dir=str(run_dir), resume="allow" if resume else None)
+    else:
+        tracker = cls(run_dir.name)
+    tracker.start()
+    return tracker
 
 
 class MetricsLogger:
@@ -19,17 +64,14 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, report_to: list[str], config: dict[str, Any], resume: bool):
         self.run_dir = run_dir
         self.jsonl = None
-        self.tensorboard = None
-        self.wandb_run = None
         if "jsonl" in report_to:
             # Appending on resume keeps the steps before the interruption in the same file.
             self.jsonl = open(run_dir / "metrics.jsonl", "a" if resume else "w", encoding="utf-8")
-        if "tensorboard" in report_to:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-        if "wandb" in report_to:
-            self.wandb_run = _start_wandb(run_dir, config, resume)
+        self.trackers = {name: _tracker(name, run_dir, resume) for name in check_report_to(report_to)
+                         if name != "jsonl"}
+        for tracker in self.trackers.values():
+            if config:
+                tracker.store_init_configuration(config)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items()}
@@ -38,36 +80,24 @@ class MetricsLogger:
             record.update({k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()})
             self.jsonl.write(json.dumps(record) + "\n")
             self.jsonl.flush()
-        if self.tensorboard is not None:
-            for name, value in clean.items():
-                self.tensorboard.add_scalar(name, value, step)
-            self.tensorboard.flush()
-        if self.wandb_run is not None:
-            self.wandb_run.log(clean, step=step)
+        for tracker in self.trackers.values():
+            tracker.log(clean, step=step)
 
     def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
         """A table of (prompt, response, reward, ...) rows: samples.jsonl and TensorBoard text."""
         with open(self.run_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
             for row in samples:
                 handle.write(json.dumps({"step": step, **row}) + "\n")
-        if self.tensorboard is not None and samples:
-            self.tensorboard.add_text("samples", markdown_table(samples), step)
+        if "tensorboard" in self.trackers and samples:
+            writer = self.trackers["tensorboard"].tracker
+            writer.add_text("samples", markdown_table(samples), step)
+            writer.flush()
 
     def close(self) -> None:
         if self.jsonl is not None:
             self.jsonl.close()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-        if self.wandb_run is not None:
-            self.wandb_run.finish()
-
-
-def _start_wandb(run_dir: Path, config: dict[str, Any], resume: bool):
-    try:
-        import wandb
-    except ImportError:
-        raise RuntimeError("train.report_to lists 'wandb' but wandb is not installed: pip install wandb") from None
-    return wandb.init(dir=str(run_dir), name=run_dir.name, config=config, resume="allow" if resume else None)
+        for tracker in self.trackers.values():
+            tracker.finish()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -146,7 +146,26 @@ def test_run_directory_records_config_versions_data_and_sinks(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert records[0]["train/lr"] == pytest.approx(0.0)  # warmup starts at zero
     assert records[-1]["train/abs_error"] > 0
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # TensorBoard through accelerate's tracker: the same scalars, read back by tensorboard itself
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert logged == [(r["step"], pytest.approx(r["train/loss"], rel=1e-6)) for r in records]
+
+
+def test_a_tracker_that_is_not_installed_is_one_line_before_anything_runs(tmp_path):
+    import importlib.util
+
+    from alignloop.config import ConfigError, load_config
+
+    if importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here")
+    with pytest.raises(ConfigError, match=r"^overrides: key 'report_to': Value error, 'mlflow' is not installed: "
+                                          r"pip install mlflow"):
+        load_config(TrainConfig, None, ["report_to=[jsonl,mlflow]"])
+    with pytest.raises(ConfigError, match="unknown metric sink 'tensorbord'; known: jsonl, tensorboard, wandb"):
+        load_config(TrainConfig, None, ["report_to=[tensorbord]"])
 
 
 def test_loss_decreases_on_a_learnable_problem(tmp_path):
