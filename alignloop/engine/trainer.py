@@ -37,6 +37,7 @@ from alignloop.engine.config import TrainConfig
 from alignloop.engine.memory import freed_memory_retained
 from alignloop.engine.method import Experience, NonFiniteLossError, OnPolicyMethod, TrainingMethod
 from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
+from alignloop.report.model_card import write_model_card
 from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.run_dir import write_run_info
 from alignloop.hardware import PrecisionChoice, resolve_mixed_precision
@@ -255,6 +256,7 @@ class Trainer:
             final_dir = self.run_dir / "final"
             if self.is_main:
                 self.save_final(self.accelerator.unwrap_model(self.model), final_dir)
+                write_model_card(self.run_dir, final_dir)
             self.accelerator.wait_for_everyone()
         return final_dir
 

@@ -249,6 +249,7 @@ def rl(ctx: RoundContext) -> dict[str, Any]:
 # ------------------------------------------------------------------ evaluate and report
 def evaluate(ctx: RoundContext) -> dict[str, Any]:
     from alignloop.evaluation.policy_eval import EvalConfig, evaluate as run_eval
+    from alignloop.report.model_card import write_model_card
 
     cfg = ctx.config
     sources = [{"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model"), "name": "reward_model"},
@@ -257,6 +258,9 @@ def evaluate(ctx: RoundContext) -> dict[str, Any]:
               "policy": {"name": cfg.model.name, "adapter": ctx.state.artifact(ctx.number, "policy_adapter")},
               "output": str(ctx.round_dir / "eval.json"), "seed": cfg.seed}
     run_eval(EvalConfig.model_validate(recipe), ctx.console)
+    policy = Path(ctx.state.artifact(ctx.number, "policy_adapter"))
+    if (policy.parent / "config.yaml").is_file():  # the card of the round's policy gains the eval table
+        write_model_card(policy.parent, policy)
     return {"eval": str(ctx.round_dir / "eval.json")}
 
 

