@@ -48,10 +48,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignloop.engine.vllm_rollout import VLLMUnavailableError
     from alignloop.feedback.export import ExportError
     from alignloop.loop import LoopStateError
+    from alignloop.report.push import PushError
     from alignloop.rewards import RewardSourceError
 
     return (ConfigError, DataError, ModelLoadError, ResumeError, NonFiniteLossError, RewardSourceError,
-            VLLMUnavailableError, ExportError, LoopStateError, TimeoutError, FileNotFoundError)
+            VLLMUnavailableError, ExportError, LoopStateError, PushError, TimeoutError, FileNotFoundError)
 
 
 def friendly_errors(command: Callable) -> Callable:
@@ -170,6 +171,21 @@ def loop_command(
 
     loop_dir = run_loop(load_config(LoopConfig, config, overrides or []), resume=resume)
     out.print(f"[bold green]done[/]: {loop_dir}; report {loop_dir / 'report.html'}")
+
+
+@app.command("push")
+@friendly_errors
+def push(
+    run_dir: Path = typer.Argument(..., help="a training run folder (with final/) or a loop folder (its last policy)"),
+    repo: str = typer.Option(..., "--repo", help="hub repository id, e.g. you/smollm2-detox"),
+    private: bool = typer.Option(False, "--private", help="create the repository private"),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="another hub's URL (default: HF_ENDPOINT or the Hub)"),
+) -> None:
+    """Upload a trained model to the Hugging Face Hub: final/ at the root (with its model card), the run's record under alignloop/."""
+    from alignloop.report.push import push_run
+
+    result = push_run(run_dir, repo, private=private, endpoint=endpoint)
+    out.print(f"pushed {len(result.files)} files to {result.repo_url} ({result.commit_url})")
 
 
 @app.command("demo")
