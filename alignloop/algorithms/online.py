@@ -19,9 +19,9 @@ from pydantic import Field
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from alignloop.config import Section, config_to_yaml
+from alignloop.config import config_to_yaml
 from alignloop.data import DataError, EncodedExample, PromptOnly, dataset_fingerprint, encode_prompt, pad_batch
-from alignloop.data import Split, read_records
+from alignloop.data import SourceSplits, Split, read_records
 from alignloop.engine import LossOutput, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
 from alignloop.engine.rollout import Rollout, SamplingConfig, rollout_engine_factory
@@ -32,12 +32,9 @@ from alignloop.ops import IGNORE_INDEX, response_token_logps
 from alignloop.rewards import penalize_unfinished
 
 
-class PromptDataConfig(Section):
+class PromptDataConfig(SourceSplits):
     train: str = Field(description="prompts: JSONL / JSON / CSV / Parquet / datasets folder / hub id with a `prompt` field")
     eval: str | None = Field(None, description="held-out prompts, evaluated every train.eval_every steps")
-    split: str = Field("train", description="split of a DatasetDict folder or hub dataset that train names")
-    eval_split: str = Field("test", description="split of a DatasetDict folder or hub dataset that eval names")
-    name: str | None = Field(None, description="configuration name of a hub dataset (load_dataset's name)")
     eval_samples: int = Field(1, ge=1, description="responses sampled per held-out prompt (more: a less noisy eval reward)")
     max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept (see overlong_prompts)")
     overlong_prompts: Literal["truncate", "drop", "error"] = Field(
@@ -66,7 +63,7 @@ def read_prompts(
     """The prompts of `path` (its `split`: config.split unless given), tokenized; overlong ones
     handled as `config.overlong_prompts` says."""
     items, overlong = [], []
-    which = Split(split or config.split, config.name)
+    which = Split(split or config.split, config.name)  # split: the eval prompts' (config.eval_split)
     for line, record in enumerate(read_records(path, PromptOnly, split=which), start=1):
         ids = encode_prompt(tokenizer, record.prompt, config.use_chat_template)
         if len(ids) > config.max_prompt_length:

@@ -21,7 +21,7 @@ are loaded on first use (`alignloop.data.pad_batch` works; nothing else imports 
 from importlib import import_module
 from typing import Any
 
-from alignloop.data.config import DataConfig, read_train_and_eval
+from alignloop.data.config import DataConfig, SourceSplits, read_train_and_eval
 from alignloop.data.encode import (
     IGNORE_INDEX,
     EncodedExample,
@@ -126,5 +126,5 @@ __all__ = [
     "PackedSequence", "pad_batch", "pack_examples", "collate_packed", "count_loss_tokens",
     "collate_pairs", "collate_rankings", "collate_ratings", "collate_binary",
     # fingerprint and config
-    "canonical_json", "dataset_fingerprint", "DataConfig", "read_train_and_eval",
+    "canonical_json", "dataset_fingerprint", "DataConfig", "SourceSplits", "read_train_and_eval",
 ]

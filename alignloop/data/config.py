@@ -17,10 +17,24 @@ from alignloop.data.record_files import Split, read_records
 from alignloop.data.schemas import Record
 from alignloop.data.splits import split_by_fraction
 
-__all__ = ["DataConfig", "read_train_and_eval"]
+__all__ = ["SourceSplits", "DataConfig", "read_train_and_eval"]
 
 
-class DataConfig(Section):
+class SourceSplits(Section):
+    """The splits a data section reads from sources that have them (DatasetDict folders, hub datasets)."""
+
+    split: str = Field("train", description="split of a DatasetDict folder or hub dataset that train names")
+    eval_split: str = Field("test", description="split of a DatasetDict folder or hub dataset that eval names")
+    name: str | None = Field(None, description="configuration name of a hub dataset (load_dataset's name)")
+
+    def train_split(self) -> Split:
+        return Split(self.split, self.name)
+
+    def held_out_split(self) -> Split:
+        return Split(self.eval_split, self.name)
+
+
+class DataConfig(SourceSplits):
     """Where the training data lives and how it becomes token sequences (SFT-style data)."""
 
     train: Path = Field(description="training records: .jsonl(.gz), .json, .csv or .parquet file, datasets "
@@ -29,9 +43,6 @@ class DataConfig(Section):
     format: Literal["auto", "jsonl", "json", "csv", "parquet", "datasets", "hub"] = Field(
         "auto", description="file format; auto decides by suffix, a folder means a datasets folder, an id the hub"
     )
-    split: str = Field("train", description="split of a DatasetDict folder or hub dataset to train on")
-    eval_split: str = Field("test", description="split of a DatasetDict folder or hub dataset that eval names")
-    name: str | None = Field(None, description="configuration name of a hub dataset (load_dataset's name)")
     max_length: int = Field(512, gt=0, description="longest sequence in tokens (prompt + response)")
     overlong: Literal["truncate", "drop", "error"] = Field(
         "truncate", description="longer examples: cut the response tail, drop them, or stop with an error"
@@ -51,10 +62,9 @@ class DataConfig(Section):
 
 def read_train_and_eval(config: DataConfig, schema: type[Record] | str) -> tuple[list[Record], list[Record]]:
     """(train records, eval records) as the config says: an eval file, a held-out fraction, or none."""
-    train = read_records(config.train, schema, format=config.format, split=Split(config.split, config.name))
+    train = read_records(config.train, schema, format=config.format, split=config.train_split())
     if config.eval is not None:
-        return train, read_records(config.eval, schema, format=config.format,
-                                   split=Split(config.eval_split, config.name))
+        return train, read_records(config.eval, schema, format=config.format, split=config.held_out_split())
     if config.eval_fraction > 0:
         return split_by_fraction(train, config.eval_fraction)
     return train, []

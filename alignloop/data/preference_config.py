@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from alignloop.config import Section
+from alignloop.data.config import SourceSplits
 from alignloop.data.errors import DataError
 from alignloop.data.fingerprint import dataset_fingerprint
 from alignloop.data.hh_rlhf import hh_pair_to_preference
@@ -65,7 +65,7 @@ _KIND_KEYS = (("pairs", ("chosen", "rejected")), ("rankings", ("responses",)), (
               ("binary", ("label",)), ("binary", ("completions", "labels")))
 
 
-class PreferenceDataConfig(Section):
+class PreferenceDataConfig(SourceSplits):
     """Where preference data lives and how it becomes token sequences (reward models, DPO)."""
 
     train: list[Path] = Field(min_length=1, description="training files (one path or a list); each holds one kind")
@@ -76,9 +76,6 @@ class PreferenceDataConfig(Section):
     format: Literal["auto", "jsonl", "json", "csv", "parquet", "datasets", "hub"] = Field(
         "auto", description="file format; auto decides by suffix, a folder means a datasets folder, an id the hub"
     )
-    split: str = Field("train", description="split of a DatasetDict folder or hub dataset that train names")
-    eval_split: str = Field("test", description="split of a DatasetDict folder or hub dataset that eval names")
-    name: str | None = Field(None, description="configuration name of a hub dataset (load_dataset's name)")
     kind: Literal["auto", "pairs", "rankings", "ratings", "binary"] = Field(
         "auto", description="record kind of every file; auto decides per file from its first record's keys"
     )
@@ -282,7 +279,7 @@ def read_preference_data(config: PreferenceDataConfig) -> PreferenceData:
     reports: dict[str, ReadReport] = {}
     kinds: dict[str, str] = {}
     for role, paths in (("train", config.train), ("eval", config.eval)):
-        split = Split(config.split if role == "train" else config.eval_split, config.name)
+        split = config.train_split() if role == "train" else config.held_out_split()
         for path in paths:
             kind, records, reports[str(path)] = read_preference_file(path, **options, split=split)
             kinds[str(path)] = kind

@@ -237,7 +237,7 @@ def _hub_rows(path: Path, schema: type[Record], split: Split) -> Iterator[_RawRo
         loaded = datasets.load_dataset(str(path), split.name, split=split.split)
     except Exception as error:  # offline, unknown id, missing split: datasets raises many types
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        what = (f"a folder, but neither a datasets folder (save_to_disk) nor data files that load_dataset reads"
+        what = ("a folder, but neither a datasets folder (save_to_disk) nor data files that load_dataset reads"
                 if path.is_dir() else "no such file or folder here, and loading it as a Hugging Face Hub dataset")
         which = f"split {split.split!r}{f', name {split.name!r}' if split.name else ''}"
         raise DataError(f"{path}: {what} ({which}) failed: {reason}") from None
