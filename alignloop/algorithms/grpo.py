@@ -48,6 +48,8 @@ class GroupSettings(Section):
     clip_range: float = Field(0.2, gt=0, lt=1, description="ε of the clipped ratio when num_iterations > 1")
     missing_eos_penalty: float = Field(0.0, ge=0, description="subtracted from the reward of responses without EOS")
     entropy_coef: float = Field(0.0, ge=0, description="bonus on the policy entropy (0: none)")
+    kl_stop: float | None = Field(None, gt=0, description="stop early after a step whose replies are this many "
+                                  "nats (per reply) from the reference: a KL budget (null: none)")
 
 
 class GRPOConfig(Section):
@@ -139,6 +141,7 @@ def run_grpo(config: GRPOConfig, resume: bool | str = False) -> TrainResult:
         **run.method_fields(),
         rows_per_micro_batch=config.train.batch_size * config.group.group_size,
         missing_eos_penalty=config.group.missing_eos_penalty,
+        kl_stop=config.group.kl_stop,
         settings=config.group,
     )
     save_final = partial(save_trained_model, tokenizer=run.tokenizer, merged=config.save_merged)

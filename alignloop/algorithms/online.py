@@ -178,6 +178,7 @@ class OnlineRL:
     make_engine: Callable  # causal LM -> rollout engine, so sampling uses the weights being trained
     rows_per_micro_batch: int
     missing_eos_penalty: float = 0.0
+    kl_stop: float | None = None  # the KL budget per reply: stop after a step that reaches it
     reference_model: torch.nn.Module | None = None
     eval_seed: int = 1234
     eval_samples: int = 1  # responses per held-out prompt
@@ -190,6 +191,16 @@ class OnlineRL:
 
     def kl_coef_now(self) -> float:
         raise NotImplementedError
+
+    def stop_reason(self, metrics: dict[str, float]) -> str | None:
+        """Why training should end after this step, or None. A KL budget: a step whose replies
+        (sampled before its update) are `kl_stop` nats from the reference ends the run, so that
+        a reward model the policy climbs fast cannot pull it further in the steps left (a fixed
+        β and step count suit one reward model's pace, not every one's)."""
+        kl = metrics.get("kl/sequence")
+        if self.kl_stop is None or kl is None or kl < self.kl_stop:
+            return None
+        return f"its replies were {kl:.2f} nats from the reference, at or past kl_stop = {self.kl_stop:g}"
 
     # ---------------------------------------------------------------- shared steps
     @property

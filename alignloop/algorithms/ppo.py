@@ -55,6 +55,8 @@ class PPOSettings(Section):
     reward_clip: float | None = Field(None, gt=0, description="clip scores to [-c, c] (null: no clipping)")
     missing_eos_penalty: float = Field(0.0, ge=0, description="subtracted from the score of responses without EOS")
     entropy_coef: float = Field(0.0, ge=0, description="bonus on the policy entropy (0: none)")
+    kl_stop: float | None = Field(None, gt=0, description="stop early after a step whose replies are this many "
+                                  "nats (per reply) from the reference: a KL budget (null: none)")
 
 
 class PPOConfig(Section):
@@ -162,6 +164,7 @@ def run_ppo(config: PPOConfig, resume: bool | str = False) -> TrainResult:
         **run.method_fields(),
         rows_per_micro_batch=config.train.batch_size,
         missing_eos_penalty=config.ppo.missing_eos_penalty,
+        kl_stop=config.ppo.kl_stop,
         settings=config.ppo,
         sequences_per_step=config.train.batch_size * config.train.grad_accum * run.accelerator.num_processes,
     )

@@ -225,11 +225,22 @@ class Trainer:
                     self._after_step(logger, metrics)
                     if kill_at and self.global_step == kill_at:
                         os.kill(os.getpid(), signal.SIGKILL)
+                    if self._stop_early(metrics):
+                        break
             final_dir = self._finish(logger, last_metrics)
         finally:
             if logger is not None:
                 logger.close()
         return TrainResult(self.run_dir, self.global_step, last_metrics, final_dir)
+
+    def _stop_early(self, metrics: dict[str, float]) -> bool:
+        """Whether the method ends the run after this step (online RL's KL budget), said once."""
+        reason = self.method.stop_reason(metrics) if hasattr(self.method, "stop_reason") else None
+        if reason is not None and self.global_step < self.total_steps:
+            console_for(self.accelerator).print(
+                f"[bold]stopped early[/] after step {self.global_step} of {self.total_steps}: {reason}", soft_wrap=True)
+            return True
+        return False
 
     def _after_step(self, logger: MetricsLogger | None, metrics: dict[str, float]) -> None:
         step, cfg = self.global_step, self.config

@@ -74,3 +74,16 @@ def test_rloo_command_with_lora_runs_end_to_end(tiny_model_dir, tmp_path):
     config = (tmp_path / "config.yaml").read_text()
     assert "advantage: rloo" in config and "kl_in: reward" in config
     assert (tmp_path / "final" / "adapter_config.json").is_file()
+
+
+def test_a_kl_budget_ends_the_run_after_the_step_that_reaches_it(tiny_model_dir, tmp_path, capsys):
+    method = method_with(GroupSettings())
+    method.kl_stop = 2.0
+    assert method.stop_reason({"kl/sequence": 1.99}) is None
+    assert method.stop_reason({"kl/sequence": 2.0}) == (
+        "its replies were 2.00 nats from the reference, at or past kl_stop = 2")
+    # step 1 samples the reference itself (KL 0); step 2's samples have moved: the run ends there
+    records = run(tiny_model_dir, tmp_path, "train.max_steps=4", "train.lr=1e-2", "group.kl_stop=1e-6")
+    assert [r["step"] for r in records] == [1, 2] and records[1]["kl/sequence"] >= 1e-6
+    assert "stopped early after step 2 of 4: its replies were" in " ".join(capsys.readouterr().out.split())
+    assert (tmp_path / "final" / "adapter_config.json").is_file() or (tmp_path / "final" / "config.json").is_file()
