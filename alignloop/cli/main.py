@@ -194,7 +194,7 @@ def demo(
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     resume: bool = RESUME_OPTION,
 ) -> None:
-    """Detoxify the built-in model with the whole RLHF loop on a CPU (about 17 minutes on 2 cores) and print the result."""
+    """Detoxify the built-in model with the whole RLHF loop on a CPU (about 18 minutes on 2 cores) and print the result."""
     from alignloop.loop import run_loop
     from alignloop.loop.demo import demo_config
 
