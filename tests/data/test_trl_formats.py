@@ -163,7 +163,14 @@ def test_a_folder_of_hub_data_files_reads_through_load_dataset_with_its_splits(t
 
 
 def test_a_hub_id_offline_is_one_clear_error(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    # datasets and huggingface_hub read HF_HUB_OFFLINE once, at import: switch their copies off too,
+    # or the reader would wait for network timeouts before failing.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match=r"^trl-lib/ultrafeedback_binarized: no such file or folder here, and loading "
                                         r"it as a Hugging Face Hub dataset \(split 'train'\) failed: "):
