@@ -1,7 +1,8 @@
-"""Wall time of one online-RL step: alignloop's GRPO, RLOO and PPO next to TRL's GRPOTrainer and
-RLOOTrainer, on the same model, prompts, batch, lengths and reward.
+"""Wall time of one online-RL step: alignloop's GRPO, RLOO and PPO next to TRL's GRPOTrainer,
+RLOOTrainer and (TRL 1.12) PPOTrainer, on the same model, prompts, batch, lengths and reward.
 
     pip install -r benchmarks/requirements-trl.txt     # optional, benchmarks only
+    pip install --no-deps --target benchmarks/.trl-1.12 -r benchmarks/requirements-trl-ppo.txt  # for trl-ppo
     python benchmarks/rl_step_vs_trl.py --tiny         # tiny random Llama, a couple of minutes
     python benchmarks/rl_step_vs_trl.py                # built-in SmolLM2-135M-Instruct + LoRA
 
@@ -15,13 +16,20 @@ The setup, identical on both sides:
   temperature 1, no top-k / top-p; β = 0.05 (so both run the reference forward pass).
 - Lengths: every response is exactly `--new-tokens` tokens (min_new_tokens = max_new_tokens),
   so neither side can be faster by sampling shorter responses.
-- Reward: alignloop's offline VADER sentiment scorer, called by both.
+- Reward: alignloop's offline VADER sentiment scorer, called by both (GRPO, RLOO). PPO: a reward
+  model on the same backbone (135M, random head) on both sides, because TRL's PPOTrainer takes
+  only a sequence-classification model as its reward; alignloop scores with its RewardModel.
 - Left as each library does it: alignloop computes a prompt once for all its samples in the
   reference and update passes (`model.share_prefixes`, alignloop/models/padding_free.py) and
   keeps freed memory in the process (`train.retain_freed_memory`); TRL does neither.
-- alignloop PPO runs the same number of sequences per step (prompts × group, one sample each),
-  2 epochs × 2 minibatches (4 updates) with its value head: there is no TRL PPO to compare
-  with, TRL 1.x removed PPOTrainer. Its row shows what PPO's extra updates and value head cost.
+- PPO runs the same number of sequences per step (prompts × group, one sample each), 2 epochs ×
+  2 minibatches (4 updates), k1 KL in the reward, GAE γ 1 λ 0.95. TRL's PPOTrainer left TRL
+  after 1.12 (trl.experimental.ppo there): `trl-ppo` imports it from benchmarks/.trl-1.12 (see
+  the install line above; transformers, peft and torch stay the ones installed). Left as each
+  library does it: TRL's critic is a separate sequence-classification model whose every weight
+  trains (its default; LoRA goes to the policy only), alignloop's value head sits on the
+  policy's LoRA backbone; TRL reads the old log-probs from the sampler's logits, alignloop
+  recomputes them.
 
 Each (library, method) runs in its own process, `--repeats` times, the order rotated on each
 repeat so that slow spells of a shared machine hit every configuration alike. A step's time is
@@ -32,7 +40,7 @@ peak (benchmarks/roofline.py) that the step's model FLOPs reach. Those count, wi
 parameters and the batch's prompt + response tokens: 2·N per token for generation (prompt
 prefill and each new token once, with the KV cache), 2·N per token for each forward-only pass
 the method needs (the reference; RLOO's KL-in-reward also the policy at sampling time; PPO
-also old log-probs and values) and 6·N per token for each update pass (PPO: 2 epochs). Both
+also old log-probs with values and the reward model) and 6·N per token for each update pass (PPO: 2 epochs). Both
 libraries are counted by the same rule, so extra passes a library makes count against it.
 Results: benchmarks/results/<cpu>/rl_step_vs_trl.{json,md,png} (or `--out`).
 """
@@ -56,12 +64,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py, train_v
 from roofline import results_dir, with_precision_resolved  # noqa: E402  (benchmarks/results/<cpu>/)
 
 PROMPTS = ROOT / "recipes" / "data" / "calm-prompts.jsonl"
-CONFIGS = ["alignloop-grpo", "trl-grpo", "alignloop-rloo", "trl-rloo", "alignloop-ppo"]
+CONFIGS = ["alignloop-grpo", "trl-grpo", "alignloop-rloo", "trl-rloo", "alignloop-ppo", "trl-ppo"]
+TRL_PPO_DIR = Path(__file__).resolve().parent / ".trl-1.12"  # pip install --target (see above)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 BETA = 0.05
 LR = 2e-4
 # Passes over the step's tokens besides generation: (forward-only, forward + backward); see above.
-PASSES = {"grpo": (1, 1), "rloo": (2, 1), "ppo": (2, 2)}
+# PPO: reference, old log-probs with values, reward model; 2 epochs of updates.
+PASSES = {"grpo": (1, 1), "rloo": (2, 1), "ppo": (3, 2)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,6 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="measured matmul peaks (benchmarks/roofline.py) for the %% of peak column")
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--reward-model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return with_precision_resolved(parser.parse_args(argv))
 
@@ -102,10 +113,11 @@ def run_alignloop(args: argparse.Namespace, method: str, work: Path) -> list[flo
     prompts = work / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompt_texts(args.prompts)))
     per_prompt = 1 if method == "ppo" else args.group
+    reward = {"type": "reward_model", "path": args.reward_model_dir} if method == "ppo" else {"type": "sentiment"}
     common = {
         "model": {"name": args.model_dir, "lora": LORA},
         "data": {"train": str(prompts), "max_prompt_length": 256},
-        "reward": {"type": "sentiment"},
+        "reward": reward,
         "sampling": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": args.new_tokens,
                      "min_new_tokens": args.new_tokens, "batch_size": args.prompts * args.group},
         "train": {"output_dir": str(work / "run"), "max_steps": args.steps, "lr": LR, "schedule": "constant",
@@ -115,7 +127,8 @@ def run_alignloop(args: argparse.Namespace, method: str, work: Path) -> list[flo
     if method == "ppo":
         from alignloop.algorithms.ppo import PPOConfig, run_ppo
 
-        run_ppo(PPOConfig.model_validate({**common, "ppo": {"epochs": 2, "num_minibatches": 2, "kl_coef": BETA}}))
+        ppo = {"epochs": 2, "num_minibatches": 2, "kl_coef": BETA, "kl_estimator": "k1", "gamma": 1.0, "lam": 0.95}
+        run_ppo(PPOConfig.model_validate({**common, "ppo": ppo}))
     else:
         from alignloop.algorithms.grpo import GRPOConfig, run_grpo
 
@@ -174,11 +187,71 @@ def run_trl(args: argparse.Namespace, method: str, work: Path) -> list[float]:
     return [b - a for a, b in zip(step_ends, step_ends[1:])]
 
 
+def run_trl_ppo(args: argparse.Namespace, work: Path) -> list[float]:
+    """TRL 1.12's PPOTrainer (trl.experimental.ppo), imported from TRL_PPO_DIR ahead of TRL 1.16."""
+    if not (TRL_PPO_DIR / "trl").is_dir():
+        raise SystemExit(f"trl-ppo needs TRL 1.12 in {TRL_PPO_DIR}: pip install --no-deps --target {TRL_PPO_DIR} "
+                         "-r benchmarks/requirements-trl-ppo.txt")
+    sys.path.insert(0, str(TRL_PPO_DIR))
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForSequenceClassification, TrainerCallback
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    from alignloop.data import encode_prompt
+    from alignloop.models import ModelConfig, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(ModelConfig(name=args.model_dir))
+    tokenizer.padding_side = "left"  # prompts are left-padded for generation
+    ids = [encode_prompt(tokenizer, p, True) for p in prompt_texts(args.prompts) for _ in range(args.group)]
+    dataset = Dataset.from_list([{"input_ids": i} for i in ids])
+    critic, scorer = (AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=1)
+                      for _ in range(2))
+    scorer.requires_grad_(False)
+    response_tokens: list[float] = []  # what the reward model scored, to check the exact length
+
+    def count_response_tokens(_module, inputs, kwargs):
+        input_ids = kwargs.get("input_ids", inputs[0] if inputs else None)
+        width = input_ids.shape[1] - max(len(i) for i in ids)
+        response_tokens.append(float(width))
+
+    scorer.model.register_forward_pre_hook(count_response_tokens, with_kwargs=True)
+    step_ends: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            step_ends.append(time.perf_counter())
+
+    sequences = args.prompts * args.group
+    config = PPOConfig(
+        output_dir=str(work / "run"), per_device_train_batch_size=sequences, gradient_accumulation_steps=1,
+        num_mini_batches=2, num_ppo_epochs=2, total_episodes=sequences * args.steps,
+        local_rollout_forward_batch_size=sequences, response_length=args.new_tokens, stop_token=None,
+        temperature=1.0, kl_coef=BETA, kl_estimator="k1", gamma=1.0, lam=0.95, learning_rate=LR,
+        lr_scheduler_type="constant", num_sample_generations=0, logging_steps=1, save_strategy="no", report_to=[],
+        bf16=args.precision == "bf16", use_cpu=True, seed=0, dataloader_num_workers=0,
+        gradient_checkpointing=False,
+    )
+    lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=model, ref_model=None, reward_model=scorer,
+                         value_model=critic, train_dataset=dataset, peft_config=lora, callbacks=[StepClock()])
+    trainer.train()
+    if response_tokens and min(response_tokens) != args.new_tokens:
+        raise SystemExit(f"trl-ppo sampled responses of {min(response_tokens):.0f} tokens, not {args.new_tokens}")
+    return [b - a for a, b in zip(step_ends, step_ends[1:])]
+
+
 def worker(args: argparse.Namespace) -> None:
     library, method = args.worker.split("-")
     with tempfile.TemporaryDirectory() as tmp:
-        run = run_alignloop if library == "alignloop" else run_trl
-        times = run(args, method, Path(tmp))
+        if args.worker == "trl-ppo":
+            times = run_trl_ppo(args, Path(tmp))
+            run = None
+        else:
+            run = run_alignloop if library == "alignloop" else run_trl
+        if run is not None:
+            times = run(args, method, Path(tmp))
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     args.result.write_text(json.dumps({"step_seconds": times, "peak_rss_mb": peak_rss_mb}))
 
@@ -192,9 +265,27 @@ def prepare_model_dir(args: argparse.Namespace, tmp: Path) -> str:
     return str(prepare_builtin("smollm2-135m-instruct"))
 
 
-def run_worker(args: argparse.Namespace, config: str, model_dir: str, tmp: Path) -> dict:
+def trl_ppo_version() -> str:
+    """The TRL in TRL_PPO_DIR (the trl-ppo worker's), from its dist-info folder's name."""
+    found = sorted(TRL_PPO_DIR.glob("trl-*.dist-info"))
+    return found[0].name.removeprefix("trl-").removesuffix(".dist-info") if found else "not installed"
+
+
+def prepare_reward_model_dir(model_dir: str, tmp: Path) -> str:
+    """An alignloop reward model on the policy's backbone (seeded random head) for alignloop PPO."""
+    import torch
+
+    from alignloop.models import build_reward_model, save_reward_model
+
+    torch.manual_seed(0)
+    reward_model, tokenizer = build_reward_model(model_dir)
+    return str(save_reward_model(reward_model, tmp / "reward-model", tokenizer=tokenizer))
+
+
+def run_worker(args: argparse.Namespace, config: str, model_dir: str, reward_model_dir: str, tmp: Path) -> dict:
     result = tmp / f"{config}.json"
     command = [sys.executable, __file__, "--worker", config, "--model-dir", model_dir, "--result", str(result),
+               "--reward-model-dir", reward_model_dir,
                "--prompts", str(args.prompts), "--group", str(args.group), "--new-tokens", str(args.new_tokens),
                "--steps", str(args.steps), "--precision", args.precision]
     done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
@@ -259,7 +350,8 @@ def write_plot(path: Path, ratios: dict[str, float], title: str) -> None:
 def markdown_report(report: dict) -> str:
     columns = ["config", "median s/step", "generated tok/s", "tokens/s", "peak RSS MB", "% of matmul peak",
                "TRL / alignloop"]
-    lines = [f"# One online-RL step: alignloop vs TRL {report['versions']['trl']}", "", report["headline"] + ".", "",
+    lines = [f"# One online-RL step: alignloop vs TRL {report['versions']['trl']} "
+             f"(PPO: TRL {report['versions'].get('trl_ppo', 'not installed')})", "", report["headline"] + ".", "",
              f"Machine: {report['machine']['cpu_model']}, {report['machine']['cpu_count']} cores, "
              f"{report['machine']['ram_gib']} GiB RAM; torch {report['versions']['torch']}, transformers "
              f"{report['versions']['transformers']}, peft {report['versions']['peft']}; alignloop "
@@ -275,8 +367,9 @@ def markdown_report(report: dict) -> str:
                      f"{f'{ratio:.2f}x' if ratio else ''} |")
     lines += ["", "TRL / alignloop: ratio of median step times (> 1: alignloop is faster). % of matmul peak: model "
               "FLOPs of the step (see the script's docstring: 2·N per generated or prompt token, 2·N per token of each "
-              "forward-only pass, 6·N per token of each update) over the measured bf16 matmul peak. alignloop PPO has "
-              "no TRL counterpart (TRL 1.x has no PPOTrainer)."]
+              "forward-only pass, 6·N per token of each update) over the measured matmul peak of the precision it ran "
+              "in. trl-ppo: TRL 1.12's PPOTrainer (trl.experimental.ppo; TRL 1.16 has none), whose critic is a "
+              "separate model that trains every weight; alignloop's value head shares the policy's LoRA backbone."]
     return "\n".join(lines) + "\n"
 
 
@@ -291,11 +384,12 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = prepare_model_dir(args, Path(tmp))
+        reward_model_dir = prepare_reward_model_dir(model_dir, Path(tmp))
         shape = step_shape(args, model_dir)
         for repeat in range(args.repeats):
             order = args.configs[repeat % len(args.configs):] + args.configs[: repeat % len(args.configs)]
             for config in order:
-                result = run_worker(args, config, model_dir, Path(tmp))
+                result = run_worker(args, config, model_dir, reward_model_dir, Path(tmp))
                 runs[config].append(result)
                 steps = ", ".join(f"{t:.2f}" for t in result["step_seconds"])
                 print(f"repeat {repeat + 1}: {config:15s} steps {steps} s; peak RSS {result['peak_rss_mb']:.0f} MB",
@@ -303,7 +397,7 @@ def main(argv=None) -> None:
     peak = (load_peaks(args.roofline) or {}).get("bfloat16" if args.precision == "bf16" else "float32")
     summary = summarize(runs, shape, args, peak)
     ratios = {m: summary[f"trl-{m}"]["median_step_seconds"] / summary[f"alignloop-{m}"]["median_step_seconds"]
-              for m in ("grpo", "rloo") if f"alignloop-{m}" in summary and f"trl-{m}" in summary}
+              for m in ("grpo", "rloo", "ppo") if f"alignloop-{m}" in summary and f"trl-{m}" in summary}
     model = "tiny random Llama" if args.tiny else "smollm2-135m-instruct"
     headline = (f"{model} + LoRA r={LORA['r']}, {'bf16 autocast' if args.precision == 'bf16' else 'float32'}, "
                 f"{args.prompts} prompts x {args.group} samples = {shape['sequences']} sequences of exactly "
@@ -323,7 +417,7 @@ def main(argv=None) -> None:
         "model": model, "lora": LORA, "precision": args.precision, "prompts_per_step": args.prompts,
         "group": args.group, "new_tokens": args.new_tokens, "steps_per_run": args.steps, "repeats": args.repeats,
         "step_shape": shape, "passes": PASSES, "peak_flops": peak, "peak_dtype": "bfloat16" if args.precision == "bf16" else "float32",
-        "machine": machine(), "versions": versions(),
+        "machine": machine(), "versions": {**versions(), "trl_ppo": trl_ppo_version()},
         "summary": summary, "ratio_trl_over_alignloop": ratios, "runs": runs,
         "seconds": round(time.perf_counter() - started, 1),
     }
