@@ -39,7 +39,7 @@ from alignloop.models.cache import write_folder_atomically
 from alignloop.models.loading import TORCH_DTYPES, ModelLoadError, load_tokenizer
 from alignloop.models.lora import is_lora_model
 from alignloop.models.padding_free import last_hidden_states, positions_from_mask
-from alignloop.models.reward_model import RewardModel, last_token_indices
+from alignloop.models.reward_model import RewardModel, score_at_last_token
 
 __all__ = [
     "REWARD_CONFIG_KEY",
@@ -136,11 +136,7 @@ class SequenceClassifierReward(nn.Module):
     ) -> torch.Tensor:
         body = getattr(self.classifier, self.classifier.base_model_prefix)
         hidden = last_hidden_states(body, input_ids, attention_mask, positions_from_mask(attention_mask))
-        rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
-        last = hidden[rows, last_token_indices(attention_mask).to(hidden.device)]  # (B, H)
-        with torch.autocast(device_type=last.device.type, enabled=False):
-            logits = nn.functional.linear(last.float(), self.classifier.score.weight.float())  # (B, 1)
-        return logits.squeeze(-1) + self.bias  # (B,)
+        return score_at_last_token(hidden, attention_mask, self.classifier.score.weight, None) + self.bias
 
     def normalized(self, scores: torch.Tensor) -> torch.Tensor:
         return (scores - self.score_mean) / self.score_std

@@ -53,6 +53,7 @@ __all__ = [
     "init_reward_head",
     "initial_rating_thresholds",
     "last_token_indices",
+    "score_at_last_token",
     "positions_from_mask",
 ]
 
@@ -103,6 +104,18 @@ def last_token_indices(attention_mask: torch.Tensor) -> torch.Tensor:
     T = attention_mask.shape[-1]
     steps = torch.arange(T, device=attention_mask.device)  # (T,)
     return (steps * attention_mask.long()).argmax(-1)
+
+
+def score_at_last_token(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """(B, T, H) hidden states -> (B,) float32 scores of a linear head read at each row's last
+    real token, outside autocast (see the module docstring)."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
+    last = hidden[rows, last_token_indices(attention_mask).to(hidden.device)]  # (B, H)
+    with torch.autocast(device_type=last.device.type, enabled=False):
+        scores = F.linear(last.float(), weight.float(), None if bias is None else bias.float())  # (B, 1)
+    return scores.squeeze(-1)  # (B,)
 
 
 class RewardModel(nn.Module):
@@ -161,11 +174,7 @@ class RewardModel(nn.Module):
         # (B, T, H) after the final norm; the LM logits are not used, so not projected.
         hidden = last_hidden_states(self.backbone, input_ids, attention_mask, positions_from_mask(attention_mask),
                                     prefix_groups=prefix_groups)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
-        last = hidden[rows, last_token_indices(attention_mask).to(hidden.device)]  # (B, H)
-        with torch.autocast(device_type=last.device.type, enabled=False):
-            scores = F.linear(last.float(), self.head.weight.float(), self.head.bias.float())  # (B, 1)
-        return scores.squeeze(-1)  # (B,)
+        return score_at_last_token(hidden, attention_mask, self.head.weight, self.head.bias)
 
     def normalized(self, scores: torch.Tensor) -> torch.Tensor:
         """(scores - mean) / std with the stored statistics (identity until they are set)."""

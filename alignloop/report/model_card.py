@@ -49,11 +49,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _last_values(metrics_file: Path) -> dict[str, float]:
+    """Each metric's last logged value (the run's metrics.jsonl, as `read_metrics` reads it)."""
+    from alignloop.engine.metrics import read_metrics
+
     values: dict[str, float] = {}
-    if metrics_file.is_file():
-        for line in metrics_file.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            values.update({k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step", "time")})
+    for record in read_metrics(metrics_file) if metrics_file.is_file() else []:
+        values.update({k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step", "time")})
     return values
 
 
