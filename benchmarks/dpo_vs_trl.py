@@ -90,7 +90,7 @@ METRICS = {
     "rewards/chosen": "rewards/chosen",
     "rewards/rejected": "rewards/rejected",
     "rewards/margins": "rewards/margins",
-    "rewards/accuracy": "rewards/accuracies",
+    "rewards/accuracies": "rewards/accuracies",
     "logps/chosen": "logps/chosen",
     "logps/rejected": "logps/rejected",
 }

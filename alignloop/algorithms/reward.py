@@ -15,7 +15,7 @@ mixed in one batch:
 After training, the mean and std of the scores of the training responses are stored with the
 model, so that normalised scores (mean 0, std 1) are comparable across reward models.
 The training metrics average over every item of a step; with mixed kinds, the per-kind
-metrics (rewards/accuracy, ranking/...) are diluted — the final evaluation reports each kind
+metrics (rewards/accuracies, ranking/...) are diluted — the final evaluation reports each kind
 on its own.
 """
 

@@ -3,7 +3,11 @@ Hugging Face Accelerate supports (TensorBoard, wandb, MLflow, Comet, Aim, ClearM
 SwanLab, Trackio) through accelerate's tracker classes.
 
 Metric names follow `group/name` (`train/loss`, `eval/loss`, `train/tokens_per_s`) so that
-TensorBoard groups them and later methods (`policy/clipfrac`, `kl/mean`) slot in beside.
+TensorBoard groups them and later methods (`policy/clipfrac`, `kl/mean`) slot in beside. Where
+a metric means what a TRL metric means it has TRL's name (`rewards/accuracies`,
+`rewards/margins`). The trackers get every training-side metric under `train/`
+(`train/rewards/accuracies` beside `eval/rewards/accuracies`), as the Hugging Face Trainer
+writes TRL's; metrics.jsonl keeps the names as logged.
 
 A tracker that is not installed is refused when the recipe is validated (`check_report_to`),
 before any model loads: one line naming the package to install.
@@ -18,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPORT_TO", "MetricsLogger", "check_report_to", "read_metrics", "markdown_table", "drop_metrics_after"]
+__all__ = ["REPORT_TO", "MetricsLogger", "check_report_to", "tracker_name", "read_metrics", "markdown_table",
+           "drop_metrics_after"]
 
 # accelerate's tracker name -> the package it needs (and the name of its pip install).
 TRACKER_PACKAGES = {
@@ -37,6 +42,11 @@ def check_report_to(names: list[str]) -> list[str]:
         if package is not None and importlib.util.find_spec(package) is None:
             raise ValueError(f"{name!r} is not installed: pip install {package.replace('_', '-')}")
     return names
+
+
+def tracker_name(metric: str) -> str:
+    """The name a tracker shows `metric` under: training-side metrics go under `train/`."""
+    return metric if metric.startswith(("train/", "eval/")) else f"train/{metric}"
 
 
 def _tracker(name: str, run_dir: Path, resume: bool) -> Any:
@@ -80,8 +90,10 @@ class MetricsLogger:
             record.update({k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()})
             self.jsonl.write(json.dumps(record) + "\n")
             self.jsonl.flush()
-        for tracker in self.trackers.values():
-            tracker.log(clean, step=step)
+        if self.trackers:
+            grouped = {tracker_name(k): v for k, v in clean.items()}
+            for tracker in self.trackers.values():
+                tracker.log(grouped, step=step)
 
     def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
         """A table of (prompt, response, reward, ...) rows: samples.jsonl and TensorBoard text."""

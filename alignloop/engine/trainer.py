@@ -401,7 +401,7 @@ class Trainer:
         total = max(float(self._reduce(items)), 1.0)
         metrics = {"eval/loss": float(self._reduce(loss_sum)) / total}
         for name, value in metric_sums.items():
-            metrics["eval/" + name] = float(self._reduce(value)) / total  # e.g. eval/rewards/accuracy
+            metrics["eval/" + name] = float(self._reduce(value)) / total  # e.g. eval/rewards/accuracies
         return metrics
 
     # ------------------------------------------------------------------ checkpoints

@@ -16,8 +16,9 @@ Reward-hacking warnings come from `hacking`. The result is the eval.json the loo
 read (its keys are listed in `evaluate`).
 
 The policy is a model (built-in name, folder, hub id) or a LoRA adapter folder such as the
-`final/` of `alignloop ppo | grpo | dpo`: the adapter is loaded on the base model named in its
-`adapter_config.json`, or on `reference` when that base is not found here. The reference
+`final/` of `alignloop ppo | grpo | dpo`: the adapter is loaded on the base model it names
+(`adapter_base_model`: the built-in for one trained on a built-in, else `adapter_config.json`'s
+base), or on `reference` when that base is not found here. The reference
 defaults to the policy's base with the adapters switched off (no second copy in memory).
 """
 
@@ -47,10 +48,12 @@ from alignloop.hardware import resolve_weight_dtype
 from alignloop.models import (
     ModelConfig,
     ModelLoadError,
+    adapter_base_model,
     builtin_model_dir,
     disable_dropout,
     is_builtin,
     load_model_and_tokenizer,
+    load_saved_adapter,
     resolve_model_source,
 )
 from alignloop.ops import response_token_logps
@@ -76,7 +79,10 @@ class EvalConfig(Section):
         None, description="the reference model (default: the policy's base with adapters off); also the base of an "
         "adapter whose own base model is not found here"
     )
-    prompts: str = Field(description="held-out prompts: JSONL / JSON / CSV / Parquet with a `prompt` field")
+    prompts: str = Field(description="held-out prompts (`prompt` records): JSONL / JSON / CSV / Parquet file, "
+                                     "datasets folder (save_to_disk), or a hub dataset id (online)")
+    split: str = Field("test", description="split of a DatasetDict folder or hub dataset that prompts names")
+    name: str | None = Field(None, description="configuration name of a hub dataset (load_dataset's name)")
     samples_per_prompt: int = Field(4, ge=1, description="responses per prompt and model")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig,
                                      description="how both models sample (the same settings and seeds)")
@@ -148,20 +154,19 @@ class ModelPlan:
 
 def _adapter_base(adapter: Path) -> str | None:
     """The base model an adapter folder names, if it can be found on this machine."""
-    try:
-        base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    except (OSError, ValueError, KeyError):
+    base = adapter_base_model(adapter)
+    if base is None:
         return None
     try:
-        resolve_model_source(str(base))
+        resolve_model_source(base)
     except ModelLoadError:
         return None
-    return str(base)
+    return base
 
 
 def _same_model(a: str, b: str) -> bool:
     """Whether two names mean one model: equal, or the same folder (a built-in name means its
-    cache folder, which is what an adapter trained on it records as its base)."""
+    cache folder, which adapters saved before alignloop_adapter.json recorded as their base)."""
     folders = [builtin_model_dir(name) if is_builtin(name) else Path(name) for name in (a, b)]
     return a == b or (all(f.is_dir() for f in folders) and folders[0].resolve() == folders[1].resolve())
 
@@ -193,10 +198,8 @@ def resolve_device(name: str) -> torch.device:
 
 def load_models(plan: ModelPlan, dtype: str, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module | None, Any]:
     """(policy, separate reference or None, tokenizer), in eval mode with dropout off."""
-    from peft import PeftModel
-
     base, tokenizer = load_model_and_tokenizer(ModelConfig(name=plan.base, dtype=dtype))
-    policy = PeftModel.from_pretrained(base, plan.adapter) if plan.adapter else base
+    policy = load_saved_adapter(base, plan.adapter) if plan.adapter else base
     disable_dropout(policy.to(device).eval())
     if plan.reference is None:
         return policy, None, tokenizer
@@ -334,7 +337,8 @@ def evaluate(config: EvalConfig, console: Console | None = None) -> dict[str, An
     if console is not None:
         console.print(f"[bold]precision[/]: {why}", soft_wrap=True)
     policy, reference, tokenizer = load_models(plan, dtype, device)
-    data = PromptDataConfig(train=config.prompts, max_prompt_length=config.max_prompt_length)
+    data = PromptDataConfig(train=config.prompts, split=config.split, name=config.name,
+                            max_prompt_length=config.max_prompt_length)
     check_context_fits(policy, data, config.sampling)
     rows = [item for item in read_prompts(config.prompts, tokenizer, data, console)
             for _ in range(config.samples_per_prompt)]

@@ -26,7 +26,7 @@ from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig
 from alignloop.feedback.database import make_engine
 from alignloop.feedback.models import Campaign, Candidate, Item
 from alignloop.hardware import resolve_weight_dtype
-from alignloop.models import ModelConfig, load_model_and_tokenizer
+from alignloop.models import ModelConfig, load_model_and_tokenizer, load_saved_adapter
 
 __all__ = ["CampaignNotFoundError", "generate_candidates", "model_label"]
 
@@ -116,9 +116,7 @@ def load_generator(model_name: str, adapter: str | None, dtype: str):
     """The model (with the LoRA adapter applied, if given) and its tokenizer."""
     model, tokenizer = load_model_and_tokenizer(ModelConfig(name=model_name, dtype=dtype))
     if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
+        model = load_saved_adapter(model, adapter)
     return model, tokenizer
 
 

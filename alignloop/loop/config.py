@@ -15,15 +15,17 @@ from typing import Any, Literal
 from pydantic import Field
 
 from alignloop.config import Section
+from alignloop.data.config import SourceSplits
 from alignloop.engine.rollout import SamplingConfig
 from alignloop.models import ModelConfig
 
 STEPS = ("generate", "feedback", "export", "reward_model", "rl", "evaluate", "report")
 
 
-class LoopPrompts(Section):
-    train: str = Field(description="prompts to collect feedback on and to train the policy on (`prompt` records)")
-    eval: str = Field(description="held-out prompts for the evaluation of every round")
+class LoopPrompts(SourceSplits):
+    train: str = Field(description="prompts to collect feedback on and to train the policy on (`prompt` records): "
+                                   "a file, datasets folder (save_to_disk) or hub dataset id (online)")
+    eval: str = Field(description="held-out prompts for the evaluation of every round, in the same forms")
     per_round: int = Field(32, ge=1, description="training prompts sent to feedback in each round (cycling through the file)")
     max_prompt_length: int = Field(128, ge=8, description="prompt tokens kept")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from alignloop.loop.config import LoopConfig
+from alignloop.loop.config import LoopConfig, LoopPrompts
 from alignloop.loop.state import LoopState
 
 
@@ -55,13 +55,13 @@ class RoundContext:
 
 
 # ------------------------------------------------------------------ generate
-def round_prompts(path: str, per_round: int, number: int) -> list[dict[str, Any]]:
+def round_prompts(prompts: LoopPrompts, number: int) -> list[dict[str, Any]]:
     """The training prompts of round `number`: the next `per_round` records, cycling through the file."""
     from alignloop.data import PromptOnly, read_records
 
-    records = read_records(path, PromptOnly)
-    start = (number - 1) * per_round
-    return [{"prompt": records[(start + i) % len(records)].prompt} for i in range(min(per_round, len(records)))]
+    records = read_records(prompts.train, PromptOnly, split=prompts.train_split())
+    start = (number - 1) * prompts.per_round
+    return [{"prompt": records[(start + i) % len(records)].prompt} for i in range(min(prompts.per_round, len(records)))]
 
 
 def generate(ctx: RoundContext) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def generate(ctx: RoundContext) -> dict[str, Any]:
                 session, ctx.campaign, [cfg.feedback.task], overlap=cfg.feedback.overlap, guidelines=cfg.feedback.guidelines,
                 min_seconds=cfg.feedback.min_seconds,
             )
-            import_records(session, campaign, round_prompts(cfg.prompts.train, cfg.prompts.per_round, ctx.number),
+            import_records(session, campaign, round_prompts(cfg.prompts, ctx.number),
                            label=cfg.prompts.train)
     model = cfg.model.name
     stored = generate_candidates(cfg.db_url, ctx.campaign, model, cfg.candidates.k, cfg.candidates.sampling,
@@ -236,6 +236,7 @@ def rl(ctx: RoundContext) -> dict[str, Any]:
         else:
             from alignloop.algorithms.grpo import GRPOConfig as Config, run_grpo as run
         data = {"train": cfg.prompts.train, "eval": cfg.prompts.eval, "max_prompt_length": cfg.prompts.max_prompt_length,
+                "split": cfg.prompts.split, "eval_split": cfg.prompts.eval_split, "name": cfg.prompts.name,
                 **cfg.rl.recipe.get("data", {})}
         fixed = {"model": model, "data": data,
                  "reward": {"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model")}}
@@ -254,7 +255,8 @@ def evaluate(ctx: RoundContext) -> dict[str, Any]:
     cfg = ctx.config
     sources = [{"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model"), "name": "reward_model"},
                *cfg.eval.get("sources", [{"type": "toxicity"}])]
-    recipe = {**cfg.eval, "sources": sources, "prompts": cfg.prompts.eval,
+    recipe = {**cfg.eval, "sources": sources, "prompts": cfg.prompts.eval, "split": cfg.prompts.eval_split,
+              "name": cfg.prompts.name,
               "policy": {"name": cfg.model.name, "adapter": ctx.state.artifact(ctx.number, "policy_adapter")},
               "output": str(ctx.round_dir / "eval.json"), "seed": cfg.seed}
     run_eval(EvalConfig.model_validate(recipe), ctx.console)
@@ -270,7 +272,8 @@ def last_eval_accuracy(metrics_file: Path) -> float | None:
 
     accuracy = None
     for record in read_metrics(metrics_file) if metrics_file.is_file() else []:
-        for key in ("eval/rewards/accuracy", "eval/ranking/pairwise_accuracy"):
+        # eval/rewards/accuracy: the name before TRL's, in run folders alignloop wrote earlier.
+        for key in ("eval/rewards/accuracies", "eval/rewards/accuracy", "eval/ranking/pairwise_accuracy"):
             if isinstance(record.get(key), (int, float)):
                 accuracy = float(record[key])
     return accuracy

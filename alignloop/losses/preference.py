@@ -68,7 +68,7 @@ def _reward_metrics(
         "rewards/chosen": chosen_rewards,
         "rewards/rejected": rejected_rewards,
         "rewards/margins": chosen_rewards - rejected_rewards,
-        "rewards/accuracy": (chosen_rewards > rejected_rewards).to(chosen_rewards.dtype),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).to(chosen_rewards.dtype),
         "logps/chosen": chosen_logps.detach(),
         "logps/rejected": rejected_logps.detach(),
     }
@@ -271,7 +271,7 @@ def kto(
     policy's typical drift from the reference. The paper suggests weights such that
     lambda_D n_D / (lambda_U n_U) lies in [1, 4/3] for n_D desirable and n_U undesirable examples.
     Metrics: `rewards/implicit` = beta r, `rewards/margins` = beta (r - z0) signed towards the
-    label (positive when the example is on its label's side of z0), `rewards/accuracy` = that
+    label (positive when the example is on its label's side of z0), `rewards/accuracies` = that
     margin > 0, `logps/policy`, `kl/reference_point` (z0 repeated per example).
     """
     _require_vectors("kto", policy_logps=policy_logps, reference_logps=reference_logps, desirable=desirable)
@@ -297,7 +297,7 @@ def kto(
     metrics = {
         "rewards/implicit": (beta * logratios).detach(),
         "rewards/margins": margins,
-        "rewards/accuracy": (margins > 0).to(margins.dtype),
+        "rewards/accuracies": (margins > 0).to(margins.dtype),
         "logps/policy": policy_logps.detach(),
         "kl/reference_point": z0.expand_as(margins),
     }

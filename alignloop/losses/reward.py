@@ -66,7 +66,7 @@ def bradley_terry(
         "rewards/chosen": chosen_rewards.detach(),
         "rewards/rejected": rejected_rewards.detach(),
         "rewards/margins": margins,
-        "rewards/accuracy": (margins > 0).to(margins.dtype),
+        "rewards/accuracies": (margins > 0).to(margins.dtype),
     }
     return losses, metrics
 

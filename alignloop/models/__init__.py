@@ -7,6 +7,7 @@ backbone with a scalar head), their saved folders and a scorer for (prompt, resp
     model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
 """
 
+from alignloop.models.adapter_base import ADAPTER_METADATA_FILE, adapter_base_model
 from alignloop.models.builtin import (
     BUILTIN_MODELS,
     BuiltinModel,
@@ -37,6 +38,7 @@ from alignloop.models.lora import (
     apply_lora,
     count_trainable_parameters,
     is_lora_model,
+    load_saved_adapter,
     merge_lora,
     save_adapter,
 )
@@ -60,6 +62,8 @@ from alignloop.models.value_head import (
 )
 
 __all__ = [
+    "ADAPTER_METADATA_FILE",
+    "adapter_base_model",
     "BUILTIN_MODELS",
     "BuiltinModel",
     "BuiltinStatus",
@@ -103,6 +107,7 @@ __all__ = [
     "read_reward_metadata",
     "resolve_model_source",
     "save_adapter",
+    "load_saved_adapter",
     "save_policy_with_value_head",
     "save_reward_model",
     "save_tiny_model",

@@ -44,6 +44,7 @@ __all__ = [
     "builtin_names",
     "builtin_status",
     "builtin_model_dir",
+    "builtin_of_folder",
     "is_builtin",
     "prepare_builtin",
     "load_builtin_tokenizer",
@@ -126,6 +127,16 @@ def _lookup(name: str) -> BuiltinModel:
 def builtin_model_dir(name: str) -> Path:
     """Where the prepared (converted) model `name` lives, whether or not it is there yet."""
     return alignloop_home() / "models" / _lookup(name).name
+
+
+def builtin_of_folder(folder: str | Path) -> str | None:
+    """The built-in whose prepared folder `folder` is (what a model loaded from it records as
+    its name_or_path), or None."""
+    try:
+        resolved = Path(folder).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+    return next((name for name in BUILTIN_MODELS if builtin_model_dir(name).resolve() == resolved), None)
 
 
 def _tokenizer_dir(name: str) -> Path:

@@ -29,9 +29,10 @@ from pydantic import Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from alignloop.config import Section
+from alignloop.models.adapter_base import ADAPTER_METADATA_FILE, adapter_base_model
 from alignloop.models.attention import rotary_in_autocast_dtype, transformers_attention
 from alignloop.models.builtin import builtin_names, is_builtin, load_builtin_tokenizer, prepare_builtin
-from alignloop.models.lora import LoraSettings, apply_lora, without_redundant_input_casts
+from alignloop.models.lora import LoraSettings, apply_lora, load_saved_adapter, without_redundant_input_casts
 from alignloop.models.tokenizer import ensure_pad_token
 
 __all__ = [
@@ -177,6 +178,11 @@ def load_model_and_tokenizer(
     """
     config = _as_config(model, fields)
     source = resolve_model_source(config.name, log=log)
+    builtin_adapter = source if (Path(source) / ADAPTER_METADATA_FILE).is_file() else None
+    if builtin_adapter is not None:
+        # transformers would fetch the upstream hub id that the adapter names; the built-in it
+        # was trained on is here (see adapter_base).
+        source = resolve_model_source(str(adapter_base_model(builtin_adapter)), log=log)
     network = _from_pretrained(
         AutoModelForCausalLM.from_pretrained,
         config.name,
@@ -184,6 +190,8 @@ def load_model_and_tokenizer(
         dtype=TORCH_DTYPES[config.dtype],
         attn_implementation=transformers_attention(config.attn_implementation),
     )
+    if builtin_adapter is not None:
+        network.load_adapter(builtin_adapter)  # what transformers does with an adapter folder
     network.alignloop_padding_free = config.padding_free  # read by supports_padding_free
     network.alignloop_share_prefixes = config.share_prefixes  # read by shares_prefixes
     if config.attn_implementation == "auto":
@@ -210,5 +218,5 @@ def load_trainable_adapter(network: PreTrainedModel, adapter: str) -> torch.nn.M
     folder = Path(adapter).expanduser()
     if not (folder / "adapter_config.json").is_file():
         raise ModelLoadError(f"model.adapter {adapter!r}: no adapter_config.json there (expected a saved LoRA adapter folder)")
-    adapted = PeftModel.from_pretrained(network, str(folder), is_trainable=True)
+    adapted = load_saved_adapter(network, folder, trainable=True)
     return without_redundant_input_casts(adapted)

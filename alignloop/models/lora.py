@@ -35,6 +35,7 @@ __all__ = [
     "LoraSettings",
     "apply_lora",
     "save_adapter",
+    "load_saved_adapter",
     "merge_lora",
     "is_lora_model",
     "count_trainable_parameters",
@@ -114,10 +115,30 @@ def _require_lora(model: torch.nn.Module, action: str) -> PeftModel:
 
 
 def save_adapter(model: torch.nn.Module, path: str | Path) -> Path:
-    """Save only the adapter weights and config (a few MB); reload with PeftModel.from_pretrained."""
+    """Save only the adapter weights and config (a few MB); reload with PeftModel.from_pretrained.
+
+    An adapter on a built-in names the built-in's upstream hub id as its base (see adapter_base).
+    """
+    from alignloop.models.adapter_base import name_builtin_base_upstream
+
     path = Path(path)
     _require_lora(model, "save an adapter").save_pretrained(str(path))
+    name_builtin_base_upstream(path)
     return path
+
+
+def load_saved_adapter(network: torch.nn.Module, folder: str | Path, *, trainable: bool = False) -> PeftModel:
+    """The adapter saved in `folder`, on `network` (PeftModel.from_pretrained).
+
+    In memory the adapter names the folder `network` was loaded from as its base, as a freshly
+    applied one does, whatever the saved config says (for a built-in its upstream hub id, see
+    adapter_base): so saving it again records the built-in again, and peft's save looks for the
+    base config here rather than on the hub.
+    """
+    adapted = PeftModel.from_pretrained(network, str(folder), is_trainable=trainable)
+    for config in adapted.peft_config.values():
+        config.base_model_name_or_path = network.name_or_path
+    return adapted
 
 
 def merge_lora(model: torch.nn.Module) -> torch.nn.Module:

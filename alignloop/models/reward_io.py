@@ -8,19 +8,23 @@ Layout of a saved reward model:
                                 was built from, and the caller's `extra` (data hash, metrics)
       reward_head.safetensors   everything that is not the backbone: head weight and bias,
                                 rating thresholds (if any), score_mean / score_std buffers
-      backbone/                 `save_trained_model(merged=False)` output with the tokenizer:
-                                a full Hugging Face model folder, or a LoRA adapter folder
+      backbone/                 `save_trained_model(merged=False)` output with the tokenizer
+                                (full weights or a LoRA adapter), its config file renamed:
+                                alignloop-backbone-config.json for config.json, or
+                                alignloop-adapter-config.json for adapter_config.json
 
-The backbone is an ordinary model or adapter folder, so other tools can read it, and it is a
-subfolder so that the head's files never make the folder look like something else to
-transformers. The json duplicates mean / std so that people and tools can read them without
-torch; loading takes the tensors from the safetensors file.
+The renaming (format version 2) closes a trap: an ordinary model folder named `backbone/`
+invites `AutoModelForSequenceClassification.from_pretrained(".../backbone")`, which transformers
+answers with a *random* score head and a warning few read, so random rewards. Without its config
+file no transformers or peft loader takes the folder; the reward model for other tools is the
+one `rm export` writes (`reward_export`). Version 1 folders (the plain file names) still load.
+The json duplicates mean / std so that people and tools can read them without torch; loading
+takes the tensors from the safetensors file.
 
-A LoRA backbone holds only the adapter; `adapter_config.json` names the base model by the
-folder it was loaded from (for a built-in, its folder in the alignloop cache; for a hub id,
-the hub id). That works offline on the machine that trained it. Elsewhere, pass
-`base_model=` (the json records the name the model was built from, e.g. a built-in name,
-which resolves on any machine).
+A LoRA backbone holds only the adapter; it names its base as `adapter_base` describes (a
+built-in by name, which resolves on any machine; otherwise the folder or hub id it was loaded
+from, which a folder does only on the machine that trained it). Elsewhere, pass `base_model=`
+(the json records the name the model was built from).
 
 The folder is written to a scratch folder and renamed into place, so a crash never leaves a
 half-written reward model, and saving over an older reward model replaces it whole (a stale
@@ -30,17 +34,20 @@ not a reward model is refused rather than replaced.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
-from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from alignloop.models.adapter_base import adapter_base_model
 from alignloop.models.cache import write_folder_atomically
 from alignloop.models.loading import TORCH_DTYPES, ModelLoadError, load_model_and_tokenizer, load_tokenizer
-from alignloop.models.lora import is_lora_model, without_redundant_input_casts
+from alignloop.models.lora import is_lora_model, load_saved_adapter, without_redundant_input_casts
 from alignloop.models.reward_model import RewardModel
 from alignloop.models.saving import save_trained_model
 
@@ -54,10 +61,13 @@ __all__ = [
     "read_reward_metadata",
 ]
 
-REWARD_FORMAT_VERSION = 1
+REWARD_FORMAT_VERSION = 2
 REWARD_METADATA_FILE = "reward_model.json"
 REWARD_HEAD_FILE = "reward_head.safetensors"
 REWARD_BACKBONE_SUBFOLDER = "backbone"
+# The backbone's config files as saved (format 2) -> the names transformers and peft look for.
+_HIDDEN_CONFIG_FILES = {"alignloop-backbone-config.json": "config.json",
+                        "alignloop-adapter-config.json": "adapter_config.json"}
 
 _BACKBONE_PREFIX = "backbone."
 
@@ -105,7 +115,10 @@ def save_reward_model(
         raise FileExistsError(f"{path} exists and is not a saved reward model; refusing to replace it")
 
     def write(folder: Path) -> None:
-        save_trained_model(model.backbone, folder / REWARD_BACKBONE_SUBFOLDER, tokenizer=tokenizer, merged=False)
+        backbone_dir = save_trained_model(model.backbone, folder / REWARD_BACKBONE_SUBFOLDER, tokenizer=tokenizer)
+        for hidden, usual in _HIDDEN_CONFIG_FILES.items():
+            if (backbone_dir / usual).is_file():
+                (backbone_dir / usual).rename(backbone_dir / hidden)
         safetensors.torch.save_file(_head_tensors(model), str(folder / REWARD_HEAD_FILE))
         (folder / REWARD_METADATA_FILE).write_text(metadata_text + "\n")
 
@@ -137,11 +150,24 @@ def read_reward_metadata(path: str | Path) -> dict[str, Any]:
     return metadata
 
 
+@contextlib.contextmanager
+def _loadable_view(backbone_dir: Path) -> Iterator[Path]:
+    """The backbone folder as transformers and peft expect it: a scratch folder of links with
+    the config files under their usual names (format 2), or the folder itself (format 1)."""
+    if not any((backbone_dir / hidden).is_file() for hidden in _HIDDEN_CONFIG_FILES):
+        yield backbone_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="alignloop-backbone-") as scratch:
+        view = Path(scratch)
+        for item in backbone_dir.iterdir():
+            (view / _HIDDEN_CONFIG_FILES.get(item.name, item.name)).symlink_to(item.resolve())
+        yield view
+
+
 def _load_lora_backbone(
     path: Path, backbone_dir: Path, dtype: str, base_model: str | None, trainable: bool, built_from: str | None
 ) -> Any:
-    adapter_config = json.loads((backbone_dir / "adapter_config.json").read_text())
-    base = base_model or adapter_config.get("base_model_name_or_path")
+    base = base_model or adapter_base_model(backbone_dir)
     try:
         base_network, _ = load_model_and_tokenizer(str(base), dtype=dtype)
     except ModelLoadError as error:
@@ -149,7 +175,7 @@ def _load_lora_backbone(
             f"reward model {str(path)!r} has a LoRA backbone whose base model {base!r} cannot be loaded here; "
             f"pass base_model= to load_reward_model (the reward model was built from {built_from!r}). {error}"
         ) from error
-    backbone = PeftModel.from_pretrained(base_network, str(backbone_dir), is_trainable=trainable)
+    backbone = load_saved_adapter(base_network, backbone_dir, trainable=trainable)
     return without_redundant_input_casts(backbone)
 
 
@@ -172,12 +198,12 @@ def load_reward_model(
     path = Path(path)
     metadata = read_reward_metadata(path)
     head_file = _require_file(path, REWARD_HEAD_FILE)
-    backbone_dir = _require_file(path, REWARD_BACKBONE_SUBFOLDER)
-    if (backbone_dir / "adapter_config.json").is_file():
-        backbone = _load_lora_backbone(path, backbone_dir, dtype, base_model, trainable, metadata.get("base_model"))
-        tokenizer = load_tokenizer(str(backbone_dir))
-    else:
-        backbone, tokenizer = load_model_and_tokenizer(str(backbone_dir), dtype=dtype)
+    with _loadable_view(_require_file(path, REWARD_BACKBONE_SUBFOLDER)) as backbone_dir:
+        if (backbone_dir / "adapter_config.json").is_file():
+            backbone = _load_lora_backbone(path, backbone_dir, dtype, base_model, trainable, metadata.get("base_model"))
+            tokenizer = load_tokenizer(str(backbone_dir))
+        else:
+            backbone, tokenizer = load_model_and_tokenizer(str(backbone_dir), dtype=dtype)
     model = RewardModel(
         backbone, num_rating_classes=metadata.get("num_rating_classes"), base_model_name=metadata.get("base_model")
     )

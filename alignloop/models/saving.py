@@ -5,7 +5,7 @@ A run's final folder always holds the tokenizer next to the weights, so that
 
 - Full fine-tuning: the folder is an ordinary Hugging Face model folder.
 - LoRA: the folder holds only the adapter (a few MB; `adapter_config.json` names the base
-  model's folder or hub id), which transformers loads on top of that base. With `merged=True`
+  model's folder or hub id, a built-in's upstream hub id: see adapter_base), which transformers loads on top of that base. With `merged=True`
   a `merged/` subfolder also holds the base model with the adapter folded in: a standalone
   model for export, inference servers, or a later round that trains it in full. It is a
   subfolder, not the same folder, because a folder holding both a full model and an adapter

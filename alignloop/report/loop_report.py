@@ -25,8 +25,8 @@ from alignloop.report.run_report import require_folder
 from alignloop.report.series import concatenate_rounds, step_panels
 
 ROUND_FOLDER = re.compile(r"^round-(\d+)$")
-POLICY_METRICS = ("loss", "reward/mean", "kl/sequence", "rewards/accuracy", "rewards/margins")
-REWARD_MODEL_METRICS = ("loss", "rewards/accuracy")
+POLICY_METRICS = ("loss", "reward/mean", "kl/sequence", "rewards/accuracies", "rewards/margins")
+REWARD_MODEL_METRICS = ("loss", "rewards/accuracies")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ def test_first_step_loss_is_log_2_because_policy_equals_reference(tiny_model_dir
     assert records[0]["train/loss"] == pytest.approx(math.log(2.0), abs=1e-5)
     assert records[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
     assert records[-1]["train/loss"] < records[0]["train/loss"]
-    for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracy", "logps/chosen", "logps/rejected"):
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen", "logps/rejected"):
         assert key in records[-1]
 
 

@@ -53,7 +53,7 @@ def test_first_step_loss_is_half_because_policy_equals_reference_then_falls(tiny
     assert records[0]["rewards/implicit"] == pytest.approx(0.0, abs=1e-5)
     assert records[-1]["train/loss"] < records[0]["train/loss"]  # the same 8 examples every step
     assert records[-1]["kl/reference_point"] > 0  # the policy has drifted: z0 is live
-    for key in ("rewards/margins", "rewards/accuracy", "logps/policy"):
+    for key in ("rewards/margins", "rewards/accuracies", "logps/policy"):
         assert key in records[-1]
 
 

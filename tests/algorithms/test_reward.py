@@ -55,7 +55,7 @@ def test_training_saves_a_normalised_reward_model_with_its_evaluation(tiny_model
     evaluation = json.loads((tmp_path / "eval_results.json").read_text())
     assert evaluation["pairs/count"] == 24 and 0.0 <= evaluation["pairs/accuracy"] <= 1.0
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert records[0]["step"] == 0 and "eval/rewards/accuracy" in records[0]
+    assert records[0]["step"] == 0 and "eval/rewards/accuracies" in records[0]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert len(losses) == 12 and losses[-1] < losses[0]
 

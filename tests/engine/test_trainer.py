@@ -154,6 +154,20 @@ def test_run_directory_records_config_versions_data_and_sinks(tmp_path):
     assert logged == [(r["step"], pytest.approx(r["train/loss"], rel=1e-6)) for r in records]
 
 
+def test_trackers_group_training_side_metrics_under_train_as_the_hf_trainer_does(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from alignloop.engine.metrics import MetricsLogger
+
+    logger = MetricsLogger(tmp_path, ["jsonl", "tensorboard"], {}, resume=False)
+    logger.log(1, {"train/loss": 0.5, "rewards/accuracies": 0.75, "eval/rewards/accuracies": 0.625})
+    logger.close()
+    tags = set(EventAccumulator(str(tmp_path / "tensorboard")).Reload().Tags()["scalars"])
+    assert tags == {"train/loss", "train/rewards/accuracies", "eval/rewards/accuracies"}
+    record = read_metrics(tmp_path / "metrics.jsonl")[0]  # the jsonl keeps the names as logged
+    assert record["rewards/accuracies"] == 0.75 and "train/rewards/accuracies" not in record
+
+
 def test_a_tracker_that_is_not_installed_is_one_line_before_anything_runs(tmp_path):
     import importlib.util
 

@@ -150,6 +150,20 @@ def test_a_separate_reference_model_is_sampled_with_the_same_seeds(self_eval, ti
     assert not any("the reference is the policy itself" in warning for warning in result["warnings"])
 
 
+def test_prompts_from_a_datasetdict_folder_use_its_test_split_or_the_one_named(tiny_model_dir, tmp_path):
+    import datasets
+
+    folder = tmp_path / "prompts-dict"
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_list([{"prompt": "a training prompt"}]),
+        "test": datasets.Dataset.from_list([{"prompt": "a held-out prompt"}, {"prompt": "another one"}]),
+    }).save_to_disk(str(folder))
+    held_out = evaluate(config(tiny_model_dir, folder, tmp_path / "test.json", "samples_per_prompt=1", "kl_bound=null"))
+    assert [e["prompt"] for e in held_out["examples"]] == ["a held-out prompt", "another one"]
+    named = evaluate(config(tiny_model_dir, folder, tmp_path / "train.json", "samples_per_prompt=1", "split=train"))
+    assert [e["prompt"] for e in named["examples"]] == ["a training prompt"]
+
+
 def test_where_an_adapter_finds_its_base(tiny_model_dir, prompts_file, tmp_path):
     adapter = save_lora(tiny_model_dir, tmp_path / "final", scale=0.0)
     plan = plan_models(config(adapter, prompts_file, tmp_path / "e.json"))

@@ -52,7 +52,7 @@ def test_paired_metrics_by_hand():
     assert_close(metrics["rewards/chosen"], tensor(0.5 * 1, 0.0, 0.5 * -1))
     assert_close(metrics["rewards/rejected"], tensor(0.5 * -1, 0.0, 0.5 * 1))
     assert_close(metrics["rewards/margins"], tensor(1.0, 0.0, -1.0))
-    assert_close(metrics["rewards/accuracy"], tensor(1.0, 0.0, 0.0))
+    assert_close(metrics["rewards/accuracies"], tensor(1.0, 0.0, 0.0))
     assert_close(metrics["logps/chosen"], tensor(-10.0, -5.0, -8.0))
     assert_close(metrics["logps/rejected"], tensor(-12.0, -5.0, -6.0))
 
@@ -108,7 +108,7 @@ def test_kto_by_hand():
     sigma = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     assert_close(losses, tensor(1 - sigma(1), 2 * (1 - sigma(-1)), 2 * (1 - sigma(0)), 1 - sigma(-1)))
     assert_close(metrics["rewards/margins"], tensor(1.0, -1.0, 0.0, -1.0))
-    assert_close(metrics["rewards/accuracy"], tensor(1.0, 0.0, 0.0, 0.0))
+    assert_close(metrics["rewards/accuracies"], tensor(1.0, 0.0, 0.0, 0.0))
     assert_close(metrics["rewards/implicit"], tensor(1.5, 1.5, 0.5, -0.5))
     assert_close(metrics["kl/reference_point"], tensor(1.0, 1.0, 1.0, 1.0))
 

@@ -39,7 +39,7 @@ def test_bradley_terry_by_hand():
     losses, metrics = bradley_terry(tensor(2.0, 0.0), tensor(1.0, 0.0))
     assert_close(losses, tensor(math.log(1 + math.exp(-1)), math.log(2)))
     assert_close(metrics["rewards/margins"], tensor(1.0, 0.0))
-    assert_close(metrics["rewards/accuracy"], tensor(1.0, 0.0))
+    assert_close(metrics["rewards/accuracies"], tensor(1.0, 0.0))
     assert_close(metrics["rewards/chosen"], tensor(2.0, 0.0))
     assert_close(metrics["rewards/rejected"], tensor(1.0, 0.0))
 
@@ -76,8 +76,8 @@ def test_plackett_luce_with_two_items_is_bradley_terry():
     pl_losses, pl_metrics = plackett_luce(scores, ranks)
     bt_losses, bt_metrics = bradley_terry(chosen, rejected)
     assert_close(pl_losses, bt_losses, rtol=0, atol=1e-12)
-    assert_close(pl_metrics["ranking/top1_accuracy"], bt_metrics["rewards/accuracy"])
-    assert_close(pl_metrics["ranking/pairwise_accuracy"], bt_metrics["rewards/accuracy"])
+    assert_close(pl_metrics["ranking/top1_accuracy"], bt_metrics["rewards/accuracies"])
+    assert_close(pl_metrics["ranking/pairwise_accuracy"], bt_metrics["rewards/accuracies"])
 
 
 def test_plackett_luce_ignores_padded_slots():

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from alignloop.models import (
     LoraSettings,
@@ -49,7 +50,11 @@ def test_full_backbone_round_trip(tiny_model_dir, tmp_path):
     folder = save_reward_model(model, tmp_path / "rm", tokenizer, extra={"data_hash": "abc", "eval/accuracy": 0.75})
 
     assert sorted(p.name for p in folder.iterdir()) == ["backbone", "reward_head.safetensors", "reward_model.json"]
-    assert (folder / "backbone" / "config.json").is_file() and (folder / "backbone" / "tokenizer.json").is_file()
+    assert (folder / "backbone" / "alignloop-backbone-config.json").is_file()
+    assert (folder / "backbone" / "tokenizer.json").is_file()
+    # The trap this closes: transformers would load the backbone as a classifier with a random head.
+    with pytest.raises((OSError, ValueError), match="config.json"):
+        AutoModelForSequenceClassification.from_pretrained(str(folder / "backbone"), num_labels=1)
     metadata = read_reward_metadata(folder)
     assert metadata["backbone"] == "full" and metadata["base_model"] == str(tiny_model_dir)
     assert (metadata["score_mean"], metadata["score_std"], metadata["hidden_size"]) == (0.5, 2.0, 64)
@@ -71,16 +76,16 @@ def test_lora_backbone_round_trip(tmp_path):
     expected = _scores(model, tokenizer)
     assert expected != pytest.approx(_scores(build_reward_model(str(base_dir))[0], tokenizer), abs=1e-3)
     folder = save_reward_model(model, tmp_path / "rm", tokenizer)
-    assert (folder / "backbone" / "adapter_config.json").is_file()
-    assert not (folder / "backbone" / "config.json").exists()
+    assert (folder / "backbone" / "alignloop-adapter-config.json").is_file()
+    assert not (folder / "backbone" / "adapter_config.json").exists()
     assert read_reward_metadata(folder)["backbone"] == "lora"
 
     loaded, loaded_tokenizer = load_reward_model(folder)
     assert is_lora_model(loaded.backbone)
     assert _scores(loaded, loaded_tokenizer) == pytest.approx(expected, abs=1e-5)
-    # The adapter folder alone also loads offline, onto the base folder it names.
-    network, _ = load_model_and_tokenizer(str(folder / "backbone"))
-    assert network is not None
+    # Neither transformers nor peft takes the adapter folder alone (a random score head).
+    with pytest.raises(ModelLoadError, match="does not hold a loadable"):
+        load_model_and_tokenizer(str(folder / "backbone"))
 
     trainable, _ = load_reward_model(folder, trainable=True)
     names = [name for name, p in trainable.named_parameters() if p.requires_grad]
@@ -92,6 +97,21 @@ def test_lora_backbone_round_trip(tmp_path):
         load_reward_model(folder)
     relocated, _ = load_reward_model(folder, base_model=moved)
     assert _scores(relocated, loaded_tokenizer) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_format_1_folder_with_the_usual_config_names_still_loads(tiny_model_dir, tmp_path, lora):
+    model, tokenizer = build_reward_model(str(tiny_model_dir), lora=LoraSettings(r=4, dropout=0.0) if lora else None)
+    model = _trained_looking(model)
+    folder = save_reward_model(model, tmp_path / "rm", tokenizer)
+    for hidden, usual in (("alignloop-backbone-config.json", "config.json"),
+                          ("alignloop-adapter-config.json", "adapter_config.json")):
+        if (folder / "backbone" / hidden).is_file():
+            (folder / "backbone" / hidden).rename(folder / "backbone" / usual)
+    metadata = json.loads((folder / "reward_model.json").read_text())
+    (folder / "reward_model.json").write_text(json.dumps({**metadata, "format_version": 1}))
+    loaded, loaded_tokenizer = load_reward_model(folder)
+    assert _scores(loaded, loaded_tokenizer) == pytest.approx(_scores(model, tokenizer), abs=1e-5)
 
 
 def test_a_folder_that_is_not_a_reward_model(tiny_model_dir, tmp_path):

@@ -194,8 +194,8 @@ def loop_dir(tmp_path: Path) -> Path:
     write_json(first / "summary.json", {"round": 1, "judgements": 48, "rm_eval_accuracy": 0.8125, "pairs": 16})
     write_json(first / "annotators.json", annotators_json())
     write_json(first / "eval.json", eval_json([0.8, 0.4, 0.2, 0.2], [0.4, 0.2, 0.2, 0.2]))
-    write_jsonl(first / "rm" / "metrics.jsonl", [{"step": 0, "eval/rewards/accuracy": 0.5},
-                                                 {"step": 4, "train/loss": 0.6, "eval/rewards/accuracy": 0.8125}])
+    write_jsonl(first / "rm" / "metrics.jsonl", [{"step": 0, "eval/rewards/accuracies": 0.5},
+                                                 {"step": 4, "train/loss": 0.6, "eval/rewards/accuracies": 0.8125}])
     write_jsonl(first / "rl" / "metrics.jsonl", [{"step": 1, "reward/mean": 0.1, "kl/sequence": 0.0},
                                                  {"step": 2, "reward/mean": 0.3, "kl/sequence": 0.5}])
     write_json(second / "summary.json", {"round": 2, "judgements": 96, "rm_eval_accuracy": None})
