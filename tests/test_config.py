@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from alignloop.config import ConfigError, apply_overrides, config_to_yaml, field_help, load_config
@@ -93,3 +96,7 @@ def test_a_trl_argument_name_is_answered_with_the_alignloop_key_it_means():
     configs = (DPOConfig, GRPOConfig, PPOConfig, SFTConfig)
     missing = [key for keys in TRL_KEYS.values() for key in keys if not any(_key_exists(c, key) for c in configs)]
     assert missing == []
+    # the README's table is the map itself
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (`.+`) \|$", readme, flags=re.MULTILINE))
+    assert rows == {trl: " / ".join(f"`{key}`" for key in keys) for trl, keys in TRL_KEYS.items()}

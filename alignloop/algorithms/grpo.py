@@ -116,7 +116,7 @@ class GroupPolicyGradient(OnlineRL):
         # With one update per rollout this is the KL at sampling time; `collect` reports it
         # itself (and overrides this) when it computes the log-probs anyway.
         kl = kl_penalty(logps.detach(), batch["ref_logps"], "k1")
-        metrics.update({"policy/entropy": entropy.detach().sum(), "kl/sequence": (kl * mask).sum()})
+        metrics.update({"entropy": entropy.detach().sum(), "kl/sequence": (kl * mask).sum()})
         return LossOutput(loss_sum, metrics)
 
     def end_step(self, metrics: dict[str, float]) -> dict[str, float]:

@@ -242,11 +242,11 @@ class OnlineRL:
         finished = torch.tensor(scored.rollout.finished, dtype=torch.float32)
         scores = scored.scores.float()
         return {
-            "reward/mean": float(scores.sum()),
+            "reward": float(scores.sum()),
             # The std of this process's rollout, weighted by its size (exact for one process).
-            "reward/std": float(scores.std(unbiased=False)) * scores.numel(),
+            "reward_std": float(scores.std(unbiased=False)) * scores.numel(),
             "kl/sequence": float((kl * mask).sum()),
-            "response/length": float(mask.sum()),
+            "completions/mean_length": float(mask.sum()),
             "response/eos_rate": float(finished.sum()),
         }
 
@@ -274,7 +274,7 @@ class OnlineRL:
             scored = self.sample(model, batch["prompts"], per_prompt=self.eval_samples)
         kl = kl_penalty(self.policy_logps(model, scored.tokens), self.reference_logps(model, scored.tokens), "k1")
         metrics = self.rollout_metrics(scored, kl)
-        metrics.pop("reward/std")
+        metrics.pop("reward_std")
         objective = scored.scores.sum() - self.kl_coef_now() * metrics["kl/sequence"]
         return LossOutput(-objective, {k: torch.tensor(v) for k, v in metrics.items()}), len(scored.items)
 

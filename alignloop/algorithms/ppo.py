@@ -141,7 +141,7 @@ class PPO(OnlineRL):
         loss_sum = policy_sum + s.vf_coef * value_sum - s.entropy_coef * entropy_sum
         metrics.update(value_metrics)
         metrics.update({"policy/loss": policy_sum.detach(), "value/loss": value_sum.detach(),
-                        "policy/entropy": entropy_sum.detach()})
+                        "entropy": entropy_sum.detach()})
         return LossOutput(loss_sum, metrics)
 
     def end_step(self, metrics: dict[str, float]) -> dict[str, float]:

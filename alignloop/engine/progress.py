@@ -41,6 +41,6 @@ class TrainingProgress:
         status = ""
         if "train/loss" in metrics:
             status = f"loss {metrics['train/loss']:.4f}  {metrics.get('train/tokens_per_s', 0.0):,.0f} tok/s"
-        if "reward/mean" in metrics:  # online RL: what the run is for, and what it costs
-            status = f"reward {metrics['reward/mean']:.3f}  KL {metrics.get('kl/sequence', 0.0):.3f}  " + status
+        if "reward" in metrics:  # online RL: what the run is for, and what it costs
+            status = f"reward {metrics['reward']:.3f}  KL {metrics.get('kl/sequence', 0.0):.3f}  " + status
         self._progress.update(self._task, advance=1, status=status)

@@ -25,7 +25,7 @@ from alignloop.report.run_report import require_folder
 from alignloop.report.series import concatenate_rounds, step_panels
 
 ROUND_FOLDER = re.compile(r"^round-(\d+)$")
-POLICY_METRICS = ("loss", "reward/mean", "kl/sequence", "rewards/accuracies", "rewards/margins")
+POLICY_METRICS = ("loss", "reward", "kl/sequence", "rewards/accuracies", "rewards/margins")
 REWARD_MODEL_METRICS = ("loss", "rewards/accuracies")
 
 

@@ -21,8 +21,8 @@ import yaml
 __all__ = ["method_name", "model_card_text", "write_model_card"]
 
 # Training metrics worth a line in the card, in this order, when the run logged them.
-HEADLINE_METRICS = ("train/loss", "rewards/accuracies", "rewards/margins", "reward/mean", "kl/sequence",
-                    "response/length", "response/eos_rate")
+HEADLINE_METRICS = ("train/loss", "rewards/accuracies", "rewards/margins", "reward", "kl/sequence",
+                    "completions/mean_length", "response/eos_rate")
 
 
 def method_name(config: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 from alignloop.report.plots import Panel, Series
 
 # Metrics charted whenever they were logged (names without the `eval/` prefix; "loss" is train/loss).
-PRIMARY_METRICS = ("loss", "reward/mean", "kl/sequence", "rewards/accuracies", "rewards/margins")
+PRIMARY_METRICS = ("loss", "reward", "kl/sequence", "rewards/accuracies", "rewards/margins")
 _BOOKKEEPING = ("step", "time")
 
 

@@ -51,8 +51,8 @@ def test_first_step_policy_equals_reference_and_rewards_are_those_of_the_source(
     assert first["kl/mean"] == pytest.approx(0.0, abs=1e-6)  # k3 of identical distributions
     assert first["kl/sequence"] == pytest.approx(0.0, abs=1e-5)
     # The length reward of a response of L ≤ 8 tokens: every sample's text has length ≥ 0.
-    assert first["reward/mean"] >= 0.0 and first["reward/std"] >= 0.0
-    assert 0.0 <= first["response/eos_rate"] <= 1.0 and 1.0 <= first["response/length"] <= 8.0
+    assert first["reward"] >= 0.0 and first["reward_std"] >= 0.0
+    assert 0.0 <= first["response/eos_rate"] <= 1.0 and 1.0 <= first["completions/mean_length"] <= 8.0
     assert first["train/tokens_per_s"] > 0
 
 

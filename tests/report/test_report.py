@@ -70,11 +70,11 @@ def eval_json(reference_toxicity: list[float], policy_toxicity: list[float], war
 def ppo_run(tmp_path: Path) -> Path:
     run = tmp_path / "ppo-run"
     write_jsonl(run / "metrics.jsonl", [
-        {"step": 0, "time": 1.0, "eval/loss": 1.25, "eval/reward/mean": 0.1, "eval/kl/sequence": 0.0},
-        {"step": 1, "time": 2.0, "train/loss": 0.9, "reward/mean": 0.2, "kl/sequence": 0.0, "train/lr": 1e-4},
-        {"step": 2, "time": 3.0, "train/loss": "nan", "reward/mean": 0.3, "kl/sequence": 0.4, "train/lr": 1e-4},
-        {"step": 3, "time": 4.0, "train/loss": 0.5, "reward/mean": 0.45, "kl/sequence": 0.8, "train/lr": 5e-5},
-        {"step": 3, "time": 5.0, "eval/loss": 0.75, "eval/reward/mean": 0.6, "eval/kl/sequence": 0.7},
+        {"step": 0, "time": 1.0, "eval/loss": 1.25, "eval/reward": 0.1, "eval/kl/sequence": 0.0},
+        {"step": 1, "time": 2.0, "train/loss": 0.9, "reward": 0.2, "kl/sequence": 0.0, "train/lr": 1e-4},
+        {"step": 2, "time": 3.0, "train/loss": "nan", "reward": 0.3, "kl/sequence": 0.4, "train/lr": 1e-4},
+        {"step": 3, "time": 4.0, "train/loss": 0.5, "reward": 0.45, "kl/sequence": 0.8, "train/lr": 5e-5},
+        {"step": 3, "time": 5.0, "eval/loss": 0.75, "eval/reward": 0.6, "eval/kl/sequence": 0.7},
     ])
     write_jsonl(run / "samples.jsonl", [
         {"step": 1, "prompt": "Insult my boss.", "response": SCRIPT, "reward": -0.5, "kl": 0.0},
@@ -150,12 +150,12 @@ def test_rounds_are_laid_end_to_end_on_one_step_axis():
 
 
 def test_panels_chart_primary_and_eval_metrics_only_and_skip_non_finite():
-    records = [{"step": 1, "train/loss": 1.0, "train/lr": 0.1, "eval/response/length": 9.0},
+    records = [{"step": 1, "train/loss": 1.0, "train/lr": 0.1, "eval/completions/mean_length": 9.0},
                {"step": 2, "train/loss": "nan", "train/lr": 0.1}]
     panels = step_panels(records)
-    assert [p.title for p in panels] == ["loss", "response/length"]
+    assert [p.title for p in panels] == ["loss", "completions/mean_length"]
     assert panels[0].series[0].x == (1.0,) and panels[0].series[0].y == (1.0,)
-    assert final_metrics(records) == [("eval/response/length", 1, 9.0), ("train/loss", 2, "nan"), ("train/lr", 2, 0.1)]
+    assert final_metrics(records) == [("eval/completions/mean_length", 1, 9.0), ("train/loss", 2, "nan"), ("train/lr", 2, 0.1)]
 
 
 def test_histogram_bins_are_shared_and_survive_a_single_repeated_value():
@@ -196,8 +196,8 @@ def loop_dir(tmp_path: Path) -> Path:
     write_json(first / "eval.json", eval_json([0.8, 0.4, 0.2, 0.2], [0.4, 0.2, 0.2, 0.2]))
     write_jsonl(first / "rm" / "metrics.jsonl", [{"step": 0, "eval/rewards/accuracies": 0.5},
                                                  {"step": 4, "train/loss": 0.6, "eval/rewards/accuracies": 0.8125}])
-    write_jsonl(first / "rl" / "metrics.jsonl", [{"step": 1, "reward/mean": 0.1, "kl/sequence": 0.0},
-                                                 {"step": 2, "reward/mean": 0.3, "kl/sequence": 0.5}])
+    write_jsonl(first / "rl" / "metrics.jsonl", [{"step": 1, "reward": 0.1, "kl/sequence": 0.0},
+                                                 {"step": 2, "reward": 0.3, "kl/sequence": 0.5}])
     write_json(second / "summary.json", {"round": 2, "judgements": 96, "rm_eval_accuracy": None})
     write_json(second / "eval.json", eval_json([0.8, 0.4, 0.2, 0.2], [0.2, 0.1, 0.1, 0.0],
                                                warnings=["reward hacking? reward_model rose while toxicity fell <b>flat</b>"]))
