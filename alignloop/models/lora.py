@@ -26,6 +26,7 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from pydantic import Field
 
 from alignloop.config import Section
+from alignloop.models.adapter_base import name_builtin_base_upstream
 
 # peft 0.21 calls a transformers method that transformers 5.23 deprecates; the warning is
 # theirs to fix and tells a user nothing they can act on.
@@ -119,8 +120,6 @@ def save_adapter(model: torch.nn.Module, path: str | Path) -> Path:
 
     An adapter on a built-in names the built-in's upstream hub id as its base (see adapter_base).
     """
-    from alignloop.models.adapter_base import name_builtin_base_upstream
-
     path = Path(path)
     _require_lora(model, "save an adapter").save_pretrained(str(path))
     name_builtin_base_upstream(path)
