@@ -103,12 +103,17 @@ def rollout_engines(config, tokenizer) -> Callable:
 
 
 def rollout_batch(rollout: Rollout, pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Prompt + response rows with labels on the response only (the tokens to score)."""
+    """Prompt + response rows with labels on the response only (the tokens to score), and
+    `prefix_groups` (R,) numbering runs of rows with the same prompt: the responses to one
+    prompt, whose forward passes then compute the prompt once (models/padding_free.py)."""
     examples = [
         EncodedExample(prompt + response, [IGNORE_INDEX] * len(prompt) + response)
         for prompt, response in zip(rollout.prompt_ids, rollout.response_ids)
     ]
-    return pad_batch(examples, pad_token_id)
+    batch = pad_batch(examples, pad_token_id)
+    new_prompt = [i == 0 or prompt != rollout.prompt_ids[i - 1] for i, prompt in enumerate(rollout.prompt_ids)]
+    batch["prefix_groups"] = torch.tensor(new_prompt, dtype=torch.long).cumsum(0) - 1  # (R,)
+    return batch
 
 
 def select_rows(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
@@ -220,8 +225,7 @@ class OnlineRL:
         scores = self.reward_source([item.prompt for item in rows], rollout.texts)
         scores = penalize_unfinished(scores, rollout.finished, self.missing_eos_penalty)
         device = next(model.parameters()).device
-        tokens = rollout_batch(rollout, self.pad_token_id)
-        tokens["prefix_groups"] = torch.arange(len(items)).repeat_interleave(per_prompt)  # (R,): they share a prompt
+        tokens = rollout_batch(rollout, self.pad_token_id)  # the `per_prompt` rows of a prompt share it
         tokens = {k: v.to(device) for k, v in tokens.items()}
         return ScoredRollout(rows, rollout, torch.tensor(scores, dtype=torch.float32, device=device), tokens)
 

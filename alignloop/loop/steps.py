@@ -235,9 +235,13 @@ def rl(ctx: RoundContext) -> dict[str, Any]:
             from alignloop.algorithms.ppo import PPOConfig as Config, run_ppo as run
         else:
             from alignloop.algorithms.grpo import GRPOConfig as Config, run_grpo as run
-        data = {"train": cfg.prompts.train, "eval": cfg.prompts.eval, "max_prompt_length": cfg.prompts.max_prompt_length,
+        data = {"train": cfg.prompts.train, "max_prompt_length": cfg.prompts.max_prompt_length,
                 "split": cfg.prompts.split, "eval_split": cfg.prompts.eval_split, "name": cfg.prompts.name,
                 **cfg.rl.recipe.get("data", {})}
+        if cfg.rl.recipe.get("train", {}).get("eval_every"):
+            # Held-out curves during RL only when asked: the evaluate stage measures the final
+            # policy on the same prompts anyway (the demo: 60 s saved of a duplicate evaluation).
+            data.setdefault("eval", cfg.prompts.eval)
         fixed = {"model": model, "data": data,
                  "reward": {"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model")}}
     if method == "rloo":

@@ -5,10 +5,13 @@ Texts are encoded exactly as reward training encodes them (`encode_prompt_respon
 tokenizer's chat template, so the score is read at the template's end-of-turn token), since a
 reward model only means something on the format it learned.
 
-For speed, examples are scored in order of length, so that each batch holds similar lengths
-and little compute goes to padding; scores come back in the caller's order. The score of an
-example does not depend on its batch (positions come from the attention mask; see
-`reward_model.py`), so the batch size is only a speed / memory knob.
+For speed, responses to the same prompt are scored in one batch, which computes their shared
+prompt once (`prefix_groups`, see models/padding_free.py), prompts in order of length.
+Scores come back in the caller's order. The score of an example does not depend on its batch
+(positions come from the attention mask; see `reward_model.py`), so the batch size is only a
+speed / memory knob. On the 2-core AVX2 EPYC, the demo's reward model on 8 prompts x 4
+replies (an RL step's rollout): 8.6 s with every row's prompt computed, 3.5 s with each prompt
+once. (Merging the LoRA adapters into the weights for scoring measured no faster: 3.53 s.)
 
 Over-long texts (`max_length`) lose their BEGINNING: the score is read at the last token,
 and the end of the response, with its end-of-turn token, is what a reward model must see.
@@ -47,16 +50,34 @@ def _encode(
     response: str,
     use_chat_template: bool,
     max_length: int | None,
-) -> list[int]:
+) -> tuple[list[int], tuple[int, ...] | None]:
+    """(ids, prompt): the ids to score, and the prompt's ids they begin with (None if cut)."""
     prompt_ids, response_ids = encode_prompt_response(tokenizer, _as_prompt(prompt), response, use_chat_template)
     ids = prompt_ids + response_ids
-    return ids[-max_length:] if max_length is not None else ids  # keep the end: see the docstring
+    if max_length is not None and len(ids) > max_length:
+        return ids[-max_length:], None  # keep the end: see the docstring
+    return ids, tuple(prompt_ids)
 
 
-def _score_batch(model: RewardModel, ids: list[list[int]], pad_token_id: int, device: torch.device) -> torch.Tensor:
-    examples = [EncodedExample(input_ids=row, labels=[IGNORE_INDEX] * len(row)) for row in ids]
+def _scoring_order(encoded: list[tuple[list[int], tuple[int, ...] | None]]) -> list[int]:
+    """Row indices with the rows of one prompt together, the longest prompts' first, and the
+    rows of a prompt from the longest: batches then hold whole groups of similar length."""
+    groups: dict[Any, list[int]] = {}
+    for i, (_, prompt) in enumerate(encoded):
+        groups.setdefault(prompt if prompt is not None else ("cut", i), []).append(i)
+    ordered = sorted(groups.values(), key=lambda rows: max(len(encoded[i][0]) for i in rows), reverse=True)
+    return [i for rows in ordered for i in sorted(rows, key=lambda i: len(encoded[i][0]), reverse=True)]
+
+
+def _score_batch(model: RewardModel, encoded: list[tuple[list[int], tuple[int, ...] | None]], pad_token_id: int,
+                 device: torch.device) -> torch.Tensor:
+    examples = [EncodedExample(input_ids=ids, labels=[IGNORE_INDEX] * len(ids)) for ids, _ in encoded]
     batch = pad_batch(examples, pad_token_id)
-    return model(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (B,)
+    keys: dict[Any, int] = {}
+    groups = [keys.setdefault(prompt if prompt is not None else ("cut", i), len(keys))
+              for i, (_, prompt) in enumerate(encoded)]
+    return model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                 prefix_groups=torch.tensor(groups, device=device))  # (B,)
 
 
 def score_texts(
@@ -80,7 +101,7 @@ def score_texts(
     if batch_size < 1 or (max_length is not None and max_length < 1):
         raise ValueError(f"batch_size and max_length must be positive, got {batch_size} and {max_length}")
     encoded = [_encode(tokenizer, p, r, use_chat_template, max_length) for p, r in zip(prompts, responses)]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+    order = _scoring_order(encoded)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     scores = torch.empty(len(encoded), dtype=torch.float32)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from alignloop.algorithms.grpo import GRPOConfig, GroupPolicyGradient, GroupSett
 from alignloop.config import load_config
 from alignloop.engine import read_metrics
 from alignloop.engine.rollout import SamplingConfig
+from cli_in_process import alignloop_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "grpo-tiny-cpu.yaml"
@@ -63,13 +61,8 @@ def test_full_fine_tuning_keeps_a_frozen_reference_copy(tiny_model_dir, tmp_path
 
 
 def test_rloo_command_with_lora_runs_end_to_end(tiny_model_dir, tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).parent))
-    done = subprocess.run(
-        [sys.executable, "-m", "alignloop", "rloo", "--config", str(RECIPE), f"model.name={tiny_model_dir}",
-         f"train.output_dir={tmp_path}", "train.max_steps=2", "model.lora={r: 4, alpha: 8, dropout: 0.0}",
-         *LENGTH_REWARD],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    done = alignloop_in_process("rloo", "--config", RECIPE, f"model.name={tiny_model_dir}", f"train.output_dir={tmp_path}",
+                                "train.max_steps=2", "model.lora={r: 4, alpha: 8, dropout: 0.0}", *LENGTH_REWARD)
     assert done.returncode == 0, done.stderr[-2000:]
     config = (tmp_path / "config.yaml").read_text()
     assert "advantage: rloo" in config and "kl_in: reward" in config

@@ -4,9 +4,6 @@ pairs of the KL reference point are built right, and `alignloop kto` runs end to
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from alignloop.algorithms.kto import (
 from alignloop.config import load_config
 from alignloop.data import IGNORE_INDEX, EncodedBinary, EncodedExample
 from alignloop.engine import read_metrics
+from cli_in_process import alignloop_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "kto-tiny-cpu.yaml"
@@ -105,12 +103,8 @@ def test_weight_balance_warning_follows_the_papers_range():
 
 def test_cli_runs_the_recipe(tiny_model_dir, tmp_path):
     data = first_lines(ROOT / "recipes/data/calm-binary.jsonl", tmp_path / "binary.jsonl", 8)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run(
-        [sys.executable, "-m", "alignloop", "kto", "--config", str(RECIPE), f"model.name={tiny_model_dir}",
-         f"train.output_dir={tmp_path / 'run'}", f"data.train=[{data}]", "data.eval=[]", "train.max_steps=2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    result = alignloop_in_process("kto", "--config", RECIPE, f"model.name={tiny_model_dir}", f"train.output_dir={tmp_path / 'run'}",
+                                  f"data.train=[{data}]", "data.eval=[]", "train.max_steps=2")
     assert result.returncode == 0, result.stderr
     assert "done: 2 steps" in result.stdout
     assert (tmp_path / "run" / "final" / "config.json").is_file()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignloop.algorithms.online import PromptDataConfig, read_prompts, select_rows, update_micro_batches
+from alignloop.algorithms.online import PromptDataConfig, read_prompts, rollout_batch, select_rows, update_micro_batches
+from alignloop.engine.rollout import Rollout
 from alignloop.models import build_tiny_causal_lm, disable_dropout
 from alignloop.ops import IGNORE_INDEX
 
@@ -31,6 +32,14 @@ def test_select_rows_keeps_the_rows_and_trims_the_padding():
     assert picked["advantages"].shape == (2, 2)  # grids are one shorter
     assert picked["scores"].tolist() == [2.0, 0.0]
     assert picked["advantages"][:, 0].tolist() == [2.0, 0.0]
+
+
+def test_a_rollout_batch_numbers_the_runs_of_rows_with_one_prompt():
+    prompts = [[5, 6], [5, 6], [5, 6], [7], [7], [5, 6]]  # a prompt that comes back later is a new run
+    rollout = Rollout(prompts, [[1], [2, 3], [4], [1], [2], [3]], [True] * 6, [""] * 6, 1.0)
+    batch = rollout_batch(rollout, pad_token_id=0)
+    assert batch["prefix_groups"].tolist() == [0, 0, 0, 1, 1, 2]
+    assert batch["labels"][1].tolist() == [IGNORE_INDEX, IGNORE_INDEX, 2, 3]  # the response only
 
 
 def test_update_plan_visits_every_row_once_per_epoch():

@@ -18,6 +18,7 @@ from alignloop.algorithms.kl_control import adaptive_kl_coef
 from alignloop.algorithms.ppo import PPOConfig, explained_variance, run_ppo
 from alignloop.config import load_config
 from alignloop.engine import KILL_AT_STEP_ENV, read_metrics
+from cli_in_process import alignloop_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "ppo-tiny-cpu.yaml"
@@ -40,13 +41,14 @@ def run(tiny_model_dir, out, *overrides):
     return train_records(out)
 
 
-def cli(tiny_model_dir, out, *args, env_extra=None):
+def cli(tiny_model_dir, out, *args, env_extra=None, process=False):
+    """`alignloop ppo` in this process, or in a fresh one (`process`: killed runs, module state)."""
+    command = ["ppo", "--config", str(RECIPE), f"model.name={tiny_model_dir}", f"train.output_dir={out}", *args]
+    if not (process or env_extra):
+        return alignloop_in_process(*command)
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(HERE), **(env_extra or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "alignloop", "ppo", "--config", str(RECIPE), f"model.name={tiny_model_dir}",
-         f"train.output_dir={out}", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    return subprocess.run([sys.executable, "-m", "alignloop", *command], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_adaptive_kl_coefficient_follows_the_proportional_controller():
@@ -137,12 +139,12 @@ def test_lora_ppo_saves_the_adapter_and_the_value_head(tiny_model_dir, tmp_path)
 def test_a_failing_reward_source_stops_with_its_name_and_the_checkpoints_resume(tiny_model_dir, tmp_path):
     flaky = "reward={type: function, function: 'grpo_rewards:fails_on_third_call'}"
     common = ("train.max_steps=4", "train.save_every=1", "data.eval=null", flaky)
-    failed = cli(tiny_model_dir, tmp_path, *common)
+    failed = cli(tiny_model_dir, tmp_path, *common, process=True)  # the function counts its calls
     assert failed.returncode == 2
     assert "grpo_rewards:fails_on_third_call" in failed.stderr and "scoring service unavailable" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
-    resumed = cli(tiny_model_dir, tmp_path, *common, "--resume")  # a fresh process: the service is back
+    resumed = cli(tiny_model_dir, tmp_path, *common, "--resume", process=True)  # a fresh process: the service is back
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [r["step"] for r in train_records(tmp_path)] == [1, 2, 3, 4]
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -16,6 +13,7 @@ from alignloop.config import load_config
 from alignloop.data import encode_preference_records, read_preference_data
 from alignloop.losses import bradley_terry, plackett_luce, rating_regression
 from alignloop.models import build_reward_model, load_reward_model, read_reward_metadata
+from cli_in_process import alignloop_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "rm-tiny-cpu.yaml"
@@ -68,23 +66,17 @@ def test_ordinal_ratings_learn_thresholds(tiny_model_dir, tmp_path):
     assert model.rating_thresholds is not None and model.rating_thresholds.shape == (4,)
 
 
-def alignloop(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "alignloop", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-
-
 def test_rm_score_and_eval_commands(tiny_model_dir, tmp_path):
     trained = run_reward(config(tiny_model_dir, tmp_path / "run", "train.max_steps=2")).final_model_dir
     scored = tmp_path / "scored.jsonl"
-    done = alignloop("rm", "score", "--model", str(trained), "--input", "recipes/data/calm-replies-eval.jsonl",
+    done = alignloop_in_process("rm", "score", "--model", str(trained), "--input", "recipes/data/calm-replies-eval.jsonl",
                      "--output", str(scored))
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in scored.read_text().splitlines()]
     assert len(rows) == 24 and all(math.isfinite(row["reward"]) for row in rows)
     assert rows[0]["prompt"] and rows[0]["response"]
 
-    done = alignloop("rm", "eval", "--model", str(trained), "--data", "recipes/data/calm-pairs-eval.jsonl")
+    done = alignloop_in_process("rm", "eval", "--model", str(trained), "--data", "recipes/data/calm-pairs-eval.jsonl")
     assert done.returncode == 0, done.stderr
     assert '"pairs/accuracy"' in done.stdout and '"pairs/calibration_error"' in done.stdout
 
@@ -92,7 +84,7 @@ def test_rm_score_and_eval_commands(tiny_model_dir, tmp_path):
 def test_identical_pair_is_a_named_error_when_asked(tiny_model_dir, tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "q", "chosen": "same", "rejected": "same"}\n')
-    done = alignloop("rm", "train", "--config", str(RECIPE), f"model.name={tiny_model_dir}",
+    done = alignloop_in_process("rm", "train", "--config", str(RECIPE), f"model.name={tiny_model_dir}",
                      f"train.output_dir={tmp_path / 'out'}", f"data.train=[{data}]", "data.eval=[]",
                      "data.on_invalid=error")
     assert done.returncode == 2

@@ -1,5 +1,5 @@
-"""`alignloop sft` end to end in real processes: exact resume after a kill, 2-process DDP,
-and the named errors a user sees for bad input."""
+"""`alignloop sft` end to end: exact resume after a kill and 2-process DDP in real processes;
+the named errors a user sees for bad input, and the help, through the same app in this process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from alignloop.engine import KILL_AT_STEP_ENV, read_metrics
+from cli_in_process import alignloop_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_RECIPE = ROOT / "recipes" / "sft-tiny-cpu.yaml"
@@ -72,14 +73,14 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_mod
 
 
 def test_unknown_config_key_is_named_with_the_valid_ones(tmp_path):
-    done = alignloop("sft", "--config", str(TINY_RECIPE), "train.lrr=0.1")
+    done = alignloop_in_process("sft", "--config", TINY_RECIPE, "train.lrr=0.1")
     assert done.returncode == 2
     assert "unknown key 'train.lrr' (did you mean 'lr'?)" in done.stderr
     assert "valid keys here:" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_unknown_model_name_lists_the_built_ins(tmp_path):
-    done = alignloop("sft", "--config", str(TINY_RECIPE), "model.name=no-such-model", f"train.output_dir={tmp_path}")
+    done = alignloop_in_process("sft", "--config", TINY_RECIPE, "model.name=no-such-model", f"train.output_dir={tmp_path}")
     assert done.returncode == 2
     assert "smollm2-135m-instruct" in done.stderr and "Traceback" not in done.stderr
 
@@ -87,13 +88,14 @@ def test_unknown_model_name_lists_the_built_ins(tmp_path):
 def test_bad_data_line_is_named_with_file_line_and_field(tiny_model_dir, tmp_path):
     data = tmp_path / "sft.jsonl"
     data.write_text('{"prompt": "hi", "response": "hello"}\n{"prompt": "x", "response": "y"}\n{"prompt": "q", "response": 5}\n')
-    done = sft(tiny_model_dir, tmp_path / "out", f"data.train={data}")
+    done = alignloop_in_process("sft", "--config", TINY_RECIPE, f"model.name={tiny_model_dir}",
+                                f"train.output_dir={tmp_path / 'out'}", f"data.train={data}")
     assert done.returncode == 2
     assert "sft.jsonl:3" in done.stderr and "response" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_help_lists_every_config_key_with_its_help():
-    done = alignloop("sft", "--help")
+    done = alignloop_in_process("sft", "--help")
     assert done.returncode == 0
     for key in ("train.lr", "train.mixed_precision", "model.lora", "data.packing", "save_merged"):
         assert key in done.stdout

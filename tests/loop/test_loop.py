@@ -17,18 +17,20 @@ from sqlalchemy.orm import Session
 from alignloop.engine import KILL_AT_STEP_ENV
 from alignloop.feedback.models import Campaign, Candidate, Item, Judgement
 from alignloop.loop.config import STEPS
+from cli_in_process import alignloop_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "loop-tiny-cpu.yaml"
 
 
 def loop(tiny_model_dir, out: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "alignloop", "loop", "--config", str(RECIPE), f"model.name={tiny_model_dir}",
-         f"output_dir={out}", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )
+    """`alignloop loop` in this process; in a fresh one with `env_extra` (a run killed at a step)."""
+    command = ["loop", "--config", str(RECIPE), f"model.name={tiny_model_dir}", f"output_dir={out}", *args]
+    if env_extra is None:
+        return alignloop_in_process(*command)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **env_extra)
+    return subprocess.run([sys.executable, "-m", "alignloop", *command], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
 
 
 def counts(out: Path) -> dict[str, tuple[int, int]]:

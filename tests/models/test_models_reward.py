@@ -133,6 +133,26 @@ def test_scores_do_not_depend_on_batch_size(reward_model, smol_tokenizer):
         score_texts(reward_model, smol_tokenizer, PROMPTS, RESPONSES[:4])
 
 
+def test_replies_to_one_prompt_are_scored_together_with_the_prompt_computed_once(tiny_model_dir, smol_tokenizer):
+    from alignloop.models import load_model_and_tokenizer
+
+    reward_model = RewardModel(load_model_and_tokenizer(str(tiny_model_dir))[0]).eval()  # alignloop's attention
+    prompts = [PROMPTS[0], PROMPTS[3]] * 3  # interleaved: the scorer brings each prompt's replies together
+    responses = ["Paris", "Waves", "Lyon", "Foam", "Nice", "Salt"]  # no two share a first token
+    alone = score_texts(reward_model, smol_tokenizer, prompts, responses, batch_size=1)
+    computed = []
+    embeddings = reward_model.backbone.get_input_embeddings()
+    hook = embeddings.register_forward_hook(lambda module, args, out: computed.append(args[0].numel()))
+    try:
+        together = score_texts(reward_model, smol_tokenizer, prompts, responses, batch_size=6)
+    finally:
+        hook.remove()
+    assert together == pytest.approx(alone, abs=1e-5)  # in the caller's order
+    rows = [sum(encode_prompt_response(smol_tokenizer, p, r), []) for p, r in zip(prompts, responses)]
+    prompt_lengths = [len(encode_prompt_response(smol_tokenizer, p, "x")[0]) for p in (PROMPTS[0], PROMPTS[3])]
+    assert computed == [sum(map(len, rows)) - 2 * sum(prompt_lengths)]  # each prompt once, not three times
+
+
 def test_max_length_keeps_the_end_of_the_text(reward_model, smol_tokenizer):
     row = _encoded(smol_tokenizer, 1)[0]
     with torch.no_grad():

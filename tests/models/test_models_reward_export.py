@@ -5,8 +5,6 @@ classifiers trained elsewhere) as reward models."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -23,6 +21,7 @@ from alignloop.models import (
     score_texts,
 )
 from alignloop.rewards import RewardSourceConfig, build_reward_source
+from cli_in_process import alignloop_in_process
 
 PROMPTS = ["What is the capital of France?", [Message(role="user", content="Hi")], "Name a colour."]
 RESPONSES = ["Paris.", "Hello! How can I help?", "Blue"]
@@ -100,8 +99,7 @@ def test_a_classifier_trained_elsewhere_is_a_reward_model_source(tiny_model_dir,
 def test_rm_export_command(tiny_model_dir, tmp_path):
     model, tokenizer = build_reward_model(str(tiny_model_dir), lora=LoraSettings(r=4, alpha=8))
     save_reward_model(trained_looking(model), tmp_path / "rm", tokenizer)
-    done = subprocess.run([sys.executable, "-m", "alignloop", "rm", "export", "--model", str(tmp_path / "rm"),
-                           "--out", str(tmp_path / "hf")], capture_output=True, text=True)
+    done = alignloop_in_process("rm", "export", "--model", tmp_path / "rm", "--out", tmp_path / "hf")
     assert done.returncode == 0, done.stderr
     assert "alignloop's raw reward is logits + 0.3, normalised (raw - 0.5) / 2" in " ".join(done.stdout.split())
     assert is_sequence_classifier_folder(tmp_path / "hf")
