@@ -10,6 +10,10 @@ On a CPU under bf16 mixed precision that runs bf16 fast, the policy samples from
 its (LoRA-merged) weights, made once per rollout (`SamplingConfig.precision`); training keeps
 its own weights.
 
+Plain sampling (no top-k / top-p) draws each token with the Gumbel-max trick instead of
+transformers' softmax + multinomial: the same distribution, at half the cost on a CPU
+(`GumbelMaxSampling`).
+
 The sampler's temperature is recorded with the rollout: the log-probs used for training must
 be computed from logits divided by the same temperature, or the "old" policy of PPO is not the
 policy that sampled, and the measured KL to the reference can even go negative.
@@ -28,6 +32,7 @@ from typing import Literal, Protocol, Sequence
 
 import torch
 from pydantic import Field, model_validator
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from alignloop import hardware
 from alignloop.config import Section
@@ -134,6 +139,29 @@ def sampling_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+class GumbelMaxSampling(LogitsProcessor):
+    """Makes greedy decoding draw from softmax(logits / T): argmax_i(l_i / T + g_i), with g_i
+    independent standard Gumbel noise, is token i with exactly that probability (the Gumbel-max
+    trick). It runs last among the processors, after any that mask tokens (-inf stays -inf).
+
+    Why: on a CPU, torch.multinomial over a 49k-token vocabulary draws one exponential variate
+    per token with a slow generator. The built-in model, 32 rows, one step: softmax + multinomial
+    60 ms, uniform noise + two logs + argmax 29 ms (2-core AVX2 EPYC, torch 2.13), of a ~330 ms
+    decoding step. Whole rollouts of 32 tokens, medians of 3: 32 rows 17.95 s -> 16.48 s (1.09x),
+    96 rows 44.3 s -> 39.3 s (1.13x).
+    """
+
+    def __init__(self, temperature: float):
+        if not temperature > 0:
+            raise ValueError(f"Gumbel-max sampling needs a temperature > 0, got {temperature}")
+        self.temperature = temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        uniform = torch.rand(scores.shape, device=scores.device).clamp_(min=torch.finfo(torch.float32).tiny)
+        gumbel = uniform.log_().neg_().log_().neg_()  # -log(-log u)
+        return scores.float() / self.temperature + gumbel
+
+
 class HFRolloutEngine:
     """Batched sampling with transformers' `generate` (CPU or GPU)."""
 
@@ -196,7 +224,10 @@ class HFRolloutEngine:
             "eos_token_id": sorted(self.eos_ids),
             "use_cache": True,
         }
-        if sample:
+        if sample and s.top_p == 1.0 and s.top_k == 0:
+            # Greedy over Gumbel-perturbed logits: plain sampling at half its cost on a CPU.
+            kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([GumbelMaxSampling(s.temperature)]))
+        elif sample:
             # top_k=0 must be passed: None would fall back to the generation config default (50).
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         return kwargs

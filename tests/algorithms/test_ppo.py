@@ -108,12 +108,13 @@ def test_adaptive_kl_raises_beta_when_the_kl_is_above_target(tiny_model_dir, tmp
 def test_killed_ppo_run_resumes_identically_including_the_kl_coefficient(tiny_model_dir, tmp_path):
     common = ("train.max_steps=4", "train.save_every=2", "ppo.kl_target=0.01", "ppo.kl_horizon=10",
               "data.eval=null", LENGTH_REWARD)
-    straight = cli(tiny_model_dir, tmp_path / "straight", *common)
+    # All three in fresh processes: the comparison is of a run with its own killed and resumed self.
+    straight = cli(tiny_model_dir, tmp_path / "straight", *common, process=True)
     assert straight.returncode == 0, straight.stderr[-2000:]
     out = tmp_path / "killed"
     killed = cli(tiny_model_dir, out, *common, env_extra={KILL_AT_STEP_ENV: "3"})
     assert killed.returncode == -signal.SIGKILL
-    resumed = cli(tiny_model_dir, out, *common, "--resume")
+    resumed = cli(tiny_model_dir, out, *common, "--resume", process=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = train_records(tmp_path / "straight"), train_records(out)
     assert [r["step"] for r in b] == [1, 2, 3, 4]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alignloop import hardware
-from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig, cut_at_eos, left_pad, sampling_dtype
+from alignloop.engine.rollout import GumbelMaxSampling, HFRolloutEngine, SamplingConfig, cut_at_eos, left_pad, sampling_dtype
 from alignloop.models import LoraSettings, apply_lora, build_tiny_causal_lm
 
 
@@ -44,6 +44,30 @@ def test_sampling_is_reproducible_with_a_seed_and_marks_finished_rows(smol_token
         assert done == (response[-1] in engine.eos_ids)
         assert len(response) <= 5
     assert len(first.texts) == 4
+
+
+def test_gumbel_max_draws_each_token_with_its_softmax_probability():
+    logits = torch.tensor([2.0, 1.0, 0.5, -1.0, float("-inf")])
+    draws = 200_000
+    torch.manual_seed(0)
+    picked = GumbelMaxSampling(0.7)(None, logits.expand(draws, -1)).argmax(-1)
+    frequency = torch.bincount(picked, minlength=5).double() / draws
+    expected = torch.softmax(logits.double() / 0.7, -1)
+    # Five binomial standard errors: a wrong distribution (e.g. T ignored: 0.61 vs 0.73 for the
+    # first token) is hundreds of them away.
+    assert ((frequency - expected).abs() <= 5 * (expected * (1 - expected) / draws).sqrt() + 1e-12).all()
+    assert frequency[4] == 0  # a masked token is never drawn
+
+
+def test_plain_sampling_uses_gumbel_max_and_truncated_sampling_transformers(smol_tokenizer):
+    model, tokenizer = build_tiny_causal_lm(smol_tokenizer, seed=1)
+    plain = HFRolloutEngine(model, tokenizer, SamplingConfig(temperature=0.7))._generation_kwargs(0)
+    assert plain["do_sample"] is False and isinstance(plain["logits_processor"][0], GumbelMaxSampling)
+    assert plain["logits_processor"][0].temperature == 0.7
+    nucleus = HFRolloutEngine(model, tokenizer, SamplingConfig(temperature=0.7, top_p=0.9))._generation_kwargs(0)
+    assert nucleus["do_sample"] is True and nucleus["top_p"] == 0.9 and "logits_processor" not in nucleus
+    greedy = HFRolloutEngine(model, tokenizer, SamplingConfig(temperature=0.0))._generation_kwargs(0)
+    assert greedy["do_sample"] is False and "logits_processor" not in greedy
 
 
 BF16_FAST = hardware.PrecisionChoice("bf16", "bf16 autocast: an AMX CPU", 6.0)
