@@ -59,12 +59,17 @@ def _encode(
     return ids, tuple(prompt_ids)
 
 
+def _prefix_key(index: int, prompt: tuple[int, ...] | None) -> Any:
+    """Rows with equal keys share their prompt; a row whose beginning was cut shares nothing."""
+    return prompt if prompt is not None else ("cut", index)
+
+
 def _scoring_order(encoded: list[tuple[list[int], tuple[int, ...] | None]]) -> list[int]:
     """Row indices with the rows of one prompt together, the longest prompts' first, and the
     rows of a prompt from the longest: batches then hold whole groups of similar length."""
     groups: dict[Any, list[int]] = {}
     for i, (_, prompt) in enumerate(encoded):
-        groups.setdefault(prompt if prompt is not None else ("cut", i), []).append(i)
+        groups.setdefault(_prefix_key(i, prompt), []).append(i)
     ordered = sorted(groups.values(), key=lambda rows: max(len(encoded[i][0]) for i in rows), reverse=True)
     return [i for rows in ordered for i in sorted(rows, key=lambda i: len(encoded[i][0]), reverse=True)]
 
@@ -74,8 +79,7 @@ def _score_batch(model: RewardModel, encoded: list[tuple[list[int], tuple[int, .
     examples = [EncodedExample(input_ids=ids, labels=[IGNORE_INDEX] * len(ids)) for ids, _ in encoded]
     batch = pad_batch(examples, pad_token_id)
     keys: dict[Any, int] = {}
-    groups = [keys.setdefault(prompt if prompt is not None else ("cut", i), len(keys))
-              for i, (_, prompt) in enumerate(encoded)]
+    groups = [keys.setdefault(_prefix_key(i, prompt), len(keys)) for i, (_, prompt) in enumerate(encoded)]
     return model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                  prefix_groups=torch.tensor(groups, device=device))  # (B,)
 
