@@ -59,6 +59,21 @@ def test_gumbel_max_draws_each_token_with_its_softmax_probability():
     assert frequency[4] == 0  # a masked token is never drawn
 
 
+def test_generate_draws_first_tokens_from_the_models_tempered_softmax(smol_tokenizer):
+    """Through transformers' generate: the mean log-probability of the drawn tokens is minus the
+    entropy of softmax(logits / T), within 5 standard errors (the tiny model's distribution is
+    nearly flat over 49k tokens, so a frequency table would be empty)."""
+    model, tokenizer = build_tiny_causal_lm(smol_tokenizer, seed=1)
+    prompt = [10, 11, 12]
+    with torch.no_grad():
+        log_probs = (model(torch.tensor([prompt])).logits[0, -1].double() / 0.7).log_softmax(-1)
+    engine = HFRolloutEngine(model, tokenizer, SamplingConfig(temperature=0.7, max_new_tokens=1, min_new_tokens=1,
+                                                              batch_size=2000))
+    drawn = log_probs[torch.tensor([row[0] for row in engine.generate([prompt] * 4000, seed=0).response_ids])]
+    entropy = -(log_probs.exp() * log_probs).sum()
+    assert abs(drawn.mean() + entropy) <= 5 * drawn.std() / len(drawn) ** 0.5
+
+
 def test_plain_sampling_uses_gumbel_max_and_truncated_sampling_transformers(smol_tokenizer):
     model, tokenizer = build_tiny_causal_lm(smol_tokenizer, seed=1)
     plain = HFRolloutEngine(model, tokenizer, SamplingConfig(temperature=0.7))._generation_kwargs(0)
