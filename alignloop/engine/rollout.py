@@ -159,7 +159,7 @@ class GumbelMaxSampling(LogitsProcessor):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         uniform = torch.rand(scores.shape, device=scores.device).clamp_(min=torch.finfo(torch.float32).tiny)
         gumbel = uniform.log_().neg_().log_().neg_()  # -log(-log u)
-        return scores.float() / self.temperature + gumbel
+        return gumbel.add_(scores.float(), alpha=1.0 / self.temperature)  # in place: one vocabulary-wide buffer
 
 
 class HFRolloutEngine:

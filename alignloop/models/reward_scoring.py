@@ -59,27 +59,28 @@ def _encode(
     return ids, tuple(prompt_ids)
 
 
-def _prefix_key(index: int, prompt: tuple[int, ...] | None) -> Any:
-    """Rows with equal keys share their prompt; a row whose beginning was cut shares nothing."""
-    return prompt if prompt is not None else ("cut", index)
+def _prompt_groups(encoded: list[tuple[list[int], tuple[int, ...] | None]]) -> list[int]:
+    """One id per row, equal for rows that begin with the same prompt; a row whose beginning
+    was cut shares nothing."""
+    ids: dict[Any, int] = {}
+    keys = [prompt if prompt is not None else ("cut", row) for row, (_, prompt) in enumerate(encoded)]
+    return [ids.setdefault(key, len(ids)) for key in keys]
 
 
-def _scoring_order(encoded: list[tuple[list[int], tuple[int, ...] | None]]) -> list[int]:
+def _scoring_order(lengths: list[int], groups: list[int]) -> list[int]:
     """Row indices with the rows of one prompt together, the longest prompts' first, and the
     rows of a prompt from the longest: batches then hold whole groups of similar length."""
-    groups: dict[Any, list[int]] = {}
-    for i, (_, prompt) in enumerate(encoded):
-        groups.setdefault(_prefix_key(i, prompt), []).append(i)
-    ordered = sorted(groups.values(), key=lambda rows: max(len(encoded[i][0]) for i in rows), reverse=True)
-    return [i for rows in ordered for i in sorted(rows, key=lambda i: len(encoded[i][0]), reverse=True)]
+    members: dict[int, list[int]] = {}
+    for row, group in enumerate(groups):
+        members.setdefault(group, []).append(row)
+    ordered = sorted(members.values(), key=lambda rows: max(lengths[i] for i in rows), reverse=True)
+    return [i for rows in ordered for i in sorted(rows, key=lambda i: lengths[i], reverse=True)]
 
 
-def _score_batch(model: RewardModel, encoded: list[tuple[list[int], tuple[int, ...] | None]], pad_token_id: int,
+def _score_batch(model: RewardModel, ids: list[list[int]], groups: list[int], pad_token_id: int,
                  device: torch.device) -> torch.Tensor:
-    examples = [EncodedExample(input_ids=ids, labels=[IGNORE_INDEX] * len(ids)) for ids, _ in encoded]
+    examples = [EncodedExample(input_ids=row, labels=[IGNORE_INDEX] * len(row)) for row in ids]
     batch = pad_batch(examples, pad_token_id)
-    keys: dict[Any, int] = {}
-    groups = [keys.setdefault(_prefix_key(i, prompt), len(keys)) for i, (_, prompt) in enumerate(encoded)]
     return model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                  prefix_groups=torch.tensor(groups, device=device))  # (B,)
 
@@ -105,7 +106,8 @@ def score_texts(
     if batch_size < 1 or (max_length is not None and max_length < 1):
         raise ValueError(f"batch_size and max_length must be positive, got {batch_size} and {max_length}")
     encoded = [_encode(tokenizer, p, r, use_chat_template, max_length) for p, r in zip(prompts, responses)]
-    order = _scoring_order(encoded)
+    groups = _prompt_groups(encoded)
+    order = _scoring_order([len(ids) for ids, _ in encoded], groups)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     scores = torch.empty(len(encoded), dtype=torch.float32)
@@ -115,7 +117,8 @@ def score_texts(
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                batch_scores = _score_batch(model, [encoded[i] for i in chunk], pad_token_id, device)
+                batch_scores = _score_batch(model, [encoded[i][0] for i in chunk], [groups[i] for i in chunk],
+                                            pad_token_id, device)
                 if normalize:
                     batch_scores = model.normalized(batch_scores)
                 scores[chunk] = batch_scores.float().cpu()
