@@ -34,8 +34,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from alignloop.feedback import service
 
     errors: tuple[type[BaseException], ...] = (
-        DataError, service.NotFound, service.Conflict, service.InvalidRequest, service.Forbidden,
-        FileNotFoundError, OperationalError,
+        DataError, service.NotFound, service.Conflict, service.InvalidRequest, service.InvalidAnswer,
+        service.Forbidden, FileNotFoundError, IsADirectoryError, NotADirectoryError, OperationalError,
     )
     # The export and generate modules are heavy (generate loads torch): their errors are only
     # looked up when the command that raised them has imported them.
@@ -90,25 +90,29 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, help="server processes (one per core; PostgreSQL gains most)"),
     assignment_seed: Optional[int] = typer.Option(
         None, "--assignment-seed", help="seed the choice of items and display orders (reproducible simulations)"),
+    forwarded_allow_ips: Optional[str] = typer.Option(
+        None, "--forwarded-allow-ips",
+        help="comma-separated addresses of your reverse proxies, whose X-Forwarded-For is believed; "
+             "left out, the header is ignored and the client is the connecting address"),
 ) -> None:
     """Start the feedback web app (pages for evaluators and admins, REST API at /api/v1, docs at /docs)."""
     import os
 
     import uvicorn
 
-    from alignloop.feedback.app import DB_URL_VARIABLE, create_app
     from alignloop.feedback.database import upgrade
+    from alignloop.web import DB_URL_VARIABLE, create_app, server_options
 
     upgrade(db)
     out.print(f"feedback app on http://{host}:{port} (database {db}, {workers} worker{'s' if workers > 1 else ''})")
+    options = {"host": host, "port": port, "log_level": "warning", **server_options(forwarded_allow_ips)}
     if workers == 1:
-        uvicorn.run(create_app(db, assignment_seed), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(db, assignment_seed), **options)
         return
     if assignment_seed is not None:
         raise typer.BadParameter("--assignment-seed needs --workers 1 (one process decides every assignment)")
     os.environ[DB_URL_VARIABLE] = db  # each worker process builds its own app (and engine) from it
-    uvicorn.run("alignloop.feedback.app:app_from_environment", factory=True, workers=workers,
-                host=host, port=port, log_level="warning")
+    uvicorn.run("alignloop.web:app_from_environment", factory=True, workers=workers, **options)
 
 
 @db_app.command("upgrade")
@@ -140,6 +144,87 @@ def create_user(
     out.print(f"created {role} {username!r}")
 
 
+def _user(session, username: str):
+    from alignloop.feedback import service
+
+    user = service.user_by_name(session, username)
+    if user is None:
+        raise service.NotFound(f"no user named {username!r}")
+    return user
+
+
+@feedback_app.command("set-password")
+@feedback_errors
+def set_password(
+    username: str = typer.Argument(..., help="whose password"),
+    password: Optional[str] = typer.Option(None, "--password", help="asked for (hidden) when left out"),
+    db: str = DB_OPTION,
+) -> None:
+    """Set a new password (a reset); the user's browsers are signed out."""
+    from alignloop.feedback import service
+    from alignloop.feedback.database import transaction
+
+    if password is None:
+        password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    with transaction(_session_factory(db)) as session:
+        service.set_password(session, _user(session, username), password)
+    out.print(f"new password set for {username!r}; their browser sessions were ended")
+
+
+@feedback_app.command("disable-user")
+@feedback_errors
+def disable_user(username: str = typer.Argument(..., help="the account to disable"), db: str = DB_OPTION) -> None:
+    """Disable an account: it cannot sign in, its sessions end and its API tokens stop working (judgements stay)."""
+    from alignloop.feedback import service
+    from alignloop.feedback.database import transaction
+
+    with transaction(_session_factory(db)) as session:
+        service.set_user_active(session, _user(session, username), False)
+    out.print(f"disabled {username!r}")
+
+
+@feedback_app.command("enable-user")
+@feedback_errors
+def enable_user(username: str = typer.Argument(..., help="the account to enable again"), db: str = DB_OPTION) -> None:
+    """Enable a disabled account again."""
+    from alignloop.feedback import service
+    from alignloop.feedback.database import transaction
+
+    with transaction(_session_factory(db)) as session:
+        service.set_user_active(session, _user(session, username), True)
+    out.print(f"enabled {username!r}")
+
+
+@feedback_app.command("tokens")
+@feedback_errors
+def tokens(username: Optional[str] = typer.Argument(None, help="only this user's tokens"), db: str = DB_OPTION) -> None:
+    """List API tokens: id, owner, name, created, last used, revoked."""
+    from alignloop.feedback import service
+    from alignloop.feedback.database import transaction
+
+    with transaction(_session_factory(db)) as session:
+        owner = _user(session, username).id if username else None
+        rows = [(t.id, t.user.username, t.name, t.created_at, t.last_used_at, t.revoked)
+                for t in service.list_tokens(session, owner)]
+    for token_id, owner_name, name, created, used, revoked in rows:
+        used_text = used.strftime("%Y-%m-%d %H:%M") if used else "never used"
+        print(f"{token_id}\t{owner_name}\t{name}\tcreated {created:%Y-%m-%d}\t{used_text}\t{'revoked' if revoked else 'live'}")
+
+
+@feedback_app.command("revoke-token")
+@feedback_errors
+def revoke_token(token_id: int = typer.Argument(..., help="the token's id (from `alignloop feedback tokens`)"),
+                 db: str = DB_OPTION) -> None:
+    """Revoke an API token: requests with it get 401 from now on."""
+    from alignloop.feedback import service
+    from alignloop.feedback.database import transaction
+
+    with transaction(_session_factory(db)) as session:
+        token = service.revoke_token(session, token_id)
+        owner = token.user.username
+    out.print(f"revoked API token {token_id} ({owner!r})")
+
+
 @feedback_app.command("token")
 @feedback_errors
 def token(
@@ -148,14 +233,11 @@ def token(
     db: str = DB_OPTION,
 ) -> None:
     """Print a new API token for a user (send it as `Authorization: Bearer TOKEN`); it is shown only once."""
-    from alignloop.feedback import security, service
+    from alignloop.feedback import service
     from alignloop.feedback.database import transaction
 
     with transaction(_session_factory(db)) as session:
-        user = service.user_by_name(session, username)
-        if user is None:
-            raise service.NotFound(f"no user named {username!r}")
-        secret = security.issue_api_token(session, user, name)
+        secret = service.issue_token(session, _user(session, username), name)
     print(secret)
 
 

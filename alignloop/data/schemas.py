@@ -39,6 +39,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from alignloop.data.storable import unstorable_reason
+
 __all__ = [
     "Message",
     "Prompt",
@@ -62,6 +64,12 @@ def _require_non_empty_text(value: Any) -> Any:
     # same plain-language complaint.
     if not isinstance(value, str) or not value.strip():
         raise PydanticCustomError("non_empty_text", "expected a non-empty string")
+    return _require_storable(value)
+
+
+def _require_storable(value: Any) -> Any:
+    if isinstance(value, str) and (reason := unstorable_reason(value)):
+        raise PydanticCustomError("unstorable_text", "cannot be stored: it {reason}", {"reason": reason})
     return value
 
 
@@ -84,7 +92,7 @@ class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     role: Role
-    content: str
+    content: Annotated[str, AfterValidator(_require_storable)]
 
 
 def _check_ends_with_user(messages: list[Message]) -> list[Message]:

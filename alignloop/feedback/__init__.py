@@ -1,5 +1,6 @@
-"""The human feedback platform: a store of judgements (SQLAlchemy; SQLite or PostgreSQL),
-campaigns and assignment, sign-in and API tokens, and the FastAPI app evaluators and admins use.
+"""The human feedback store: judgements (SQLAlchemy; SQLite or PostgreSQL), campaigns and
+assignment, accounts, sign-in and API tokens. The web app people use is `alignloop.web`;
+this package imports neither FastAPI nor torch (but generate.py, the separate job that samples).
 
     models.py      the schema (the contract every part builds on)
     database.py    engines, sessions, Alembic upgrades (migrations/)
@@ -7,7 +8,6 @@ campaigns and assignment, sign-in and API tokens, and the FastAPI app evaluators
     assignment.py  which item next, display order, answer validation (pure functions)
     service.py     what pages, API and CLI do, one transaction per call
     imports.py     prompts / candidates from files, all or nothing
-    app.py         pages and the REST API (`create_app`)
     quality.py     agreement, gold accuracy, position bias, speed, consensus; evaluator flags
     export.py      versioned, content-hashed datasets for the trainers
     generate.py    K candidates per prompt from a model: a separate job, the one module with torch

@@ -18,11 +18,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from alignloop.data.storable import unstorable_reason
 from alignloop.feedback.models import TaskType
 
 __all__ = [
     "MAX_TEXT_CHARS", "MIN_CANDIDATES", "PAIRWISE_CHOICES", "DEFAULT_AXIS", "InvalidAnswer", "ItemLoad",
-    "pick_item", "display_order", "rubric_axes", "validate_answer",
+    "pick_item", "display_order", "rubric_axes", "validate_answer", "check_text",
 ]
 
 MAX_TEXT_CHARS = 20_000  # prompts, responses, comments and edits alike
@@ -74,12 +75,11 @@ def rubric_axes(axes: list[str]) -> list[str]:
 
 
 def _whole_number(value: Any, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
+    # ASCII digits only: Python's int() also reads "١" (Arabic-Indic one) and "１" (full width).
+    as_text = value.strip() if isinstance(value, str) else ""
+    if isinstance(value, bool) or not (isinstance(value, int) or (as_text.isascii() and as_text.lstrip("-").isdigit())):
         raise InvalidAnswer(f"{field}: expected a whole number from {low} to {high}, got {value!r}")
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidAnswer(f"{field}: expected a whole number from {low} to {high}, got {value!r}") from None
+    number = int(value)
     if not low <= number <= high:
         raise InvalidAnswer(f"{field}: expected a whole number from {low} to {high}, got {number}")
     return number
@@ -90,11 +90,21 @@ def _text(value: Any, field: str, required: bool) -> str:
         value = ""
     if not isinstance(value, str):
         raise InvalidAnswer(f"{field}: expected text, got {type(value).__name__}")
+    if reason := unstorable_reason(value):
+        raise InvalidAnswer(f"{field}: {reason}")
     if required and not value.strip():
         raise InvalidAnswer(f"{field}: expected non-empty text")
     if len(value) > MAX_TEXT_CHARS:
         raise InvalidAnswer(f"{field}: {len(value)} characters, more than the limit of {MAX_TEXT_CHARS}")
     return value
+
+
+def check_text(value: Any, field: str, limit: int = MAX_TEXT_CHARS, required: bool = False) -> str:
+    """`value` as text the store can hold (at most `limit` characters), or InvalidAnswer naming `field`."""
+    text = _text(value, field, required)
+    if len(text) > limit:
+        raise InvalidAnswer(f"{field}: {len(text)} characters, more than the limit of {limit}")
+    return text
 
 
 def _pairwise(raw: dict[str, Any], shown: list[int]) -> dict[str, Any]:
@@ -120,7 +130,10 @@ def _ranking(raw: dict[str, Any], shown: list[int]) -> dict[str, Any]:
     expected = {str(candidate) for candidate in shown}
     if given != expected:
         raise InvalidAnswer(f"ranks: expected a rank for exactly the shown candidates {sorted(shown)}, got {sorted(given)}")
-    return {"ranks": {str(key): _whole_number(value, f"ranks.{key}", 1, len(shown)) for key, value in ranks.items()}}
+    checked = {str(key): _whole_number(value, f"ranks.{key}", 1, len(shown)) for key, value in ranks.items()}
+    if 1 not in checked.values():
+        raise InvalidAnswer(f"ranks: expected rank 1 for the best candidate (ties share a rank), got {sorted(checked.values())}")
+    return {"ranks": checked}
 
 
 def _rating(raw: dict[str, Any], axes: list[str], scale: tuple[int, int]) -> dict[str, Any]:

@@ -9,8 +9,11 @@ teams. Both must take many concurrent writers without losing or duplicating a ju
   both try to write, one fails at once with "database is locked" *without waiting* (waiting
   could deadlock). Taking the write lock up front makes writers queue on the busy timeout
   instead, which is what short web transactions want.
+* Reading needs no lock at all: a read-only session (`make_read_session_factory`) starts with a
+  plain `BEGIN`, so an admin's dashboard, however long its quality figures take, never makes a
+  writer wait.
 * PostgreSQL needs nothing special here; where a count must not race (how many evaluators an
-  item already has), the service locks the campaign row (`SELECT ... FOR UPDATE`).
+  item already has, failed sign-ins), the service locks a row or takes an advisory lock.
 
 The schema itself is created only by Alembic migrations (`upgrade`), never by `create_all`,
 so a database made by `alignloop db upgrade` and one made by the tests are the same.
@@ -26,10 +29,14 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["DEFAULT_URL", "make_engine", "make_session_factory", "transaction", "upgrade", "alembic_config"]
+__all__ = [
+    "DEFAULT_URL", "make_engine", "make_session_factory", "make_read_session_factory", "transaction", "upgrade",
+    "alembic_config",
+]
 
 DEFAULT_URL = "sqlite:///feedback.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READ_ONLY = "alignloop_read_only"  # execution option of the engine behind read-only sessions
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -47,7 +54,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str = DEFAULT_URL) -> Engine:
@@ -67,6 +75,11 @@ def make_engine(url: str = DEFAULT_URL) -> Engine:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: objects returned by a service call stay readable after its commit.
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for work that only reads: on SQLite their transactions take no write lock."""
+    return sessionmaker(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager

@@ -420,9 +420,7 @@ def export_campaign(
     if fmt == "pairs" and pairs_from_rankings:
         records += rankings_to_pairs(_rankings(facts, context))
     if not records:
-        raise ExportError(f"campaign {campaign_name!r} has nothing to export as {fmt} with aggregation "
-                          f"{aggregation!r} (dropped: {dict(context.dropped) or 'none'}); collect more judgements per item "
-                          f"(overlap) or export with aggregation 'all'")
+        raise ExportError(_nothing_to_export(campaign_name, fmt, aggregation, dict(context.dropped)))
     usernames = dict(session.execute(select(User.id, User.username)).all())
     manifest = {
         "campaign": campaign.name, "format": fmt, "style": style, "aggregation": aggregation,
@@ -438,7 +436,27 @@ def export_campaign(
         "weights": {usernames[e]: w for e, w in sorted(context.weights.items())} if aggregation == "weighted" else None,
         "alignloop_version": alignloop.__version__,
     }
-    return _publish(Path(out_dir), f"{_slug(campaign.name)}-{fmt}", records, manifest, style)
+    return _publish(_output_folder(out_dir), f"{_slug(campaign.name)}-{fmt}", records, manifest, style)
+
+
+def _nothing_to_export(campaign: str, fmt: str, aggregation: str, dropped: dict[str, int]) -> str:
+    """Why an export came out empty, and what would help: only advice that changes something."""
+    advice = ["collect more judgements"]
+    if aggregation != "all":
+        advice.append("export with aggregation 'all' (every judgement, no agreement needed)")
+    if dropped.get("gold_item"):
+        advice.append("add --include-gold")
+    if dropped.get("flagged_evaluator"):
+        advice.append("leave out --exclude-flagged")
+    return (f"campaign {campaign!r} has nothing to export as {fmt} with aggregation {aggregation!r} "
+            f"(dropped: {dropped or 'none'}); {', or '.join(advice)}")
+
+
+def _output_folder(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: a file is there; expected a folder to put <campaign>-<format>-v<N>/ in")
+    return out
 
 
 def export_campaign_from_url(

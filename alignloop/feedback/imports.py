@@ -12,8 +12,9 @@ Two kinds of file, told apart by their columns (JSONL, CSV or a JSON array):
   item id of the campaign) or `prompt` (text equal to exactly one of its items).
 
 Every row is checked before anything is stored, and every problem is reported at once as
-`file:line: field 'x': what was expected` (the data layer's `DataError`); one bad row means
-nothing is imported. The caller runs the import inside one transaction, so a failure while
+`file:line: field 'x': what was expected` (the data layer's `DataError`): bad cells and
+candidates whose prompt is not found alike. One bad row means nothing is imported; so does
+text a database cannot hold (a NUL character, a lone surrogate: `alignloop.data.storable`). The caller runs the import inside one transaction, so a failure while
 storing leaves nothing behind either.
 """
 
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from alignloop.data.errors import DataError, ErrorCollector
 from alignloop.data.schemas import NonEmptyText, Prompt, describe_validation_error
+from alignloop.data.storable import find_unstorable
 from alignloop.feedback.assignment import MAX_TEXT_CHARS
 from alignloop.feedback.models import Campaign, Candidate, Item, TaskType
 
@@ -48,8 +50,22 @@ def _prompt_length(prompt: Any) -> int:
     return max((len(message.content) for message in prompt), default=0)
 
 
+def _storable_cells(data: Any) -> Any:
+    """Refuses a row with text no database can hold, in any cell (nested JSON and keys too)."""
+    if isinstance(data, dict):
+        for column, value in data.items():
+            if problem := find_unstorable(value, str(column)):
+                raise ValueError(f"field {problem}")
+    return data
+
+
 class PromptRow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return _storable_cells(data)
 
     prompt: Prompt
     candidates: list[NonEmptyText] = Field(default_factory=list)
@@ -68,6 +84,11 @@ class PromptRow(BaseModel):
 
 class CandidateRow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return _storable_cells(data)
 
     response: NonEmptyText
     prompt_id: int | None = None
@@ -104,8 +125,10 @@ def _check_gold(gold: dict[str, dict[str, Any]], count: int) -> None:
             )
     if "ranking" in gold:
         ranks = gold["ranking"].get("ranks")
-        if not (isinstance(ranks, list) and len(ranks) == count >= 2 and all(_is_index(r, count + 1) and r >= 1 for r in ranks)):
-            raise ValueError(f"field 'gold.ranking': expected {{\"ranks\": [one rank 1..{count} per candidate]}}, got {gold['ranking']}")
+        if not (isinstance(ranks, list) and len(ranks) == count >= 2 and all(_is_index(r, count + 1) and r >= 1 for r in ranks)
+                and 1 in ranks):
+            raise ValueError(f"field 'gold.ranking': expected {{\"ranks\": [one rank 1..{count} per candidate, 1 for the best]}}, "
+                             f"got {gold['ranking']}")
     if "rating" in gold:
         scores = gold["rating"].get("scores")
         if not (isinstance(scores, dict) and scores and all(type(v) is int for v in scores.values())):
@@ -147,7 +170,7 @@ def _csv_cell(column: str, cell: str) -> Any:
 
 
 def _csv_rows(name: str, text: str) -> Iterator[tuple[str, Any]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # strict: an unclosed quote is an error
     header = [column.strip() for column in next(reader, [])]
     while True:
         line = reader.line_num + 1  # a quoted cell may span lines: a row starts after the last one
@@ -156,7 +179,8 @@ def _csv_rows(name: str, text: str) -> Iterator[tuple[str, Any]]:
         except StopIteration:
             return
         except csv.Error as error:
-            yield f"{name}:{line}", DataError(f"not valid CSV: {error}")
+            hint = " (a quote opened in this row is never closed)" if "end of data" in str(error) else ""
+            yield f"{name}:{line}", DataError(f"not valid CSV: {error}{hint}")
             return
         if not cells:
             continue
@@ -200,9 +224,17 @@ def parse_rows(located: list[tuple[str, Any]], file_label: str) -> tuple[type[Ba
 
     A file whose first row has a `response` is a candidates file, otherwise a prompts file.
     """
+    problems = ErrorCollector()
+    schema, rows = _parse_rows(located, problems)
+    problems.raise_if_any(f"{file_label}: nothing imported, {problems.total} problem(s):")
+    if not rows:
+        raise DataError(f"{file_label}: no rows to import")
+    return schema, rows
+
+
+def _parse_rows(located: list[tuple[str, Any]], problems: ErrorCollector) -> tuple[type[BaseModel], list[tuple[str, BaseModel]]]:
     first = next((value for _, value in located if isinstance(value, dict)), {})
     schema: type[BaseModel] = CandidateRow if "response" in first else PromptRow
-    problems = ErrorCollector()
     rows = []
     for location, value in located:
         if isinstance(value, DataError):
@@ -215,9 +247,6 @@ def parse_rows(located: list[tuple[str, Any]], file_label: str) -> tuple[type[Ba
             except ValidationError as error:
                 for line in _describe(error, schema):
                     problems.add(f"{location}: {line}")
-    problems.raise_if_any(f"{file_label}: nothing imported, {problems.total} problem(s):")
-    if not rows:
-        raise DataError(f"{file_label}: no rows to import")
     return schema, rows
 
 
@@ -249,14 +278,17 @@ def _store_prompts(session: Session, campaign: Campaign, rows: list[tuple[str, P
     return ImportResult(items=len(rows), candidates=sum(len(row.candidates) for _, row in rows))
 
 
-def _store_candidates(session: Session, campaign: Campaign, rows: list[tuple[str, CandidateRow]], label: str) -> ImportResult:
+def _resolve_candidates(
+    session: Session, campaign: Campaign, rows: list[tuple[str, CandidateRow]], problems: ErrorCollector
+) -> list[tuple[int, CandidateRow]]:
+    """(item id, row) for each row whose prompt is one regular item of the campaign; the others
+    are added to `problems`."""
     items = session.execute(select(Item.id, Item.prompt, Item.is_gold).where(Item.campaign_id == campaign.id)).all()
     by_id = {item_id for item_id, _, _ in items}
     gold = {item_id for item_id, _, is_gold in items if is_gold}
     by_prompt: dict[str, list[int]] = {}
     for item_id, prompt, _ in items:
         by_prompt.setdefault(json.dumps(prompt, sort_keys=True), []).append(item_id)
-    problems = ErrorCollector()
     resolved = []
     for location, row in rows:
         if row.prompt_id is not None:
@@ -275,17 +307,21 @@ def _store_candidates(session: Session, campaign: Campaign, rows: list[tuple[str
             problems.add(f"{location}: field {field!r}: item {matches[0]} is a gold item, its candidates are fixed")
         else:
             resolved.append((matches[0], row))
-    problems.raise_if_any(f"{label}: nothing imported, {problems.total} problem(s):")
-    session.add_all(Candidate(item_id=item_id, text=row.response, model=row.model, meta={}) for item_id, row in resolved)
-    session.flush()
-    return ImportResult(items=0, candidates=len(resolved))
+    return resolved
 
 
 def _store(session: Session, campaign: Campaign, located: list[tuple[str, Any]], label: str) -> ImportResult:
-    schema, rows = parse_rows(located, label)
-    if schema is CandidateRow:
-        return _store_candidates(session, campaign, rows, label)  # type: ignore[arg-type]
-    return _store_prompts(session, campaign, rows)  # type: ignore[arg-type]
+    problems = ErrorCollector()
+    schema, rows = _parse_rows(located, problems)
+    resolved = _resolve_candidates(session, campaign, rows, problems) if schema is CandidateRow else []  # type: ignore[arg-type]
+    problems.raise_if_any(f"{label}: nothing imported, {problems.total} problem(s):")  # all at once, both kinds
+    if not rows:
+        raise DataError(f"{label}: no rows to import")
+    if schema is PromptRow:
+        return _store_prompts(session, campaign, rows)  # type: ignore[arg-type]
+    session.add_all(Candidate(item_id=item_id, text=row.response, model=row.model, meta={}) for item_id, row in resolved)
+    session.flush()
+    return ImportResult(items=0, candidates=len(resolved))
 
 
 def import_file(session: Session, campaign: Campaign, name: str, data: bytes) -> ImportResult:

@@ -9,8 +9,17 @@
   constant time (`hmac.compare_digest`). Together with SameSite=Lax cookies this refuses forms
   posted from other sites.
 * Failed sign-ins are rows in the database (`SignInAttempt`), so the limit holds across worker
-  processes and restarts: after `MAX_FAILURES` failures for one username from one client
-  within `FAILURE_WINDOW`, further attempts are refused until the window has passed.
+  processes and restarts. Within `FAILURE_WINDOW`, attempts are refused after `MAX_FAILURES`
+  failures for one username from one client, `MAX_ACCOUNT_FAILURES` for one username from any
+  client (guessing from many addresses) and `MAX_CLIENT_FAILURES` from one client for any
+  username (one password sprayed over many accounts). The check, the password verification and
+  the recorded failure are one transaction holding a lock on the username and on the client
+  (PostgreSQL advisory locks; SQLite's write lock is taken at BEGIN already), so parallel
+  guesses queue and each sees the failures before it: 20 at once cannot all get through.
+* The client is the connecting address. Behind a reverse proxy the server must be told which
+  proxies to believe (`alignloop serve --forwarded-allow-ips`); otherwise an `X-Forwarded-For`
+  header is ignored, so a client cannot give itself a fresh allowance by inventing one.
+* API tokens record when they were last used (at most one write per `TOKEN_TOUCH_INTERVAL`).
 """
 
 from __future__ import annotations
@@ -22,21 +31,25 @@ from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from alignloop.feedback.models import ApiToken, SignInAttempt, User, WebSession, utcnow
 
 __all__ = [
-    "MAX_FAILURES", "FAILURE_WINDOW", "SESSION_LIFETIME", "SignInFailed", "SignInRateLimited",
+    "MAX_FAILURES", "MAX_ACCOUNT_FAILURES", "MAX_CLIENT_FAILURES", "FAILURE_WINDOW", "SESSION_LIFETIME",
+    "TOKEN_TOUCH_INTERVAL", "SignInFailed", "SignInRateLimited",
     "hash_password", "verify_password", "new_secret", "secret_digest", "csrf_matches",
     "sign_in", "start_web_session", "web_session_for", "end_web_session",
-    "issue_api_token", "user_for_api_token", "as_utc",
+    "issue_api_token", "api_token_for", "user_for_api_token", "token_needs_touch", "touch_api_token", "as_utc",
 ]
 
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # one username from one client
+MAX_ACCOUNT_FAILURES = 10  # one username from any client
+MAX_CLIENT_FAILURES = 20  # one client, any username
 FAILURE_WINDOW = timedelta(minutes=5)
 SESSION_LIFETIME = timedelta(hours=12)
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a real password; compared against for unknown usernames")
@@ -83,30 +96,52 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _recent_failures(session: Session, username: str, client: str, now: datetime) -> int:
-    query = select(func.count()).select_from(SignInAttempt).where(
-        SignInAttempt.username == username, SignInAttempt.client == client,
-        SignInAttempt.at > now - FAILURE_WINDOW,
-    )
+def _stored_key(value: str) -> str:
+    """A username or client address as the attempts table keeps it: printable ASCII (a NUL or a
+    lone surrogate would not store), at most the column's 64 characters. Valid usernames and IP
+    addresses are unchanged."""
+    return ascii(value)[1:-1][:64]
+
+
+def _lock_sign_in(session: Session, username: str, client: str) -> None:
+    """Serialise attempts on one username and on one client until the transaction ends. Always
+    the username first, so two attempts cannot wait for each other's second lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        for key in (f"sign-in user {username}", f"sign-in client {client}"):
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
+def _recent_failures(session: Session, now: datetime, **match: str) -> int:
+    query = select(func.count()).select_from(SignInAttempt).where(SignInAttempt.at > now - FAILURE_WINDOW)
+    for column, value in match.items():
+        query = query.where(getattr(SignInAttempt, column) == value)
     return session.scalar(query) or 0
+
+
+def _rate_limited(session: Session, username: str, client: str, now: datetime) -> bool:
+    return (_recent_failures(session, now, username=username, client=client) >= MAX_FAILURES
+            or _recent_failures(session, now, username=username) >= MAX_ACCOUNT_FAILURES
+            or _recent_failures(session, now, client=client) >= MAX_CLIENT_FAILURES)
 
 
 def sign_in(session: Session, username: str, password: str, client: str) -> User:
     """The active user with these credentials; raises SignInRateLimited or SignInFailed.
 
-    The rate limit is checked before the password, so a blocked client learns nothing from
-    further guesses; a success clears that client's failures for the username.
+    The caller commits in both cases (a failure must stay counted) and runs nothing else in the
+    transaction. The rate limit is checked before the password, so a blocked client learns
+    nothing from further guesses; a success clears that client's failures for the username.
     """
     now = utcnow()
-    username, client = username[:64], client[:64]
-    if _recent_failures(session, username, client, now) >= MAX_FAILURES:
+    key, client = _stored_key(username), _stored_key(client)
+    _lock_sign_in(session, key, client)
+    if _rate_limited(session, key, client, now):
         raise SignInRateLimited(f"too many failed sign-ins; try again in {FAILURE_WINDOW.seconds // 60} minutes")
-    user = session.scalar(select(User).where(User.username == username))
+    user = session.scalar(select(User).where(User.username == key)) if key == username else None
     password_ok = verify_password(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not password_ok or not user.active:
-        session.add(SignInAttempt(username=username, client=client, at=now))
+        session.add(SignInAttempt(username=key, client=client, at=now))
         raise SignInFailed("wrong username or password")
-    session.execute(delete(SignInAttempt).where(SignInAttempt.username == username, SignInAttempt.client == client))
+    session.execute(delete(SignInAttempt).where(SignInAttempt.username == key, SignInAttempt.client == client))
     return user
 
 
@@ -145,11 +180,31 @@ def issue_api_token(session: Session, user: User, name: str) -> str:
     return secret
 
 
-def user_for_api_token(session: Session, secret: str | None) -> User | None:
-    """The active user a (not revoked) bearer token belongs to, else None (one query per request)."""
+def api_token_for(session: Session, secret: str | None) -> ApiToken | None:
+    """The live token (not revoked, its user active) a bearer secret belongs to, else None."""
     if not secret:
         return None
     return session.scalar(
-        select(User).join(ApiToken, ApiToken.user_id == User.id)
+        select(ApiToken).join(User, ApiToken.user_id == User.id)
         .where(ApiToken.token_hash == secret_digest(secret), ApiToken.revoked.is_(False), User.active.is_(True))
     )
+
+
+def user_for_api_token(session: Session, secret: str | None) -> User | None:
+    """The active user a (not revoked) bearer token belongs to, else None (one query per request)."""
+    token = api_token_for(session, secret)
+    return token.user if token else None
+
+
+def token_needs_touch(token: ApiToken, now: datetime | None = None) -> bool:
+    """Whether `last_used_at` is older than `TOKEN_TOUCH_INTERVAL` (a write is then due)."""
+    return token.last_used_at is None or as_utc(token.last_used_at) < (now or utcnow()) - TOKEN_TOUCH_INTERVAL
+
+
+def touch_api_token(session: Session, token_id: int, now: datetime | None = None) -> None:
+    """Record that a token was used now (unless a concurrent request just did)."""
+    now = now or utcnow()
+    session.execute(update(ApiToken).where(
+        ApiToken.id == token_id,
+        or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - TOKEN_TOUCH_INTERVAL),
+    ).values(last_used_at=now))

@@ -14,28 +14,34 @@ assignment; one client key per evaluator) are the last line: a duplicate cannot 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from alignloop.data.storable import unstorable_reason
 from alignloop.feedback.assignment import (
-    MAX_TEXT_CHARS, InvalidAnswer, ItemLoad, display_order, pick_item, validate_answer,
+    MAX_TEXT_CHARS, InvalidAnswer, ItemLoad, check_text, display_order, pick_item, validate_answer,
 )
 from alignloop.feedback.models import (
-    Assignment, AssignmentStatus, Campaign, Candidate, GuidelineAck, Item, Judgement, Role, TaskType, User, utcnow,
+    ApiToken, Assignment, AssignmentStatus, Campaign, Candidate, GuidelineAck, Item, Judgement, Role, TaskType, User,
+    WebSession, utcnow,
 )
-from alignloop.feedback.security import as_utc, hash_password
+from alignloop.feedback.security import as_utc, hash_password, issue_api_token
 
 __all__ = [
     "GOLD_RATE", "ASSIGNMENT_TTL", "NotFound", "Forbidden", "Conflict", "InvalidRequest", "InvalidAnswer",
     "GuidelinesNotRead", "CampaignProgress", "create_user", "user_by_name", "create_campaign", "campaign_by_name",
     "get_campaign", "list_campaigns", "campaign_progress", "evaluator_done_count", "acknowledge_guidelines",
     "has_read_guidelines", "next_assignment", "assignment_for", "submit_judgement", "list_judgements",
+    "MIN_PASSWORD_LENGTH", "MAX_ID", "MAX_OVERLAP", "SCALE_LIMIT", "MAX_MIN_SECONDS", "MAX_NAME_CHARS",
+    "MAX_TOKEN_NAME_CHARS", "MAX_AXES", "MAX_AXIS_CHARS", "get_user", "list_users", "set_password",
+    "set_user_active", "issue_token", "list_tokens", "revoke_token", "ping", "campaign_fingerprint", "evaluator_campaigns",
 ]
 
 GOLD_RATE = 0.1  # share of tasks drawn from gold items while regular ones remain
@@ -43,6 +49,16 @@ GOLD_RATE = 0.1  # share of tasks drawn from gold items while regular ones remai
 # it, the item ends with one judgement more than `overlap`: better than an abandoned tab blocking it).
 ASSIGNMENT_TTL = timedelta(hours=1)
 _USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_CHARS = 1024  # argon2 hashes any length; this bounds the work one request can cause
+# Bounds of what a request may ask for, so that no value reaches a column that cannot hold it:
+MAX_ID = 2**31 - 1  # ids, limits and offsets: PostgreSQL's integer (SQLite's goes to 2^63 - 1)
+MAX_OVERLAP = 1000  # evaluators per item
+SCALE_LIMIT = 1000  # rating scales within -1000..1000
+MAX_MIN_SECONDS = 86_400.0
+MAX_NAME_CHARS = 128  # Campaign.name
+MAX_TOKEN_NAME_CHARS = 128  # ApiToken.name
+MAX_AXES, MAX_AXIS_CHARS = 20, 64
 
 
 class NotFound(LookupError):
@@ -70,8 +86,7 @@ def create_user(session: Session, username: str, password: str, role: Role | str
         raise InvalidRequest(f"username {username!r}: expected 1-64 letters, digits or _ . @ -")
     if role not in {r.value for r in Role}:
         raise InvalidRequest(f"role {role!r}: expected one of {', '.join(r.value for r in Role)}")
-    if not password:
-        raise InvalidRequest("password: expected a non-empty password")
+    _check_password(password)
     if user_by_name(session, username) is not None:
         raise Conflict(f"user {username!r} already exists")
     user = User(username=username, password_hash=hash_password(password), role=Role(role), active=True)
@@ -80,26 +95,100 @@ def create_user(session: Session, username: str, password: str, role: Role | str
     return user
 
 
+def _check_password(password: Any) -> None:
+    if not isinstance(password, str) or not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_CHARS:
+        raise InvalidRequest(f"password: expected {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_CHARS} characters")
+    if reason := unstorable_reason(password):
+        raise InvalidRequest(f"password: {reason}")
+
+
 def user_by_name(session: Session, username: str) -> User | None:
+    if not _USERNAME.fullmatch(username):
+        return None  # no stored name has other characters; a NUL would be refused by PostgreSQL
     return session.scalar(select(User).where(User.username == username))
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id) if 1 <= user_id <= MAX_ID else None
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    """A new password (an admin's reset or the user's own change); other browsers are signed out."""
+    _check_password(password)
+    user.password_hash = hash_password(password)
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    session.flush()
+
+
+def set_user_active(session: Session, user: User, active: bool) -> None:
+    """Disable (or enable again) an account. A disabled user's browser sessions end at once and
+    their API tokens stop working (`security` checks `User.active`); their judgements stay."""
+    if not active and user.role == Role.admin and user.active:
+        others = session.scalar(select(func.count()).where(User.role == Role.admin, User.active.is_(True), User.id != user.id))
+        if not others:
+            raise Conflict(f"{user.username!r} is the last active admin; make another admin first")
+    user.active = active
+    if not active:
+        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    session.flush()
+
+
+def issue_token(session: Session, user: User, name: str) -> str:
+    """A new API token for `user` (the secret, shown once)."""
+    name = check_text(name, "name", MAX_TOKEN_NAME_CHARS).strip() or "token"
+    return issue_api_token(session, user, name)
+
+
+def list_tokens(session: Session, user_id: int | None = None) -> list[ApiToken]:
+    query = select(ApiToken).order_by(ApiToken.id)
+    if user_id is not None:
+        query = query.where(ApiToken.user_id == user_id)
+    return list(session.scalars(query))
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken:
+    token = session.get(ApiToken, token_id) if 1 <= token_id <= MAX_ID else None
+    if token is None:
+        raise NotFound(f"no API token {token_id}")
+    token.revoked = True
+    session.flush()
+    return token
+
+
+def ping(session: Session) -> None:
+    """One trivial query: the database answers (the health check)."""
+    session.execute(select(Campaign.id).limit(1)).all()
 
 
 def _check_campaign_settings(
     name: str, task_types: list[str], overlap: int, scale_min: int, scale_max: int, guidelines: str, min_seconds: float,
+    axes: list[str],
 ) -> None:
-    if not name or len(name) > 128:
-        raise InvalidRequest("name: expected 1-128 characters")
+    for field, text in (("name", name), ("guidelines", guidelines), *(("rubric_axes", axis) for axis in axes)):
+        if reason := unstorable_reason(text):
+            raise InvalidRequest(f"{field}: {reason}")
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise InvalidRequest(f"name: expected 1-{MAX_NAME_CHARS} characters")
     if len(guidelines) > MAX_TEXT_CHARS:
         raise InvalidRequest(f"guidelines: {len(guidelines)} characters, more than the limit of {MAX_TEXT_CHARS}")
-    if min_seconds < 0:
-        raise InvalidRequest(f"min_seconds: expected 0 or more, got {min_seconds}")
+    if len(axes) > MAX_AXES or any(len(axis) > MAX_AXIS_CHARS for axis in axes):
+        raise InvalidRequest(f"rubric_axes: expected at most {MAX_AXES} axes of at most {MAX_AXIS_CHARS} characters")
+    if not (math.isfinite(min_seconds) and 0 <= min_seconds <= MAX_MIN_SECONDS):
+        raise InvalidRequest(f"min_seconds: expected a number from 0 to {MAX_MIN_SECONDS:g}, got {min_seconds}")
     unknown = [t for t in task_types if t not in {k.value for k in TaskType}]
     if not task_types or unknown:
         raise InvalidRequest(f"task_types: expected one or more of {', '.join(k.value for k in TaskType)}, got {task_types}")
-    if overlap < 1:
-        raise InvalidRequest(f"overlap: expected at least 1 evaluator per item, got {overlap}")
-    if scale_min >= scale_max:
-        raise InvalidRequest(f"scale: expected scale_min < scale_max, got {scale_min}..{scale_max}")
+    if not 1 <= overlap <= MAX_OVERLAP:
+        raise InvalidRequest(f"overlap: expected 1 to {MAX_OVERLAP} evaluators per item, got {overlap}")
+    if not -SCALE_LIMIT <= scale_min < scale_max <= SCALE_LIMIT:
+        raise InvalidRequest(f"scale: expected -{SCALE_LIMIT} <= scale_min < scale_max <= {SCALE_LIMIT}, got {scale_min}..{scale_max}")
 
 
 def create_campaign(
@@ -108,10 +197,10 @@ def create_campaign(
     created_by: User | None = None,
 ) -> Campaign:
     name, task_types = name.strip(), [str(getattr(t, "value", t)) for t in task_types]
-    _check_campaign_settings(name, task_types, overlap, scale_min, scale_max, guidelines, min_seconds)
+    axes = [axis.strip() for axis in rubric_axes or [] if axis.strip()]
+    _check_campaign_settings(name, task_types, overlap, scale_min, scale_max, guidelines, min_seconds, axes)
     if campaign_by_name(session, name) is not None:
         raise Conflict(f"campaign {name!r} already exists")
-    axes = [axis.strip() for axis in rubric_axes or [] if axis.strip()]
     campaign = Campaign(
         name=name, task_types=list(dict.fromkeys(task_types)), overlap=overlap, rubric_axes=axes,
         scale_min=scale_min, scale_max=scale_max, guidelines=guidelines, min_seconds=min_seconds,
@@ -127,7 +216,7 @@ def campaign_by_name(session: Session, name: str) -> Campaign | None:
 
 
 def get_campaign(session: Session, campaign_id: int) -> Campaign:
-    campaign = session.get(Campaign, campaign_id)
+    campaign = session.get(Campaign, campaign_id) if 1 <= campaign_id <= MAX_ID else None
     if campaign is None:
         raise NotFound(f"no campaign {campaign_id}")
     return campaign
@@ -155,6 +244,16 @@ def campaign_progress(session: Session, campaign: Campaign) -> CampaignProgress:
     return CampaignProgress(items, gold, judgements, (items - gold) * campaign.overlap)
 
 
+def campaign_fingerprint(session: Session, campaign_id: int) -> tuple[int, ...]:
+    """Changes whenever a judgement or an item is added to the campaign (neither is ever edited):
+    (judgements, last judgement id, items, last item id)."""
+    judgements = session.execute(select(func.count(), func.coalesce(func.max(Judgement.id), 0))
+                                 .where(Judgement.campaign_id == campaign_id)).one()
+    items = session.execute(select(func.count(), func.coalesce(func.max(Item.id), 0))
+                            .where(Item.campaign_id == campaign_id)).one()
+    return (*judgements, *items)
+
+
 def evaluator_done_count(session: Session, campaign_id: int, user_id: int) -> int:
     query = select(func.count()).where(Judgement.campaign_id == campaign_id, Judgement.evaluator_id == user_id)
     return session.scalar(query) or 0
@@ -163,6 +262,13 @@ def evaluator_done_count(session: Session, campaign_id: int, user_id: int) -> in
 def has_read_guidelines(session: Session, user_id: int, campaign_id: int) -> bool:
     query = select(GuidelineAck.id).where(GuidelineAck.user_id == user_id, GuidelineAck.campaign_id == campaign_id)
     return session.scalar(query) is not None
+
+
+def evaluator_campaigns(session: Session, user: User) -> list[dict[str, Any]]:
+    """Every campaign with the evaluator's count of judgements ("done") and whether they
+    acknowledged its guidelines ("read")."""
+    return [{"campaign": c, "done": evaluator_done_count(session, c.id, user.id),
+             "read": has_read_guidelines(session, user.id, c.id)} for c in list_campaigns(session)]
 
 
 def acknowledge_guidelines(session: Session, user: User, campaign_id: int) -> None:
@@ -213,7 +319,8 @@ def next_assignment(
     the display order are drawn from `rng`; else, with a `seed`, from `assignment_rng`
     (reproducible simulations); else unseeded.
     """
-    campaign = session.scalar(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
+    campaign = (session.scalar(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
+                if 1 <= campaign_id <= MAX_ID else None)
     if campaign is None:
         raise NotFound(f"no campaign {campaign_id}")
     if task_type is not None and str(getattr(task_type, "value", task_type)) not in campaign.task_types:
@@ -254,7 +361,7 @@ def assignment_rng(session: Session, seed: int, campaign_id: int, user: User) ->
 
 def assignment_for(session: Session, assignment_id: int, user: User) -> Assignment:
     """An assignment its evaluator may see (admins may look at any); others get Forbidden."""
-    assignment = session.get(Assignment, assignment_id)
+    assignment = session.get(Assignment, assignment_id) if 1 <= assignment_id <= MAX_ID else None
     if assignment is None:
         raise NotFound(f"no assignment {assignment_id}")
     if assignment.evaluator_id != user.id and user.role != Role.admin:
@@ -279,9 +386,11 @@ def submit_judgement(
     The assignment row is locked first, so of two concurrent submissions the second sees the
     first one's judgement (a replay when the key matches, a Conflict otherwise).
     """
-    if client_key is not None and not 1 <= len(client_key) <= 64:
+    if client_key is not None and not (isinstance(client_key, str) and 1 <= len(client_key) <= 64
+                                       and unstorable_reason(client_key) is None):
         raise InvalidRequest("client_key: expected 1-64 characters")
-    assignment = session.get(Assignment, assignment_id, with_for_update=True, populate_existing=True)
+    assignment = (session.get(Assignment, assignment_id, with_for_update=True, populate_existing=True)
+                  if 1 <= assignment_id <= MAX_ID else None)
     if assignment is None:
         raise NotFound(f"no assignment {assignment_id}")
     if assignment.evaluator_id != user.id:
@@ -295,8 +404,7 @@ def submit_judgement(
         assignment.task_type, answer, list(assignment.shown_order), campaign.rubric_axes,
         (campaign.scale_min, campaign.scale_max),
     )
-    if not isinstance(comment, str) or len(comment) > MAX_TEXT_CHARS:
-        raise InvalidAnswer(f"comment: expected text of at most {MAX_TEXT_CHARS} characters")
+    comment = check_text(comment, "comment")
     now = utcnow()
     opened = as_utc(assignment.opened_at) if assignment.opened_at else None
     judgement = Judgement(

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import httpx
 import uvicorn
 
-from alignloop.feedback.app import create_app
+from alignloop.web import create_app, server_options
 from alignloop.feedback.database import upgrade
 
 
@@ -41,7 +41,7 @@ def wait_until_healthy(base: str, timeout: float, process: subprocess.Popen | No
 def serving(db_url: str, assignment_seed: int | None = None) -> Iterator[str]:
     """The app (schema upgraded first) served by uvicorn in a background thread; yields the base URL."""
     upgrade(db_url)
-    server = uvicorn.Server(uvicorn.Config(create_app(db_url, assignment_seed), host="127.0.0.1", port=free_port(), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(db_url, assignment_seed), host="127.0.0.1", port=free_port(), log_level="warning", **server_options()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.config.port}"

@@ -17,11 +17,11 @@ from sqlalchemy import func, select
 from live_server import serving
 
 from alignloop.feedback import security, service
-from alignloop.feedback.app import SESSION_COOKIE
+from alignloop.web import SESSION_COOKIE
 from alignloop.feedback.database import make_engine, make_session_factory, transaction
 from alignloop.feedback.models import Candidate, Item, Judgement
 
-PASSWORD = "pw-123"
+PASSWORD = "pw-123-long"
 
 
 @contextmanager
@@ -147,10 +147,12 @@ def test_forged_or_missing_csrf_token_is_refused(world):
     real = csrf_of(guidelines)
     for form in ({"csrf_token": real[:-1] + ("A" if real[-1] != "A" else "B")}, {}):
         assert eve.post(f"/campaigns/{campaign_id}/guidelines", data=form).status_code == 403
-    # The page that would follow an acknowledgement still sends eve back to the guidelines.
-    assert eve.get(f"/campaigns/{campaign_id}/next").headers["location"].endswith("/guidelines")
-    assert eve.post(f"/campaigns/{campaign_id}/guidelines", data={"csrf_token": real}).status_code == 303
-    task = eve.get(eve.get(f"/campaigns/{campaign_id}/next").headers["location"])
+    # Asking for a task still sends eve back to the guidelines; without the token, nothing happens.
+    assert eve.post(f"/campaigns/{campaign_id}/next", data={"csrf_token": real}).headers["location"].endswith("/guidelines")
+    assert eve.post(f"/campaigns/{campaign_id}/next", data={}).status_code == 403
+    acknowledged = eve.post(f"/campaigns/{campaign_id}/guidelines", data={"csrf_token": real})
+    assert acknowledged.status_code == 303 and "/tasks/" in acknowledged.headers["location"]  # straight to a task
+    task = eve.get(acknowledged.headers["location"])
     action = re.search(r'action="(/tasks/\d+)"', task.text).group(1)
     assert eve.post(action, data={"csrf_token": "forged", "choice": "a"}).status_code == 403
     assert judgement_count(store) == 0
@@ -305,14 +307,14 @@ def test_rating_comment_and_edit_pages_store_their_answers(sqlite_world):
         session.add(Item(campaign_id=campaign.id, prompt="Explain tides.", candidates=[Candidate(text="The moon.", meta={})]))
     eve = signed_in(base, "eve")
     csrf = csrf_of(eve.get(f"/campaigns/{campaign.id}/guidelines"))
-    eve.post(f"/campaigns/{campaign.id}/guidelines", data={"csrf_token": csrf})
+    location = eve.post(f"/campaigns/{campaign.id}/guidelines", data={"csrf_token": csrf}).headers["location"]
     forms = {
         "rating": {"score_helpful": "2", "score_honest": "5"},
         "comment": {"text": "Too short."},
         "edit": {"text": "The moon's gravity pulls the oceans."},
     }
     for expected_task in ("rating", "comment", "edit"):
-        page = eve.get(eve.get(f"/campaigns/{campaign.id}/next").headers["location"])
+        page = eve.get(location)
         assert f"<small>{expected_task}</small>" in page.text
         action = re.search(r'action="(/tasks/\d+)"', page.text).group(1)
         fields = {"csrf_token": csrf, **forms[expected_task]}
@@ -322,7 +324,9 @@ def test_rating_comment_and_edit_pages_store_their_answers(sqlite_world):
         if expected_task == "rating":
             refused = eve.post(action, data={**fields, "score_honest": "6"})
             assert refused.status_code == 422 and "scores.honest: expected a whole number from 1 to 5, got 6" in refused.text
-        assert eve.post(action, data=fields).status_code == 303
+        answered = eve.post(action, data=fields)
+        assert answered.status_code == 303
+        location = answered.headers["location"]  # the next task, or the campaign's "done" page
     with transaction(store) as session:
         answers = {j.task_type.value: j.answer for j in session.scalars(select(Judgement))}
         candidate_id = session.scalar(select(Candidate.id).where(Candidate.text == "The moon."))
@@ -331,4 +335,4 @@ def test_rating_comment_and_edit_pages_store_their_answers(sqlite_world):
         "comment": {"text": "Too short."},
         "edit": {"candidate_id": candidate_id, "text": "The moon's gravity pulls the oceans."},
     }
-    assert "Nothing left for you" in eve.get(f"/campaigns/{campaign.id}/next", follow_redirects=True).text
+    assert location.endswith(f"/campaigns/{campaign.id}/done") and "Nothing left for you" in eve.get(location).text

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.browser
 
 XSS_PROMPT = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 XSS_RESPONSE = '<b>bold?</b><img src=x onerror="window.__xss=3">'
-PASSWORD = "pw-123"
+PASSWORD = "pw-123-long"
 
 
 @pytest.fixture

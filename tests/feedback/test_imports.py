@@ -143,7 +143,7 @@ def test_cli_creates_users_tokens_and_campaigns_and_imports_all_or_nothing(tmp_p
     good.write_bytes(jsonl({"prompt": "p", "candidates": ["a", "b"]}))
     bad.write_bytes(jsonl({"prompt": "q"}) + b"{nope\n")
     assert runner.invoke(cli, ["db", "upgrade", "--db", url]).exit_code == 0
-    assert runner.invoke(cli, ["feedback", "create-user", "ana", "--role", "admin", "--password", "pw", "--db", url]).exit_code == 0
+    assert runner.invoke(cli, ["feedback", "create-user", "ana", "--role", "admin", "--password", "password1", "--db", url]).exit_code == 0
     token = runner.invoke(cli, ["feedback", "token", "ana", "--db", url])
     assert token.exit_code == 0 and len(token.stdout.strip()) >= 43
     created = runner.invoke(cli, ["feedback", "create-campaign", "cli", "--tasks", "pairwise,rating", "--rubric", "helpful",
@@ -151,7 +151,7 @@ def test_cli_creates_users_tokens_and_campaigns_and_imports_all_or_nothing(tmp_p
     assert created.exit_code == 0 and "imported 1 items and 2 candidates" in created.stdout
     refused = runner.invoke(cli, ["feedback", "import", str(bad), "--campaign", "cli", "--db", url])
     assert refused.exit_code == 2 and f"{bad}:2: not valid JSON" in refused.output and "Traceback" not in refused.output
-    duplicate = runner.invoke(cli, ["feedback", "create-user", "ana", "--password", "pw", "--db", url])
+    duplicate = runner.invoke(cli, ["feedback", "create-user", "ana", "--password", "password1", "--db", url])
     assert duplicate.exit_code == 2 and "user 'ana' already exists" in duplicate.output
     engine = make_engine(url)
     try:

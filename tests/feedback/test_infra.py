@@ -68,18 +68,30 @@ def test_models_import_without_torch():
     assert_imports_without_torch(["alignloop.feedback.models"])
 
 
-def test_app_imports_without_torch():
-    if importlib.util.find_spec("alignloop.feedback.app") is None:
-        pytest.skip("alignloop.feedback.app does not exist yet")
-    assert_imports_without_torch(["alignloop.feedback.app"])
+def test_every_web_and_store_module_imports_without_torch():
+    import alignloop.feedback
+    import alignloop.web
+
+    modules = sorted([f"alignloop.feedback.{m.name}" for m in pkgutil.iter_modules(alignloop.feedback.__path__)]
+                     + [f"alignloop.web.{m.name}" for m in pkgutil.iter_modules(alignloop.web.__path__)])
+    assert {"alignloop.feedback.models", "alignloop.web.app", "alignloop.web.api", "alignloop.web.pages"} <= set(modules)
+    assert_imports_without_torch([m for m in modules if m not in TORCH_ALLOWED])
 
 
-def test_every_web_module_imports_without_torch():
+def test_the_store_imports_no_web_framework():
+    """alignloop.feedback is the store: the CLI, the loop and the trainers' exports use it without FastAPI."""
     import alignloop.feedback
 
-    modules = sorted(f"alignloop.feedback.{m.name}" for m in pkgutil.iter_modules(alignloop.feedback.__path__))
-    assert "alignloop.feedback.models" in modules
-    assert_imports_without_torch([m for m in modules if m not in TORCH_ALLOWED])
+    modules = [f"alignloop.feedback.{m.name}" for m in pkgutil.iter_modules(alignloop.feedback.__path__)]
+    check = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "loaded = sorted(m for m in ('fastapi', 'starlette') if m in sys.modules)\n"
+        "assert not loaded, f'the store imported {loaded}'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_torch_check_catches_torch():

@@ -46,7 +46,7 @@ def add_items(session, campaign, candidate_counts, gold=()):
 
 
 def ready_evaluators(session, campaign, names):
-    users = [service.create_user(session, name, "pw") for name in names]
+    users = [service.create_user(session, name, "password1") for name in names]
     for user in users:
         service.acknowledge_guidelines(session, user, campaign.id)
     return users
@@ -128,12 +128,12 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url):
 
 def test_create_user_refuses_duplicates_and_bad_input(store):
     with transaction(store) as session:
-        user = service.create_user(session, "ana", "secret", "admin")
-        assert user.password_hash != "secret" and user.password_hash.startswith("$argon2id$")
+        user = service.create_user(session, "ana", "secret-words", "admin")
+        assert user.password_hash != "secret-words" and user.password_hash.startswith("$argon2id$")
     with pytest.raises(service.Conflict, match="already exists"), transaction(store) as session:
-        service.create_user(session, "ana", "other")
-    for name, password, role, message in [("a b", "pw", "evaluator", "username"), ("bo", "", "evaluator", "password"),
-                                          ("bo", "pw", "root", "role")]:
+        service.create_user(session, "ana", "other-words")
+    for name, password, role, message in [("a b", "password1", "evaluator", "username"), ("bo", "short", "evaluator", "password"),
+                                          ("bo", "password1", "root", "role")]:
         with pytest.raises(service.InvalidRequest, match=message), transaction(store) as session:
             service.create_user(session, name, password, role)
 
@@ -161,7 +161,7 @@ def test_guidelines_must_be_read_before_the_first_task(store):
     with transaction(store) as session:
         campaign = service.create_campaign(session, "c", ["pairwise"], guidelines="Prefer honest answers.")
         add_items(session, campaign, [2])
-        user = service.create_user(session, "eve", "pw")
+        user = service.create_user(session, "eve", "password1")
     with pytest.raises(service.GuidelinesNotRead), transaction(store) as session:
         service.next_assignment(session, campaign.id, user)
     with transaction(store) as session:
@@ -353,8 +353,8 @@ def test_client_key_makes_a_retry_return_the_stored_judgement(one_task_each):
 def test_another_evaluators_assignment_is_forbidden(one_task_each):
     store, owner, assignments = one_task_each
     with transaction(store) as session:
-        intruder = service.create_user(session, "mallory", "pw")
-        admin = service.create_user(session, "root", "pw", "admin")
+        intruder = service.create_user(session, "mallory", "password1")
+        admin = service.create_user(session, "root", "password1", "admin")
     assignment = assignments["pairwise"]
     with pytest.raises(service.Forbidden), transaction(store) as session:
         service.assignment_for(session, assignment.id, intruder)
