@@ -51,6 +51,7 @@ from alignloop.engine.console import console_for
 from alignloop.evaluation.reward_evaluation import evaluate_reward_model, score_encoded
 from alignloop.losses import bradley_terry, plackett_luce, rating_ordinal, rating_regression
 from alignloop.models import ModelConfig, RewardModel, build_reward_model, save_reward_model
+from alignloop.models.reward_model import response_mask_of
 
 
 class RewardSettings(Section):
@@ -63,6 +64,9 @@ class RewardSettings(Section):
     ranking_weight: float = Field(1.0, ge=0, description="weight of the listwise (Plackett–Luce) loss")
     rating_weight: float = Field(1.0, ge=0, description="weight of the rating loss")
     normalization_samples: int = Field(512, ge=0, description="training responses scored to set mean/std (0: none)")
+    pooling: Literal["last", "mean"] = Field(
+        "last", description="read the score at the last token, or from the mean over the response's tokens "
+                            "(learns from fewer judgements what lives in the reply's words; see models/reward_model.py)")
 
 
 class RewardConfig(Section):
@@ -111,19 +115,19 @@ class RewardMethod:
         return LossOutput(total, metrics)
 
     def _pairs(self, model, sub):
-        scores = model(sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"))  # (2B,)
+        scores = model(sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"), response_mask_of(sub))  # (2B,)
         half = scores.shape[0] // 2
         margin = torch.where(sub["has_margin"], sub["margin"], torch.zeros_like(sub["margin"]))
         return bradley_terry(scores[:half], scores[half:], margin=margin)
 
     def _rankings(self, model, sub):
-        scores = model(sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"))  # (N,)
+        scores = model(sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"), response_mask_of(sub))  # (N,)
         mask = sub["ranking_mask"]  # (B, K)
         grid = scores[sub["slot_index"].clamp(min=0)]  # (B, K): each slot's response score
         return plackett_luce(grid, sub["ranks"], mask=mask)
 
     def _ratings(self, model, sub):
-        scores = model(sub["input_ids"], sub["attention_mask"])  # (B,)
+        scores = model(sub["input_ids"], sub["attention_mask"], response_mask=response_mask_of(sub))  # (B,)
         if self.settings.rating_loss == "ordinal":
             index = (sub["score"] - sub["scale_min"]).round().long()
             return rating_ordinal(scores, index, model_thresholds(model))
@@ -179,7 +183,7 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
     console = console_for(accelerator)
     set_seed(config.train.seed)
     classes = config.reward.rating_classes if config.reward.rating_loss == "ordinal" else None
-    model, tokenizer = build_reward_model(config.model, num_rating_classes=classes)
+    model, tokenizer = build_reward_model(config.model, num_rating_classes=classes, pooling=config.reward.pooling)
     freeze_unused_output_layer(model)
     model.train()
     data = read_preference_data(config.data)

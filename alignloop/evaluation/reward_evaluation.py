@@ -26,7 +26,8 @@ def score_encoded(model, examples: list, pad_token_id: int, batch_size: int = 16
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = pad_batch([examples[i] for i in chunk], pad_token_id)
-        values = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        values = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                       response_mask=(batch["labels"] != -100).to(device))  # -100: IGNORE_INDEX, the prompt
         for index, value in zip(chunk, values.tolist()):
             scores[index] = value
     model.train(was_training)

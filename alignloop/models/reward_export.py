@@ -78,6 +78,10 @@ def _classifier_config(causal: nn.Module, model: RewardModel, pad_token_id: int)
 def export_sequence_classifier(model: RewardModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
     """Write `model` as an AutoModelForSequenceClassification folder at `path` (see the module
     docstring), with `tokenizer` padding on the right; written whole or not at all."""
+    if model.pooling != "last":
+        # transformers' sequence classifiers read the score at the last token, nothing else.
+        raise ModelLoadError(f"a reward model with pooling {model.pooling!r} has no transformers sequence-classifier "
+                             f"form (they read the last token); use it through alignloop's own folder")
     causal = _causal_lm(model)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     config = _classifier_config(causal, model, pad_token_id)
@@ -131,8 +135,11 @@ class SequenceClassifierReward(nn.Module):
     def hidden_size(self) -> int:
         return self.classifier.score.in_features
 
+    pooling = "last"  # a sequence classifier reads its score at the last token
+
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None,
+        response_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         body = getattr(self.classifier, self.classifier.base_model_prefix)
         hidden = last_hidden_states(body, input_ids, attention_mask, positions_from_mask(attention_mask))

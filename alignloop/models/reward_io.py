@@ -91,6 +91,7 @@ def _metadata(model: RewardModel, extra: dict[str, Any] | None) -> dict[str, Any
         "base_model": model.base_model_name,
         "hidden_size": model.hidden_size,
         "num_rating_classes": model.num_rating_classes,
+        "pooling": model.pooling,
         "score_mean": mean,
         "score_std": std,
         "extra": extra or {},
@@ -205,7 +206,8 @@ def load_reward_model(
         else:
             backbone, tokenizer = load_model_and_tokenizer(str(backbone_dir), dtype=dtype)
     model = RewardModel(
-        backbone, num_rating_classes=metadata.get("num_rating_classes"), base_model_name=metadata.get("base_model")
+        backbone, num_rating_classes=metadata.get("num_rating_classes"), base_model_name=metadata.get("base_model"),
+        pooling=metadata.get("pooling", "last"),  # folders saved before pooling existed read at the last token
     )
     _load_head(model, head_file, metadata)
     if not trainable:

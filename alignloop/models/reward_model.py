@@ -7,10 +7,17 @@ Design choices, each for a reason:
   saved by the same code (`load_model_and_tokenizer`, `save_trained_model`). Any causal LM
   that transformers can load therefore works, and a LoRA reward model is just the usual peft
   model plus a head.
-- **The score is read at the last real token.** Under causal attention only the last token has
-  seen the whole prompt and response (and the end-of-turn token the chat template writes,
-  which marks "the response is finished"). Its index comes from the attention mask, so left
-  and right padding both work.
+- **The score is read at the last real token** (`pooling: last`, as TRL and OpenRLHF do). Under
+  causal attention only the last token has seen the whole prompt and response (and the
+  end-of-turn token the chat template writes, which marks "the response is finished"). Its
+  index comes from the attention mask, so left and right padding both work.
+- **Or from the mean over the response's tokens** (`pooling: mean`). A quality that lives in
+  some of the reply's words (toxicity, profanity) is then in the features already; the last
+  token has to learn to gather it through attention, which a few hundred judgements do not
+  teach. Measured on the detox demo's feedback (~88 rankings of 4 replies), as within-prompt
+  pairwise agreement with alt-profanity-check on 160 fresh replies to the held-out prompts,
+  with a linear head on the frozen built-in model: mean 0.77 / 0.68 against last token
+  0.70 / 0.52 (seeds 1 / 2), and the LoRA-trained last-token reward models 0.64 / 0.48.
 - **Positions come from the attention mask.** A left-padded row would otherwise start its real
   tokens at position `pad_count` instead of 0, and its score would change with the padding of
   its batch neighbours: completely with absolute position embeddings (GPT-2, OPT), slightly
@@ -53,9 +60,14 @@ __all__ = [
     "init_reward_head",
     "initial_rating_thresholds",
     "last_token_indices",
+    "response_mask_of",
     "score_at_last_token",
+    "mean_over_response",
     "positions_from_mask",
+    "POOLINGS",
 ]
+
+POOLINGS = ("last", "mean")
 
 
 def init_reward_head(head: nn.Linear) -> nn.Linear:
@@ -106,6 +118,13 @@ def last_token_indices(attention_mask: torch.Tensor) -> torch.Tensor:
     return (steps * attention_mask.long()).argmax(-1)
 
 
+def response_mask_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, T) bool: the response tokens of a collated batch (the positions its labels keep)."""
+    from alignloop.data.encode import IGNORE_INDEX
+
+    return batch["labels"] != IGNORE_INDEX
+
+
 def score_at_last_token(
     hidden: torch.Tensor, attention_mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
@@ -113,9 +132,20 @@ def score_at_last_token(
     real token, outside autocast (see the module docstring)."""
     rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
     last = hidden[rows, last_token_indices(attention_mask).to(hidden.device)]  # (B, H)
-    with torch.autocast(device_type=last.device.type, enabled=False):
-        scores = F.linear(last.float(), weight.float(), None if bias is None else bias.float())  # (B, 1)
-    return scores.squeeze(-1)  # (B,)
+    return _linear_head(last, weight, bias)
+
+
+def mean_over_response(hidden: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) hidden states, (B, T) bool response tokens -> (B, H) their mean per row (an
+    all-prompt row, whose response was cut away, gets zeros)."""
+    weights = response_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def _linear_head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(B, H) -> (B,) float32, outside autocast (see the module docstring)."""
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        return F.linear(features.float(), weight.float(), None if bias is None else bias.float()).squeeze(-1)
 
 
 class RewardModel(nn.Module):
@@ -132,10 +162,14 @@ class RewardModel(nn.Module):
         *,
         num_rating_classes: int | None = None,
         base_model_name: str | None = None,
+        pooling: str = "last",
     ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.backbone = backbone
         self.base_model_name = base_model_name
+        self.pooling = pooling
         hidden_size = backbone.config.get_text_config().hidden_size
         device = next(backbone.parameters()).device
         # The head stays float32 whatever the backbone's dtype: see the module docstring.
@@ -164,17 +198,25 @@ class RewardModel(nn.Module):
         return self.head.in_features
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None,
+        response_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, T) ids and mask -> (B,) float32 raw scores, read at each row's last real token.
+        """(B, T) ids and mask -> (B,) float32 raw scores, read at each row's last real token
+        (`pooling` "last") or averaged over its response tokens, `response_mask` (B, T) bool
+        (`pooling` "mean", which needs it).
 
         Rows with the same `prefix_groups` (B,) value (responses to one prompt) may compute
         their common prefix once; the scores are the same.
         """
+        if self.pooling == "mean" and response_mask is None:
+            raise ValueError("a reward model with pooling 'mean' needs the response_mask of its rows")
         # (B, T, H) after the final norm; the LM logits are not used, so not projected.
         hidden = last_hidden_states(self.backbone, input_ids, attention_mask, positions_from_mask(attention_mask),
                                     prefix_groups=prefix_groups)
-        return score_at_last_token(hidden, attention_mask, self.head.weight, self.head.bias)
+        if self.pooling == "last":
+            return score_at_last_token(hidden, attention_mask, self.head.weight, self.head.bias)
+        mask = response_mask.to(hidden.device) & attention_mask.to(hidden.device).bool()  # (B, T)
+        return _linear_head(mean_over_response(hidden, mask), self.head.weight, self.head.bias)
 
     def normalized(self, scores: torch.Tensor) -> torch.Tensor:
         """(scores - mean) / std with the stored statistics (identity until they are set)."""
@@ -198,6 +240,7 @@ def build_reward_model(
     model: ModelConfig | str,
     *,
     num_rating_classes: int | None = None,
+    pooling: str = "last",
     log: Callable[[str], None] | None = None,
     **fields: Any,
 ) -> tuple[RewardModel, PreTrainedTokenizerBase]:
@@ -210,4 +253,4 @@ def build_reward_model(
     """
     backbone, tokenizer = load_model_and_tokenizer(model, log=log, **fields)
     name = model if isinstance(model, str) else model.name
-    return RewardModel(backbone, num_rating_classes=num_rating_classes, base_model_name=name), tokenizer
+    return RewardModel(backbone, num_rating_classes=num_rating_classes, base_model_name=name, pooling=pooling), tokenizer

@@ -13,8 +13,9 @@ speed / memory knob. On the 2-core AVX2 EPYC, the demo's reward model on 8 promp
 replies (an RL step's rollout): 8.6 s with every row's prompt computed, 3.5 s with each prompt
 once. (Merging the LoRA adapters into the weights for scoring measured no faster: 3.53 s.)
 
-Over-long texts (`max_length`) lose their BEGINNING: the score is read at the last token,
-and the end of the response, with its end-of-turn token, is what a reward model must see.
+Over-long texts (`max_length`) lose their BEGINNING: the score is read at the last token (or
+over the response, whose end is kept), and the end of the response, with its end-of-turn token,
+is what a reward model must see.
 """
 
 from __future__ import annotations
@@ -50,20 +51,21 @@ def _encode(
     response: str,
     use_chat_template: bool,
     max_length: int | None,
-) -> tuple[list[int], tuple[int, ...] | None]:
-    """(ids, prompt): the ids to score, and the prompt's ids they begin with (None if cut)."""
+) -> tuple[list[int], tuple[int, ...] | None, int]:
+    """(ids, prompt, response length): the ids to score, the prompt's ids they begin with (None
+    if cut), and how many of the last ids are the response's."""
     prompt_ids, response_ids = encode_prompt_response(tokenizer, _as_prompt(prompt), response, use_chat_template)
     ids = prompt_ids + response_ids
     if max_length is not None and len(ids) > max_length:
-        return ids[-max_length:], None  # keep the end: see the docstring
-    return ids, tuple(prompt_ids)
+        return ids[-max_length:], None, min(len(response_ids), max_length)  # keep the end: see the docstring
+    return ids, tuple(prompt_ids), len(response_ids)
 
 
-def _prompt_groups(encoded: list[tuple[list[int], tuple[int, ...] | None]]) -> list[int]:
+def _prompt_groups(encoded: list[tuple[list[int], tuple[int, ...] | None, int]]) -> list[int]:
     """One id per row, equal for rows that begin with the same prompt; a row whose beginning
     was cut shares nothing."""
     ids: dict[Any, int] = {}
-    keys = [prompt if prompt is not None else ("cut", row) for row, (_, prompt) in enumerate(encoded)]
+    keys = [prompt if prompt is not None else ("cut", row) for row, (_, prompt, _) in enumerate(encoded)]
     return [ids.setdefault(key, len(ids)) for key in keys]
 
 
@@ -77,12 +79,15 @@ def _scoring_order(lengths: list[int], groups: list[int]) -> list[int]:
     return [i for rows in ordered for i in sorted(rows, key=lambda i: lengths[i], reverse=True)]
 
 
-def _score_batch(model: RewardModel, ids: list[list[int]], groups: list[int], pad_token_id: int,
+def _score_batch(model: RewardModel, rows: list[tuple[list[int], int]], groups: list[int], pad_token_id: int,
                  device: torch.device) -> torch.Tensor:
-    examples = [EncodedExample(input_ids=row, labels=[IGNORE_INDEX] * len(row)) for row in ids]
+    """Scores of (ids, response length) rows; labels mark the response, as training's do."""
+    examples = [EncodedExample(input_ids=ids, labels=[IGNORE_INDEX] * (len(ids) - length) + ids[len(ids) - length:])
+                for ids, length in rows]
     batch = pad_batch(examples, pad_token_id)
     return model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                 prefix_groups=torch.tensor(groups, device=device))  # (B,)
+                 prefix_groups=torch.tensor(groups, device=device),
+                 response_mask=(batch["labels"] != IGNORE_INDEX).to(device))  # (B,)
 
 
 def score_texts(
@@ -107,7 +112,7 @@ def score_texts(
         raise ValueError(f"batch_size and max_length must be positive, got {batch_size} and {max_length}")
     encoded = [_encode(tokenizer, p, r, use_chat_template, max_length) for p, r in zip(prompts, responses)]
     groups = _prompt_groups(encoded)
-    order = _scoring_order([len(ids) for ids, _ in encoded], groups)
+    order = _scoring_order([len(ids) for ids, _, _ in encoded], groups)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     scores = torch.empty(len(encoded), dtype=torch.float32)
@@ -117,7 +122,7 @@ def score_texts(
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                batch_scores = _score_batch(model, [encoded[i][0] for i in chunk], [groups[i] for i in chunk],
+                batch_scores = _score_batch(model, [(encoded[i][0], encoded[i][2]) for i in chunk], [groups[i] for i in chunk],
                                             pad_token_id, device)
                 if normalize:
                     batch_scores = model.normalized(batch_scores)

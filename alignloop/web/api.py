@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from alignloop.feedback import imports, service
@@ -18,7 +20,40 @@ from alignloop.web.store import WebStore
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1")
+class Problem(BaseModel):
+    """Why a request was refused: a sentence, or for a malformed request pydantic's list of
+    {loc, msg, type} naming each bad field."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description}
+
+
+def _no_unknown_query_parameters(request: Request) -> None:
+    """A misspelt query parameter is refused (422) instead of silently ignored, as unknown body
+    fields are (`extra="forbid"`): `?campain_id=3` must not list every campaign's judgements."""
+    route = request.scope.get("route")
+    known = _query_names(route.dependant) if route else set()
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "unknown query parameter", "type": "extra_forbidden"}
+                                      for name in unknown])
+
+
+def _query_names(dependant) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    return {param.alias for param in dependant.query_params}.union(*(_query_names(d) for d in dependant.dependencies))
+
+
+# Every refusal any route can give, documented once (schema-driven clients and the fuzz tests
+# read these): the route-specific success codes are on each route.
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(_no_unknown_query_parameters)], responses={
+    400: _problem("the body is not JSON"), 401: _problem("missing or invalid API token"), 403: _problem("not yours, or admins only"),
+    404: _problem("no such campaign, assignment or user"), 409: _problem("conflicts with what is stored"),
+    413: _problem("request body too large"), 422: _problem("invalid input; the detail names the field"),
+})
 
 
 @router.get("/campaigns", tags=["evaluators"])

@@ -123,14 +123,17 @@ def _add_error_handlers(app: FastAPI) -> None:
     def _statement_error(request: Request, error: StatementError):
         if isinstance(error.orig, (OverflowError, ValueError)):  # e.g. SQLite's 64-bit integers
             return _error(request, 422, f"a value does not fit the database: {error.orig}")
-        return _internal_error(request, error)
+        return _internal_error(request, error)  # answered inside the middleware, which adds the headers
 
     @app.exception_handler(Exception)
-    def _internal_error(request: Request, error: Exception):
+    def _unhandled(request: Request, error: Exception):
         # Starlette sends this response from outside every middleware: add the headers here.
-        _log.exception("unhandled error on %s %s", request.method, request.url.path)
-        response = _error(request, 500, "internal error; the server log has the details")
-        return add_security_headers(response, request.url.path)
+        return add_security_headers(_internal_error(request, error), request.url.path)
+
+
+def _internal_error(request: Request, error: Exception) -> Response:
+    _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return _error(request, 500, "internal error; the server log has the details")
 
 
 def _jsonable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+import web_client
+
 POSTGRES_USER = "postgres"  # the database superuser the cluster is created with
 POSTGRES_OS_USER = "postgres"  # who owns and runs the cluster when tests run as root
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
@@ -124,7 +126,7 @@ def postgres_server():
     if bin_dir is None:
         pytest.skip(
             "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin; "
-            "install Debian's `postgresql` package (.ci/run does this when run as root)"
+            "install Debian's `postgresql` package (scripts/install-test-services.sh does this when run as root)"
         )
     owner = cluster_owner()
     root = Path(tempfile.mkdtemp(prefix="alignloop-pg-"))  # not under pytest's 0700 tmp: the owner must reach it
@@ -201,3 +203,20 @@ def screenshot_dir(tmp_path_factory) -> Path:
     folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# ---------------------------------------------------------------- the app, served and populated
+
+
+@pytest.fixture
+def world(db_url):
+    """The security checks run on SQLite and on PostgreSQL: (base URL, store, tokens, campaign id)."""
+    with web_client.serving_with_store(db_url) as (base, store):
+        yield (base, store, *web_client.populate(store))
+
+
+@pytest.fixture
+def sqlite_world(sqlite_url):
+    """The same, on SQLite only, for checks that do not depend on the database."""
+    with web_client.serving_with_store(sqlite_url) as (base, store):
+        yield (base, store, *web_client.populate(store))

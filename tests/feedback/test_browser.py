@@ -122,3 +122,17 @@ def test_evaluator_signs_in_reads_guidelines_and_answers_pairwise_and_ranking(si
         admin_context.close()
     for name in ("evaluator-pairwise.png", "evaluator-ranking.png", "admin-dashboard.png"):
         assert (screenshot_dir / name).stat().st_size > 10_000
+
+
+def test_the_api_docs_render_from_local_assets_without_breaking_the_policy(site, page):
+    base = site[0]
+    refused = []  # requests the page made that failed, and CSP violations the console reports
+    page.on("requestfailed", lambda request: refused.append(request.url))
+    page.on("console", lambda message: "Content Security Policy" in message.text and refused.append(message.text))
+    page.goto(f"{base}/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "alignloop feedback" in page.inner_text(".swagger-ui .info .title")
+    page.wait_for_selector(".opblock")
+    assert page.locator(".opblock").count() >= 9  # one block per operation of the API
+    assert "/api/v1/campaigns/{campaign_id}/next" in page.inner_text(".swagger-ui")
+    assert refused == []

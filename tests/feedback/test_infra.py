@@ -3,7 +3,6 @@ torch-free."""
 
 from __future__ import annotations
 
-import importlib.util
 import pkgutil
 import subprocess
 import sys

@@ -227,3 +227,42 @@ def test_rating_thresholds_stay_increasing_whatever_the_parameters(smol_tokenize
         model.rating_threshold_gaps.fill_(-30.0)  # an optimiser pushing the gaps far negative
     thresholds = model.rating_thresholds
     assert thresholds.shape == (4,) and bool((thresholds[1:] > thresholds[:-1]).all())
+
+
+def test_mean_pooling_scores_the_average_of_the_response_states(smol_tokenizer):
+    """A float64 backbone's final hidden states averaged by hand over the response tokens, then
+    the head; score_texts (shared prompts, padding) must give the same scores. The head runs in
+    float32 by design, so the tolerance is float32's: |score| ~ 1 from H = 64 products,
+    a few ulps (1e-7) each, with room for another summation order."""
+    backbone, _ = build_tiny_causal_lm(smol_tokenizer, seed=3)
+    model = RewardModel(backbone.double(), pooling="mean").eval()
+    pairs = [encode_prompt_response(smol_tokenizer, p if isinstance(p, str) else [Message(**m) for m in p], r)
+             for p, r in zip(PROMPTS[:3], RESPONSES[:3])]
+    expected = []
+    for prompt_ids, response_ids in pairs:
+        with torch.no_grad():
+            states = backbone(torch.tensor([prompt_ids + response_ids]), output_hidden_states=True).hidden_states[-1][0]
+            pooled = states[len(prompt_ids):].mean(0)  # (H,) over the response's tokens only
+            expected.append(float(pooled @ model.head.weight[0].double() + model.head.bias.double()))
+    got = score_texts(model, smol_tokenizer, PROMPTS[:3], RESPONSES[:3], normalize=False, batch_size=3)
+    assert got == pytest.approx(expected, abs=2e-6)
+    last_token = RewardModel(backbone, pooling="last").eval()
+    last_token.load_state_dict(model.state_dict())
+    assert score_texts(last_token, smol_tokenizer, PROMPTS[:3], RESPONSES[:3], normalize=False) != pytest.approx(got, abs=1e-3)
+    with pytest.raises(ValueError, match="needs the response_mask"):
+        model(torch.tensor([sum(pairs[0], [])]), torch.ones(1, len(sum(pairs[0], [])), dtype=torch.long))
+
+
+def test_pooling_is_saved_with_the_reward_model_and_refused_by_the_classifier_export(tmp_path, smol_tokenizer):
+    from alignloop.models import ModelLoadError, export_sequence_classifier, load_reward_model, save_reward_model
+
+    model = RewardModel(build_tiny_causal_lm(smol_tokenizer, seed=4)[0], pooling="mean").eval()
+    save_reward_model(model, tmp_path / "rm", smol_tokenizer)
+    loaded, _ = load_reward_model(tmp_path / "rm")
+    assert loaded.pooling == "mean"
+    assert score_texts(loaded, smol_tokenizer, PROMPTS[:2], RESPONSES[:2]) == pytest.approx(
+        score_texts(model, smol_tokenizer, PROMPTS[:2], RESPONSES[:2]), abs=1e-6)
+    with pytest.raises(ModelLoadError, match="pooling 'mean' has no transformers sequence-classifier form"):
+        export_sequence_classifier(loaded, smol_tokenizer, tmp_path / "hf")
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        RewardModel(build_tiny_causal_lm(smol_tokenizer, seed=4)[0], pooling="max")
