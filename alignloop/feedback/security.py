@@ -107,8 +107,9 @@ def _lock_sign_in(session: Session, username: str, client: str) -> None:
     """Serialise attempts on one username and on one client until the transaction ends. Always
     the username first, so two attempts cannot wait for each other's second lock."""
     if session.get_bind().dialect.name == "postgresql":
-        for key in (f"sign-in user {username}", f"sign-in client {client}"):
-            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+        # Two-key locks: namespace 1 for usernames, 2 for clients, so the two never collide.
+        for space, key in ((1, username), (2, client)):
+            session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": space, "key": key})
 
 
 def _recent_failures(session: Session, now: datetime, **match: str) -> int:

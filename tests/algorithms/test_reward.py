@@ -89,3 +89,24 @@ def test_identical_pair_is_a_named_error_when_asked(tiny_model_dir, tmp_path):
                      "data.on_invalid=error")
     assert done.returncode == 2
     assert "pairs.jsonl:2" in done.stderr and "identical" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_mean_pooling_reward_model_trains_on_its_response_tokens_and_is_saved_as_such(tiny_model_dir, tmp_path):
+    result = run_reward(config(tiny_model_dir, tmp_path, "train.max_steps=6", "reward.pooling=mean"))
+    assert read_reward_metadata(result.final_model_dir)["pooling"] == "mean"
+    model, _ = load_reward_model(result.final_model_dir)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert model.pooling == "mean" and len(losses) == 6 and losses[-1] < losses[0]
+    # The loss sees the same scores as scoring: the prompt's tokens are outside the pooled mean.
+    cfg = config(tiny_model_dir, tmp_path / "x")
+    data = read_preference_data(cfg.data)
+    _, tokenizer = build_reward_model(cfg.model)
+    encoded, _ = encode_preference_records(tokenizer, data.train, max_length=128)
+    batch = collate_judgements(encoded.pairs[:2], tokenizer.pad_token_id)["pairs"]
+    from alignloop.models.reward_model import response_mask_of
+
+    with torch.no_grad():
+        masked = model(batch["input_ids"], batch["attention_mask"], response_mask=response_mask_of(batch))
+        everything = model(batch["input_ids"], batch["attention_mask"], response_mask=batch["attention_mask"].bool())
+    assert not torch.allclose(masked, everything)
