@@ -171,28 +171,27 @@ def set_password(
     out.print(f"new password set for {username!r}; their browser sessions were ended")
 
 
-@feedback_app.command("disable-user")
-@feedback_errors
-def disable_user(username: str = typer.Argument(..., help="the account to disable"), db: str = DB_OPTION) -> None:
-    """Disable an account: it cannot sign in, its sessions end and its API tokens stop working (judgements stay)."""
+def _set_active(username: str, active: bool, db: str) -> None:
     from alignloop.feedback import service
     from alignloop.feedback.database import transaction
 
     with transaction(_session_factory(db)) as session:
-        service.set_user_active(session, _user(session, username), False)
-    out.print(f"disabled {username!r}")
+        service.set_user_active(session, _user(session, username), active)
+    out.print(f"{'enabled' if active else 'disabled'} {username!r}")
+
+
+@feedback_app.command("disable-user")
+@feedback_errors
+def disable_user(username: str = typer.Argument(..., help="the account to disable"), db: str = DB_OPTION) -> None:
+    """Disable an account: it cannot sign in, its sessions end and its API tokens stop working (judgements stay)."""
+    _set_active(username, False, db)
 
 
 @feedback_app.command("enable-user")
 @feedback_errors
 def enable_user(username: str = typer.Argument(..., help="the account to enable again"), db: str = DB_OPTION) -> None:
     """Enable a disabled account again."""
-    from alignloop.feedback import service
-    from alignloop.feedback.database import transaction
-
-    with transaction(_session_factory(db)) as session:
-        service.set_user_active(session, _user(session, username), True)
-    out.print(f"enabled {username!r}")
+    _set_active(username, True, db)
 
 
 @feedback_app.command("tokens")

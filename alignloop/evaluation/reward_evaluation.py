@@ -17,6 +17,7 @@ def score_encoded(model, examples: list, pad_token_id: int, batch_size: int = 16
     """Raw scores of encoded (prompt + response) sequences, in order; longest-first batches
     keep padding small."""
     from alignloop.data import pad_batch
+    from alignloop.models.reward_model import response_mask_of
 
     was_training = model.training
     model.eval()
@@ -27,7 +28,7 @@ def score_encoded(model, examples: list, pad_token_id: int, batch_size: int = 16
         chunk = order[start : start + batch_size]
         batch = pad_batch([examples[i] for i in chunk], pad_token_id)
         values = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                       response_mask=(batch["labels"] != -100).to(device))  # -100: IGNORE_INDEX, the prompt
+                       response_mask=response_mask_of(batch).to(device))
         for index, value in zip(chunk, values.tolist()):
             scores[index] = value
     model.train(was_training)

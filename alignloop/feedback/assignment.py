@@ -85,7 +85,8 @@ def _whole_number(value: Any, field: str, low: int, high: int) -> int:
     return number
 
 
-def _text(value: Any, field: str, required: bool) -> str:
+def check_text(value: Any, field: str, limit: int = MAX_TEXT_CHARS, required: bool = False) -> str:
+    """`value` as text the store can hold (at most `limit` characters), or InvalidAnswer naming `field`."""
     if value is None:
         value = ""
     if not isinstance(value, str):
@@ -94,17 +95,9 @@ def _text(value: Any, field: str, required: bool) -> str:
         raise InvalidAnswer(f"{field}: {reason}")
     if required and not value.strip():
         raise InvalidAnswer(f"{field}: expected non-empty text")
-    if len(value) > MAX_TEXT_CHARS:
-        raise InvalidAnswer(f"{field}: {len(value)} characters, more than the limit of {MAX_TEXT_CHARS}")
+    if len(value) > limit:
+        raise InvalidAnswer(f"{field}: {len(value)} characters, more than the limit of {limit}")
     return value
-
-
-def check_text(value: Any, field: str, limit: int = MAX_TEXT_CHARS, required: bool = False) -> str:
-    """`value` as text the store can hold (at most `limit` characters), or InvalidAnswer naming `field`."""
-    text = _text(value, field, required)
-    if len(text) > limit:
-        raise InvalidAnswer(f"{field}: {len(text)} characters, more than the limit of {limit}")
-    return text
 
 
 def _pairwise(raw: dict[str, Any], shown: list[int]) -> dict[str, Any]:
@@ -148,7 +141,7 @@ def _edit(raw: dict[str, Any], shown: list[int]) -> dict[str, Any]:
     candidate_id = raw.get("candidate_id", shown[0] if shown else None)
     if candidate_id not in (shown[0] if shown else None, None):
         raise InvalidAnswer(f"candidate_id: expected the shown candidate {shown[0] if shown else None}, got {candidate_id!r}")
-    return {"candidate_id": candidate_id, "text": _text(raw.get("text"), "text", required=True)}
+    return {"candidate_id": candidate_id, "text": check_text(raw.get("text"), "text", required=True)}
 
 
 def validate_answer(
@@ -164,5 +157,5 @@ def validate_answer(
     if task_type == TaskType.rating:
         return _rating(raw, rubric_axes(axes), scale)
     if task_type == TaskType.comment:
-        return {"text": _text(raw.get("text"), "text", required=True)}
+        return {"text": check_text(raw.get("text"), "text", required=True)}
     return _edit(raw, shown)

@@ -399,6 +399,7 @@ def export_campaign(
     style: RowStyle = "trl-conversational",
 ) -> ExportResult:
     """Write one campaign's judgements as a versioned dataset folder (see the module docstring)."""
+    out_dir = _output_folder(out_dir)  # before any work: a file in the way fails at once
     _check_options(fmt, aggregation)
     if style not in ROW_STYLES:
         raise ExportError(f"unknown style {style!r}; known: {', '.join(ROW_STYLES)}")
@@ -436,7 +437,7 @@ def export_campaign(
         "weights": {usernames[e]: w for e, w in sorted(context.weights.items())} if aggregation == "weighted" else None,
         "alignloop_version": alignloop.__version__,
     }
-    return _publish(_output_folder(out_dir), f"{_slug(campaign.name)}-{fmt}", records, manifest, style)
+    return _publish(out_dir, f"{_slug(campaign.name)}-{fmt}", records, manifest, style)
 
 
 def _nothing_to_export(campaign: str, fmt: str, aggregation: str, dropped: dict[str, int]) -> str:

@@ -19,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -48,6 +48,7 @@ GOLD_RATE = 0.1  # share of tasks drawn from gold items while regular ones remai
 # An open assignment older than this no longer holds its slot (should its evaluator still answer
 # it, the item ends with one judgement more than `overlap`: better than an abandoned tab blocking it).
 ASSIGNMENT_TTL = timedelta(hours=1)
+T = TypeVar("T")
 _USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_CHARS = 1024  # argon2 hashes any length; this bounds the work one request can cause
@@ -108,11 +109,17 @@ def user_by_name(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
 
 
+def _row(session: Session, model: type[T], row_id: int, what: str, **options: Any) -> T:
+    """The row with this id, or NotFound; an id past the columns' range is simply not there
+    (the database would refuse to compare with it)."""
+    row = session.get(model, row_id, **options) if 1 <= row_id <= MAX_ID else None
+    if row is None:
+        raise NotFound(f"no {what} {row_id}")
+    return row
+
+
 def get_user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id) if 1 <= user_id <= MAX_ID else None
-    if user is None:
-        raise NotFound(f"no user {user_id}")
-    return user
+    return _row(session, User, user_id, "user")
 
 
 def list_users(session: Session) -> list[User]:
@@ -154,9 +161,7 @@ def list_tokens(session: Session, user_id: int | None = None) -> list[ApiToken]:
 
 
 def revoke_token(session: Session, token_id: int) -> ApiToken:
-    token = session.get(ApiToken, token_id) if 1 <= token_id <= MAX_ID else None
-    if token is None:
-        raise NotFound(f"no API token {token_id}")
+    token = _row(session, ApiToken, token_id, "API token")
     token.revoked = True
     session.flush()
     return token
@@ -216,10 +221,7 @@ def campaign_by_name(session: Session, name: str) -> Campaign | None:
 
 
 def get_campaign(session: Session, campaign_id: int) -> Campaign:
-    campaign = session.get(Campaign, campaign_id) if 1 <= campaign_id <= MAX_ID else None
-    if campaign is None:
-        raise NotFound(f"no campaign {campaign_id}")
-    return campaign
+    return _row(session, Campaign, campaign_id, "campaign")
 
 
 def list_campaigns(session: Session) -> list[Campaign]:
@@ -319,10 +321,7 @@ def next_assignment(
     the display order are drawn from `rng`; else, with a `seed`, from `assignment_rng`
     (reproducible simulations); else unseeded.
     """
-    campaign = (session.scalar(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
-                if 1 <= campaign_id <= MAX_ID else None)
-    if campaign is None:
-        raise NotFound(f"no campaign {campaign_id}")
+    campaign = _row(session, Campaign, campaign_id, "campaign", with_for_update=True)
     if task_type is not None and str(getattr(task_type, "value", task_type)) not in campaign.task_types:
         raise InvalidRequest(f"task_type {task_type!r}: this campaign has {', '.join(campaign.task_types)}")
     if not has_read_guidelines(session, user.id, campaign_id):
@@ -361,9 +360,7 @@ def assignment_rng(session: Session, seed: int, campaign_id: int, user: User) ->
 
 def assignment_for(session: Session, assignment_id: int, user: User) -> Assignment:
     """An assignment its evaluator may see (admins may look at any); others get Forbidden."""
-    assignment = session.get(Assignment, assignment_id) if 1 <= assignment_id <= MAX_ID else None
-    if assignment is None:
-        raise NotFound(f"no assignment {assignment_id}")
+    assignment = _row(session, Assignment, assignment_id, "assignment")
     if assignment.evaluator_id != user.id and user.role != Role.admin:
         raise Forbidden(f"assignment {assignment_id} belongs to another evaluator")
     return assignment
@@ -389,10 +386,7 @@ def submit_judgement(
     if client_key is not None and not (isinstance(client_key, str) and 1 <= len(client_key) <= 64
                                        and unstorable_reason(client_key) is None):
         raise InvalidRequest("client_key: expected 1-64 characters")
-    assignment = (session.get(Assignment, assignment_id, with_for_update=True, populate_existing=True)
-                  if 1 <= assignment_id <= MAX_ID else None)
-    if assignment is None:
-        raise NotFound(f"no assignment {assignment_id}")
+    assignment = _row(session, Assignment, assignment_id, "assignment", with_for_update=True, populate_existing=True)
     if assignment.evaluator_id != user.id:
         raise Forbidden(f"assignment {assignment_id} belongs to another evaluator")
     if client_key and (stored := _replay(session, user, client_key, assignment_id)) is not None:

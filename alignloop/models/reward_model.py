@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from alignloop.data.encode import IGNORE_INDEX
 from alignloop.models.loading import ModelConfig, load_model_and_tokenizer
 from alignloop.models.padding_free import last_hidden_states, positions_from_mask
 
@@ -120,8 +121,6 @@ def last_token_indices(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def response_mask_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B, T) bool: the response tokens of a collated batch (the positions its labels keep)."""
-    from alignloop.data.encode import IGNORE_INDEX
-
     return batch["labels"] != IGNORE_INDEX
 
 

@@ -31,7 +31,7 @@ from alignloop.data.encode import IGNORE_INDEX, EncodedExample, encode_prompt_re
 from alignloop.data.schemas import Message
 from alignloop.models.reward_export import is_sequence_classifier_folder, load_sequence_classifier_reward
 from alignloop.models.reward_io import load_reward_model
-from alignloop.models.reward_model import RewardModel
+from alignloop.models.reward_model import RewardModel, response_mask_of
 
 __all__ = ["PromptLike", "RewardScorer", "score_texts"]
 
@@ -87,7 +87,7 @@ def _score_batch(model: RewardModel, rows: list[tuple[list[int], int]], groups: 
     batch = pad_batch(examples, pad_token_id)
     return model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                  prefix_groups=torch.tensor(groups, device=device),
-                 response_mask=(batch["labels"] != IGNORE_INDEX).to(device))  # (B,)
+                 response_mask=response_mask_of(batch).to(device))  # (B,)
 
 
 def score_texts(

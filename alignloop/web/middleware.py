@@ -25,14 +25,21 @@ SECURITY_HEADERS = {
 MAX_BODY_BYTES = 21 * 1024 * 1024  # an upload of the 20 MiB import limit, with its multipart framing
 
 
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+
+# Encoded once: these go on every response.
+_PAGE_HEADERS = _encoded(SECURITY_HEADERS)
+_DOCS_HEADERS = _encoded({**SECURITY_HEADERS, "Content-Security-Policy": DOCS_CSP})
+_NO_STORE = (b"cache-control", b"no-store")
+
+
 def _header_list(path: str) -> list[tuple[bytes, bytes]]:
-    headers = dict(SECURITY_HEADERS)
-    if path == "/docs" or path.startswith("/docs/"):
-        headers["Content-Security-Policy"] = DOCS_CSP
-    pairs = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-    if not path.startswith(("/static", "/docs/assets", "/openapi.json")):
-        pairs.append((b"cache-control", b"no-store"))
-    return pairs
+    headers = _DOCS_HEADERS if path == "/docs" or path.startswith("/docs/") else _PAGE_HEADERS
+    if path.startswith(("/static", "/docs/assets", "/openapi.json")):
+        return headers
+    return [*headers, _NO_STORE]
 
 
 def add_security_headers(response: Response, path: str) -> Response:
