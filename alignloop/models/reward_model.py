@@ -63,6 +63,7 @@ __all__ = [
     "last_token_indices",
     "response_mask_of",
     "score_at_last_token",
+    "hidden_at_last_token",
     "mean_over_response",
     "positions_from_mask",
     "POOLINGS",
@@ -129,9 +130,13 @@ def score_at_last_token(
 ) -> torch.Tensor:
     """(B, T, H) hidden states -> (B,) float32 scores of a linear head read at each row's last
     real token, outside autocast (see the module docstring)."""
+    return _linear_head(hidden_at_last_token(hidden, attention_mask), weight, bias)
+
+
+def hidden_at_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) hidden states -> (B, H) each row's at its last real token."""
     rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
-    last = hidden[rows, last_token_indices(attention_mask).to(hidden.device)]  # (B, H)
-    return _linear_head(last, weight, bias)
+    return hidden[rows, last_token_indices(attention_mask).to(hidden.device)]
 
 
 def mean_over_response(hidden: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -207,15 +212,27 @@ class RewardModel(nn.Module):
         Rows with the same `prefix_groups` (B,) value (responses to one prompt) may compute
         their common prefix once; the scores are the same.
         """
+        return self.score_features(self.features(input_ids, attention_mask, prefix_groups, response_mask))
+
+    def features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None,
+        response_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, H) what the head reads: the last real token's hidden state or the response's mean
+        (arguments as for `forward`)."""
         if self.pooling == "mean" and response_mask is None:
             raise ValueError("a reward model with pooling 'mean' needs the response_mask of its rows")
         # (B, T, H) after the final norm; the LM logits are not used, so not projected.
         hidden = last_hidden_states(self.backbone, input_ids, attention_mask, positions_from_mask(attention_mask),
                                     prefix_groups=prefix_groups)
         if self.pooling == "last":
-            return score_at_last_token(hidden, attention_mask, self.head.weight, self.head.bias)
+            return hidden_at_last_token(hidden, attention_mask)
         mask = response_mask.to(hidden.device) & attention_mask.to(hidden.device).bool()  # (B, T)
-        return _linear_head(mean_over_response(hidden, mask), self.head.weight, self.head.bias)
+        return mean_over_response(hidden, mask)
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, H) features -> (B,) float32 raw scores, outside autocast (see the module docstring)."""
+        return _linear_head(features, self.head.weight, self.head.bias)
 
     def normalized(self, scores: torch.Tensor) -> torch.Tensor:
         """(scores - mean) / std with the stored statistics (identity until they are set)."""
