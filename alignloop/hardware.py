@@ -37,9 +37,11 @@ from typing import Any, Literal
 
 import torch
 
+from alignloop.config import ConfigError
+
 __all__ = [
     "CpuInfo", "MatmulProbe", "PrecisionChoice", "cpu_info", "probe_matmul", "choose_cpu_precision",
-    "choose_cuda_precision", "resolve_mixed_precision", "resolve_weight_dtype", "matmul_attention_max_keys",
+    "choose_cuda_precision", "cpu_precision_override", "resolve_mixed_precision", "resolve_weight_dtype", "matmul_attention_max_keys",
     "matmul_attention_max_keys_from", "hardware_report",
 ]
 
@@ -53,6 +55,8 @@ BF16_MIN_SPEEDUP = 1.2
 # The probe's product: (rows, width) @ (width, width); rows like a short batch of tokens.
 PROBE_ROWS = 128
 DEFAULT_WIDTH = 576  # the built-in model's hidden size, when the caller has no model yet
+# Set to float32 or bf16, what `auto` means on every CPU (`cpu_precision_override`).
+CPU_PRECISION_ENV = "ALIGNLOOP_CPU_PRECISION"
 
 
 # ---------------------------------------------------------------- the CPU
@@ -238,11 +242,30 @@ def cpu_matmul_probe(width: int = DEFAULT_WIDTH) -> MatmulProbe:
     return probe
 
 
+def cpu_precision_override() -> Precision | None:
+    """`ALIGNLOOP_CPU_PRECISION` (float32 or bf16): what `auto` means on every CPU, instead of the
+    probe's answer. For a fleet of mixed CPUs that must all train alike, and for the test suite,
+    whose float32 identities (policy = reference at step 1) would otherwise hold on one CPU and
+    be a bf16 rounding off on the next. Explicit settings (`mixed_precision: bf16`) still win."""
+    value = os.environ.get(CPU_PRECISION_ENV, "").strip().lower()
+    if not value:
+        return None
+    choices: dict[str, Precision] = {"float32": "no", "no": "no", "bf16": "bf16"}
+    if value not in choices:
+        raise ConfigError(f"{CPU_PRECISION_ENV}={value!r}: expected float32 or bf16 (or unset, to probe this CPU)")
+    return choices[value]
+
+
 @functools.cache
 def auto_precision(device_type: str = "", width: int = DEFAULT_WIDTH) -> PrecisionChoice:
-    """What `auto` means here: on CUDA from the capability, on a CPU from the probe."""
+    """What `auto` means here: on CUDA from the capability, on a CPU from the probe (or from
+    `ALIGNLOOP_CPU_PRECISION`, see `cpu_precision_override`)."""
     if (device_type or _default_device_type()) == "cuda":
         return choose_cuda_precision(torch.cuda.get_device_capability(), torch.cuda.get_device_name())
+    override = cpu_precision_override()
+    if override is not None:
+        name = {"no": "float32", "bf16": "bf16 autocast"}[override]
+        return PrecisionChoice(override, f"{name}: set by {CPU_PRECISION_ENV} (this CPU was not probed)")
     return choose_cpu_precision(cpu_matmul_probe(width), cpu_info())
 
 

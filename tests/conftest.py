@@ -6,9 +6,35 @@ from __future__ import annotations
 import pytest
 
 
+def pytest_configure(config):
+    """The suite's arithmetic identities (policy = reference at step 1: DPO's log 2, PPO's ratio
+    of one) hold to float32 rounding, and a bf16 rounding off them is no bug. So `auto` means
+    float32 in every test and every process a test starts, on every CPU; slow tests and the
+    tests of the probe itself (tests/test_hardware.py) unset it, tests of bf16 ask for it by name."""
+    import os
+
+    os.environ["ALIGNLOOP_CPU_PRECISION"] = "float32"
+
+
+@pytest.fixture(autouse=True)
+def auto_precision_probed_in_slow_tests(request, monkeypatch):
+    """Slow tests run the real built-in model as a user would, with `auto` chosen by this CPU's
+    probe (issue 15), in their process and in every process they start."""
+    if request.node.get_closest_marker("slow") is None:
+        yield
+        return
+    from alignloop import hardware
+
+    monkeypatch.delenv("ALIGNLOOP_CPU_PRECISION", raising=False)
+    hardware.auto_precision.cache_clear()
+    yield
+    hardware.auto_precision.cache_clear()
+
+
 def pytest_report_header(config):
-    """The CPU and what `mixed_precision: auto` picks on it, so a slow run explains itself.
-    The probe runs uncached here: the test session must not write to the user's ALIGNLOOP_HOME."""
+    """The CPU and what `mixed_precision: auto` would pick on it outside the tests, so a slow run
+    explains itself. The probe runs uncached here: the test session must not write to the user's
+    ALIGNLOOP_HOME."""
     import torch
 
     from alignloop import hardware
@@ -20,7 +46,8 @@ def pytest_report_header(config):
     else:
         choice = hardware.choose_cpu_precision(hardware.probe_matmul(), cpu)
     return [f"alignloop: CPU {cpu.model} ({flags}), {torch.get_num_threads()} threads, torch {torch.__version__}",
-            f"alignloop: mixed_precision auto -> {choice.precision} ({choice.reason})"]
+            f"alignloop: mixed_precision auto -> {choice.precision} ({choice.reason}); "
+            "the tests run with ALIGNLOOP_CPU_PRECISION=float32, slow ones with this choice"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -108,6 +108,7 @@ def test_the_real_probe_chooses_the_faster_of_the_two_precisions_it_measured():
 def fresh_probe_cache(tmp_path, monkeypatch):
     """An empty ALIGNLOOP_HOME and no probe remembered by this process."""
     monkeypatch.setenv("ALIGNLOOP_HOME", str(tmp_path))
+    monkeypatch.delenv(hardware.CPU_PRECISION_ENV)  # set for the whole suite by conftest.py
     for cached in (hardware.cpu_matmul_probe, hardware.auto_precision, hardware.matmul_attention_max_keys):
         cached.cache_clear()
     yield tmp_path
@@ -226,6 +227,23 @@ def test_weights_dtype_auto_follows_the_precision_choice(fresh_probe_cache, monk
     hardware.cpu_matmul_probe.cache_clear()
     name, reason = hardware.resolve_weight_dtype("auto", "cpu")
     assert name == "bfloat16" and reason.startswith("bfloat16 weights: this CPU (Intel(R) Xeon(R)")
+
+
+def test_the_environment_sets_what_auto_means_on_every_cpu_without_probing(fresh_probe_cache, monkeypatch):
+    monkeypatch.setattr(hardware, "probe_matmul", lambda *a, **k: pytest.fail("probed despite the override"))
+    monkeypatch.setattr(hardware, "cpu_info", lambda: XEON_AMX)
+    monkeypatch.setenv(hardware.CPU_PRECISION_ENV, "float32")
+    choice = hardware.auto_precision("cpu")
+    assert (choice.precision, choice.reason) == ("no", "float32: set by ALIGNLOOP_CPU_PRECISION (this CPU was not probed)")
+    hardware.auto_precision.cache_clear()
+    monkeypatch.setenv(hardware.CPU_PRECISION_ENV, " BF16 ")
+    assert hardware.resolve_weight_dtype("auto", "cpu")[0] == "bfloat16"
+    # an explicit setting is not the override's business
+    assert hardware.resolve_mixed_precision("no", "cpu").precision == "no"
+    hardware.auto_precision.cache_clear()
+    monkeypatch.setenv(hardware.CPU_PRECISION_ENV, "fp8")
+    with pytest.raises(ValueError, match=r"ALIGNLOOP_CPU_PRECISION='fp8': expected float32 or bf16"):
+        hardware.auto_precision("cpu")
 
 
 def test_the_attention_crossover_is_probed_once_and_recorded(fresh_probe_cache, monkeypatch):

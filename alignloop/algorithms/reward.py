@@ -12,6 +12,9 @@ mixed in one batch:
   (cumulative-link) model whose class thresholds are learned with the head; or turned into
   pairs of responses to the same prompt.
 
+With `backbone: frozen` only the head (and any rating thresholds) trains, on features computed
+once per reply (alignloop/models/frozen_features.py).
+
 After training, the mean and std of the scores of the training responses are stored with the
 model, so that normalised scores (mean 0, std 1) are comparable across reward models.
 The training metrics average over every item of a step; with mixed kinds, the per-kind
@@ -51,6 +54,7 @@ from alignloop.engine.console import console_for
 from alignloop.evaluation.reward_evaluation import evaluate_reward_model, score_encoded
 from alignloop.losses import bradley_terry, plackett_luce, rating_ordinal, rating_regression
 from alignloop.models import ModelConfig, RewardModel, build_reward_model, save_reward_model
+from alignloop.models.frozen_features import FrozenFeatures
 from alignloop.models.reward_model import response_mask_of
 
 
@@ -64,6 +68,9 @@ class RewardSettings(Section):
     ranking_weight: float = Field(1.0, ge=0, description="weight of the listwise (Plackett–Luce) loss")
     rating_weight: float = Field(1.0, ge=0, description="weight of the rating loss")
     normalization_samples: int = Field(512, ge=0, description="training responses scored to set mean/std (0: none)")
+    backbone: Literal["trained", "frozen"] = Field(
+        "trained", description="train the backbone (its LoRA adapters, or all of it) with the head, or keep it as "
+                               "loaded and train the head alone on features computed once (models/frozen_features.py)")
     pooling: Literal["last", "mean"] = Field(
         "last", description="read the score at the last token, or from the mean over the response's tokens "
                             "(learns from fewer judgements what lives in the reply's words; see models/reward_model.py)")
@@ -98,6 +105,7 @@ JUDGEMENTS_IN = {
 @dataclass(frozen=True)
 class RewardMethod:
     settings: RewardSettings
+    frozen_features: FrozenFeatures | None = None  # reward.backbone: frozen
 
     def count_items(self, batch: dict[str, Any]) -> int:
         return sum(JUDGEMENTS_IN[name](sub) for name, sub in batch.items())
@@ -114,20 +122,27 @@ class RewardMethod:
                 metrics.update({key: value.sum() for key, value in parts.items()})
         return LossOutput(total, metrics)
 
+    def _scores(self, model, sub) -> torch.Tensor:
+        """(rows,) raw scores of a collated sub-batch, from cached features when the backbone is frozen."""
+        rows = (sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"), response_mask_of(sub))
+        if self.frozen_features is None:
+            return model(*rows)
+        return model(features=self.frozen_features(getattr(model, "module", model), *rows))  # DDP: .module
+
     def _pairs(self, model, sub):
-        scores = model(sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"), response_mask_of(sub))  # (2B,)
+        scores = self._scores(model, sub)  # (2B,)
         half = scores.shape[0] // 2
         margin = torch.where(sub["has_margin"], sub["margin"], torch.zeros_like(sub["margin"]))
         return bradley_terry(scores[:half], scores[half:], margin=margin)
 
     def _rankings(self, model, sub):
-        scores = model(sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"), response_mask_of(sub))  # (N,)
+        scores = self._scores(model, sub)  # (N,)
         mask = sub["ranking_mask"]  # (B, K)
         grid = scores[sub["slot_index"].clamp(min=0)]  # (B, K): each slot's response score
         return plackett_luce(grid, sub["ranks"], mask=mask)
 
     def _ratings(self, model, sub):
-        scores = model(sub["input_ids"], sub["attention_mask"], response_mask=response_mask_of(sub))  # (B,)
+        scores = self._scores(model, sub)  # (B,)
         if self.settings.rating_loss == "ordinal":
             index = (sub["score"] - sub["scale_min"]).round().long()
             return rating_ordinal(scores, index, model_thresholds(model))
@@ -184,6 +199,9 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
     set_seed(config.train.seed)
     classes = config.reward.rating_classes if config.reward.rating_loss == "ordinal" else None
     model, tokenizer = build_reward_model(config.model, num_rating_classes=classes, pooling=config.reward.pooling)
+    frozen = config.reward.backbone == "frozen"
+    if frozen:
+        model.backbone.requires_grad_(False)  # LoRA adapters too: they stay as built (B = 0)
     freeze_unused_output_layer(model)
     model.train()
     data = read_preference_data(config.data)
@@ -200,11 +218,12 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
     def finalize(trained: RewardModel, path: Path) -> None:
         set_normalization_from(trained, items, pad, config.reward.normalization_samples)
         summary.update(evaluate_reward_model(trained, evaluation, pad) if eval_items else {})
-        save_reward_model(trained, path, tokenizer, extra={"eval": summary, "train_sha256": fingerprint})
+        save_reward_model(trained, path, tokenizer, extra={"eval": summary, "train_sha256": fingerprint,
+                                                            "backbone": config.reward.backbone})
 
     fingerprint = dataset_fingerprint(data.train.pairs + data.train.rankings + data.train.ratings)
     trainer = Trainer(
-        config.train, model, RewardMethod(config.reward), items, partial(collate_judgements, pad_token_id=pad),
+        config.train, model, RewardMethod(config.reward, FrozenFeatures() if frozen else None), items, partial(collate_judgements, pad_token_id=pad),
         eval_examples=eval_items, save_final=finalize, config_yaml=config_to_yaml(config),
         data_info={"train_sha256": fingerprint, "train_items": len(items), "eval_items": len(eval_items),
                    "encoding": str(report)},

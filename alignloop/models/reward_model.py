@@ -202,17 +202,22 @@ class RewardModel(nn.Module):
         return self.head.in_features
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None,
-        response_mask: torch.Tensor | None = None,
+        self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+        prefix_groups: torch.Tensor | None = None, response_mask: torch.Tensor | None = None,
+        *, features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T) ids and mask -> (B,) float32 raw scores, read at each row's last real token
         (`pooling` "last") or averaged over its response tokens, `response_mask` (B, T) bool
         (`pooling` "mean", which needs it).
 
         Rows with the same `prefix_groups` (B,) value (responses to one prompt) may compute
-        their common prefix once; the scores are the same.
+        their common prefix once; the scores are the same. `features` (B, H), computed before
+        (`FrozenFeatures`, for a frozen backbone), are scored instead; they pass through
+        `forward` so that a DDP-wrapped model still syncs the head's gradients.
         """
-        return self.score_features(self.features(input_ids, attention_mask, prefix_groups, response_mask))
+        if features is None:
+            features = self.features(input_ids, attention_mask, prefix_groups, response_mask)
+        return self.score_features(features)
 
     def features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None,

@@ -75,8 +75,16 @@ def test_a_kl_budget_ends_the_run_after_the_step_that_reaches_it(tiny_model_dir,
     assert method.stop_reason({"kl/sequence": 1.99}) is None
     assert method.stop_reason({"kl/sequence": 2.0}) == (
         "its replies were 2.00 nats from the reference, at or past kl_stop = 2")
-    # step 1 samples the reference itself (KL 0); step 2's samples have moved: the run ends there
-    records = run(tiny_model_dir, tmp_path, "train.max_steps=4", "train.lr=1e-2", "group.kl_stop=1e-6")
-    assert [r["step"] for r in records] == [1, 2] and records[1]["kl/sequence"] >= 1e-6
-    assert "stopped early after step 2 of 4: its replies were" in " ".join(capsys.readouterr().out.split())
+    # Step 1 samples the reference itself: its KL is float32 noise (~1e-3 summed over a batch,
+    # the training and reference forwards add in different orders). A large step size carries
+    # the policy well past 0.3 nats within a few steps (0.06, 0.71 at steps 2 and 3 on an AMD
+    # EPYC); the k1 estimate is noisy and may dip below zero on the way, so the test checks the
+    # rule, not the step it fires at: every step before the last is under the budget, the last
+    # reaches it, and the run ends there.
+    records = run(tiny_model_dir, tmp_path, "train.max_steps=8", "train.lr=1e-1", "group.kl_stop=0.3")
+    steps = [r["step"] for r in records]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) < 8
+    assert all(r["kl/sequence"] < 0.3 for r in records[:-1]) and records[-1]["kl/sequence"] >= 0.3
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"stopped early after step {steps[-1]} of 8: its replies were" in out
     assert (tmp_path / "final" / "adapter_config.json").is_file() or (tmp_path / "final" / "config.json").is_file()

@@ -110,3 +110,55 @@ def test_a_mean_pooling_reward_model_trains_on_its_response_tokens_and_is_saved_
         masked = model(batch["input_ids"], batch["attention_mask"], response_mask=response_mask_of(batch))
         everything = model(batch["input_ids"], batch["attention_mask"], response_mask=batch["attention_mask"].bool())
     assert not torch.allclose(masked, everything)
+
+
+def test_frozen_features_are_the_models_own_and_computed_once_per_distinct_row(tiny_model_dir, tmp_path):
+    from alignloop.models.frozen_features import FrozenFeatures
+    from alignloop.models.reward_model import response_mask_of
+
+    cfg = config(tiny_model_dir, tmp_path)
+    model, tokenizer = build_reward_model(cfg.model, pooling="mean")
+    encoded, _ = encode_preference_records(tokenizer, read_preference_data(cfg.data).train, max_length=128)
+    batch = collate_judgements(encoded.rankings[:2], tokenizer.pad_token_id)["rankings"]
+    rows = (batch["input_ids"], batch["attention_mask"], batch["prefix_groups"], response_mask_of(batch))
+    passes = []
+    model.backbone.get_decoder().register_forward_hook(lambda module, args, out: passes.append(1))
+    cache = FrozenFeatures()
+    model.train()  # the cache computes in eval mode whatever the model's, and leaves the mode as it was
+    cached = cache(model, *rows)
+    assert model.training and len(passes) == 1 and len(cache) == batch["input_ids"].shape[0]
+    with torch.no_grad():
+        torch.testing.assert_close(cached, model.eval().features(*rows))
+    # Shuffled, and one row in a batch of its own: read back, no backbone pass.
+    order = torch.randperm(len(rows[0]), generator=torch.Generator().manual_seed(0))
+    passes.clear()
+    shuffled = cache(model, *(tensor[order] for tensor in rows[:2]), None, rows[3][order])
+    single = cache(model, rows[0][:1, :], rows[1][:1, :], None, rows[3][:1, :])
+    assert passes == [] and torch.equal(shuffled, cached[order]) and torch.equal(single, cached[:1])
+
+
+def test_a_frozen_backbone_trains_the_head_alone_with_the_same_loss_as_uncached(tiny_model_dir, tmp_path):
+    from alignloop.models.frozen_features import FrozenFeatures
+
+    from accelerate.utils import set_seed
+
+    cfg = config(tiny_model_dir, tmp_path, "train.max_steps=8", "train.lr=1e-2", "reward.backbone=frozen")
+    set_seed(cfg.train.seed)  # as run_reward does: the same initial head
+    model, tokenizer = build_reward_model(cfg.model)
+    initial_head = model.head.weight.detach().clone()
+    encoded, _ = encode_preference_records(tokenizer, read_preference_data(cfg.data).train, max_length=128)
+    batch = collate_judgements([encoded.pairs[0], encoded.rankings[0], encoded.ratings[0]], tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain = RewardMethod(RewardSettings()).loss(model.eval(), batch).loss_sum
+        cached = RewardMethod(RewardSettings(), FrozenFeatures()).loss(model, batch).loss_sum
+    torch.testing.assert_close(cached, plain)
+
+    result = run_reward(cfg)
+    trained, _ = load_reward_model(result.final_model_dir)
+    before = model.backbone.state_dict()
+    assert all(torch.equal(value, before[name]) for name, value in trained.backbone.state_dict().items())
+    assert torch.equal(model.head.weight, initial_head) and not torch.equal(trained.head.weight, initial_head)
+    assert read_reward_metadata(result.final_model_dir)["extra"]["backbone"] == "frozen"
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert len(losses) == 8 and losses[-1] < losses[0]
