@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import torch
 from accelerate.utils import set_seed
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_logps, reference_network
 from alignloop.config import Section, config_to_yaml
@@ -54,6 +54,24 @@ class DPOSettings(Section):
         "precompute", description="reference log-probs computed once before training, or every step"
     )
     reference_batch_size: int = Field(16, ge=1, description="batch size for precomputing reference log-probs")
+
+    @model_validator(mode="after")
+    def _refuse_settings_the_variant_does_not_take(self) -> DPOSettings:
+        """A setting the chosen variant ignores would train something other than the recipe says.
+        Whether a variant takes label smoothing is its loss function's to say: it is asked once
+        here, on one zero pair, rather than at the first step."""
+        if self.loss == "simpo":
+            if self.label_smoothing:
+                raise ValueError("label_smoothing is not a setting of loss 'simpo'; remove it, or use sigmoid or robust")
+            return self
+        if "simpo_gamma" in self.model_fields_set:
+            raise ValueError(f"simpo_gamma is a setting of loss 'simpo' only, not of {self.loss!r}")
+        zero = torch.zeros(1)
+        try:
+            DPO_LOSSES[self.loss](zero, zero, zero, zero, beta=self.beta, label_smoothing=self.label_smoothing)
+        except ValueError as error:
+            raise ValueError(f"loss {self.loss!r} refuses label_smoothing = {self.label_smoothing:g} ({error})") from None
+        return self
 
 
 class DPOConfig(Section):
@@ -102,8 +120,8 @@ class DPOMethod:
         else:
             ref_chosen, ref_rejected = self._reference(model, batch)
             loss_fn = DPO_LOSSES[self.settings.loss]
-            extra = {"label_smoothing": self.settings.label_smoothing} if self.settings.loss in ("sigmoid", "robust") else {}
-            losses, metrics = loss_fn(chosen, rejected, ref_chosen, ref_rejected, beta=self.settings.beta, **extra)
+            losses, metrics = loss_fn(chosen, rejected, ref_chosen, ref_rejected, beta=self.settings.beta,
+                                      label_smoothing=self.settings.label_smoothing)
         return LossOutput(losses.sum(), {name: value.sum() for name, value in metrics.items()})
 
     def _reference(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:

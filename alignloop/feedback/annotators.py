@@ -140,6 +140,14 @@ class AnnotationStats:
     per_task_type: dict[str, int]
     seconds: float
 
+    def __str__(self) -> str:
+        """One sentence for people: '336 judgements (ranking 336) by 8 annotators (40-45 each) in 8.4 s'."""
+        kinds = ", ".join(f"{kind} {count}" for kind, count in self.per_task_type.items())
+        counts = sorted(self.per_annotator.values())
+        each = "" if not counts else f" ({counts[0]}-{counts[-1]} each)" if counts[0] != counts[-1] else f" ({counts[0]} each)"
+        return (f"{self.judgements} judgements{f' ({kinds})' if kinds else ''} by {len(counts)} annotators{each} "
+                f"in {self.seconds:.1f} s")
+
 
 # ---------------------------------------------------------------- the annotators
 

@@ -60,3 +60,20 @@ def test_simpo_needs_no_reference_and_learns(tiny_model_dir, tmp_path):
     assert records[-1]["train/loss"] < records[0]["train/loss"]
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["data"]["train_pairs"] == 120
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["dpo.loss=ipo", "dpo.label_smoothing=0.1"], "loss 'ipo' refuses label_smoothing = 0.1"),
+    (["dpo.loss=hinge", "dpo.label_smoothing=0.2"], "loss 'hinge' refuses label_smoothing = 0.2"),
+    (["dpo.loss=simpo", "dpo.label_smoothing=0.1"], "label_smoothing is not a setting of loss 'simpo'"),
+    (["dpo.loss=sigmoid", "dpo.simpo_gamma=1.0"], "simpo_gamma is a setting of loss 'simpo' only, not of 'sigmoid'"),
+])
+def test_a_setting_the_variant_does_not_take_is_refused_when_the_recipe_is_read(overrides, named):
+    from alignloop.config import ConfigError
+
+    with pytest.raises(ConfigError, match="dpo") as caught:
+        load_config(DPOConfig, RECIPE, overrides)
+    assert named in str(caught.value)
+    # the settings a variant does take still load
+    assert load_config(DPOConfig, RECIPE, ["dpo.loss=robust", "dpo.label_smoothing=0.1"]).dpo.label_smoothing == 0.1
+    assert load_config(DPOConfig, RECIPE, ["dpo.loss=simpo", "dpo.simpo_gamma=1.0"]).dpo.simpo_gamma == 1.0

@@ -383,3 +383,13 @@ def test_in_turns_with_a_seeded_server_two_runs_store_the_same_judgements(tmp_pa
     first, second = judgements("first", 7), judgements("second", 7)
     assert len(first) == 12 * 2 + 3 * 5 and first == second
     assert judgements("other", 8) != first
+
+
+def test_annotation_stats_read_as_a_sentence():
+    from alignloop.feedback.annotators import AnnotationStats
+
+    stats = AnnotationStats(336, {"a": 41, "b": 45, "c": 40}, {"ranking": 330, "rating": 6}, 8.3758)
+    assert str(stats) == "336 judgements (ranking 330, rating 6) by 3 annotators (40-45 each) in 8.4 s"
+    assert str(AnnotationStats(2, {"a": 1, "b": 1}, {"pairwise": 2}, 0.04)) == (
+        "2 judgements (pairwise 2) by 2 annotators (1 each) in 0.0 s")
+    assert str(AnnotationStats(0, {}, {}, 0.0)) == "0 judgements by 0 annotators in 0.0 s"
