@@ -13,7 +13,9 @@ def pytest_configure(config):
     tests of the probe itself (tests/test_hardware.py) unset it, tests of bf16 ask for it by name."""
     import os
 
-    os.environ["ALIGNLOOP_CPU_PRECISION"] = "float32"
+    from alignloop.hardware import CPU_PRECISION_ENV
+
+    os.environ[CPU_PRECISION_ENV] = "float32"
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +27,7 @@ def auto_precision_probed_in_slow_tests(request, monkeypatch):
         return
     from alignloop import hardware
 
-    monkeypatch.delenv("ALIGNLOOP_CPU_PRECISION", raising=False)
+    monkeypatch.delenv(hardware.CPU_PRECISION_ENV, raising=False)
     hardware.auto_precision.cache_clear()
     yield
     hardware.auto_precision.cache_clear()

@@ -222,8 +222,9 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
                                                             "backbone": config.reward.backbone})
 
     fingerprint = dataset_fingerprint(data.train.pairs + data.train.rankings + data.train.ratings)
+    method = RewardMethod(config.reward, FrozenFeatures() if frozen else None)
     trainer = Trainer(
-        config.train, model, RewardMethod(config.reward, FrozenFeatures() if frozen else None), items, partial(collate_judgements, pad_token_id=pad),
+        config.train, model, method, items, partial(collate_judgements, pad_token_id=pad),
         eval_examples=eval_items, save_final=finalize, config_yaml=config_to_yaml(config),
         data_info={"train_sha256": fingerprint, "train_items": len(items), "eval_items": len(eval_items),
                    "encoding": str(report)},

@@ -144,7 +144,8 @@ class AnnotationStats:
         """One sentence for people: '336 judgements (ranking 336) by 8 annotators (40-45 each) in 8.4 s'."""
         kinds = ", ".join(f"{kind} {count}" for kind, count in self.per_task_type.items())
         counts = sorted(self.per_annotator.values())
-        each = "" if not counts else f" ({counts[0]}-{counts[-1]} each)" if counts[0] != counts[-1] else f" ({counts[0]} each)"
+        spread = sorted({counts[0], counts[-1]}) if counts else []
+        each = f" ({'-'.join(map(str, spread))} each)" if spread else ""
         return (f"{self.judgements} judgements{f' ({kinds})' if kinds else ''} by {len(counts)} annotators{each} "
                 f"in {self.seconds:.1f} s")
 
