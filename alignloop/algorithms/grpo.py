@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, per_sequence_mean, start_online_run
+from alignloop.algorithms.online import OnlineRL, PromptDataConfig, StopRules, per_sequence_mean, start_online_run
 from alignloop.algorithms.online import update_micro_batches
 from alignloop.config import Section
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
@@ -38,7 +38,7 @@ from alignloop.models import ModelConfig, save_trained_model
 from alignloop.ops import on_grid, response_token_logps
 from alignloop.rewards import RewardSourceConfig
 
-class GroupSettings(Section):
+class GroupSettings(StopRules):
     advantage: Literal["grpo", "rloo"] = Field("grpo", description="group baseline: grpo (z-score) or rloo")
     group_size: int = Field(4, ge=2, description="responses sampled per prompt (K)")
     scale_by_std: bool = Field(True, description="grpo: divide by the group std (false: Dr. GRPO)")
@@ -48,8 +48,6 @@ class GroupSettings(Section):
     clip_range: float = Field(0.2, gt=0, lt=1, description="ε of the clipped ratio when num_iterations > 1")
     missing_eos_penalty: float = Field(0.0, ge=0, description="subtracted from the reward of responses without EOS")
     entropy_coef: float = Field(0.0, ge=0, description="bonus on the policy entropy (0: none)")
-    kl_stop: float | None = Field(None, gt=0, description="stop early after a step whose replies are this many "
-                                  "nats (per reply) from the reference: a KL budget (null: none)")
 
 
 class GRPOConfig(Section):
@@ -120,13 +118,13 @@ class GroupPolicyGradient(OnlineRL):
         return LossOutput(loss_sum, metrics)
 
     def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
-        return {}
+        return self.watch_overoptimisation(metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return self.watch_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        self.load_watch_state(state)
 
     def _advantages(self, rewards: torch.Tensor) -> torch.Tensor:
         k = self.settings.group_size
@@ -142,6 +140,8 @@ def run_grpo(config: GRPOConfig, resume: bool | str = False) -> TrainResult:
         rows_per_micro_batch=config.train.batch_size * config.group.group_size,
         missing_eos_penalty=config.group.missing_eos_penalty,
         kl_stop=config.group.kl_stop,
+        overoptimisation_bound=config.group.overoptimisation_bound,
+        stop_on_overoptimisation=config.group.stop_on_overoptimisation,
         settings=config.group,
     )
     save_final = partial(save_trained_model, tokenizer=run.tokenizer, merged=config.save_merged)

@@ -19,12 +19,13 @@ from pydantic import Field
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from alignloop.config import config_to_yaml
+from alignloop.config import Section, config_to_yaml
 from alignloop.data import DataError, EncodedExample, PromptOnly, dataset_fingerprint, encode_prompt, pad_batch
 from alignloop.data import SourceSplits, Split, read_records
 from alignloop.engine import LossOutput, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
 from alignloop.engine.rollout import Rollout, SamplingConfig, rollout_engine_factory
+from alignloop.evaluation.overoptimisation import OveroptimisationWatch
 from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_network
 from alignloop.losses import kl_penalty
 from alignloop.models import disable_dropout, load_model_and_tokenizer, resolve_model_source
@@ -41,6 +42,16 @@ class PromptDataConfig(SourceSplits):
         "truncate", description="prompts over max_prompt_length: keep their last tokens, drop them, or stop"
     )
     use_chat_template: bool = Field(True, description="render prompts with the tokenizer's chat template")
+
+
+class StopRules(Section):
+    """When an online method ends a run before its last step, and the alarm that may do it."""
+
+    kl_stop: float | None = Field(None, gt=0, description="stop early after a step whose replies are this many "
+                                  "nats (per reply) from the reference: a KL budget (null: none)")
+    overoptimisation_bound: float = Field(1.5, gt=1, description="the alarm rings when a reward-model ensemble "
+                                          "disagrees this many times as much as on the first step's replies")
+    stop_on_overoptimisation: bool = Field(False, description="stop early after the step the alarm rings")
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,7 @@ class ScoredRollout:
     rollout: Rollout
     scores: torch.Tensor  # (R,) after the missing-EOS penalty
     tokens: dict[str, torch.Tensor]  # input_ids, attention_mask, labels (R, T)
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)  # (R,) each: the source's, by name
 
     @property
     def mask(self) -> torch.Tensor:
@@ -188,6 +200,11 @@ class OnlineRL:
     eval_seed: int = 1234
     eval_samples: int = 1  # responses per held-out prompt
     last_samples: list[dict] = field(default_factory=list)
+    # The over-optimisation alarm (evaluation/overoptimisation.py), for a reward-model ensemble.
+    overoptimisation_bound: float = 1.5
+    stop_on_overoptimisation: bool = False
+    log: Callable[[str], None] = print
+    watch: OveroptimisationWatch | None = None
 
     # ---------------------------------------------------------------- hooks for the methods
     def policy_of(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -202,10 +219,35 @@ class OnlineRL:
         (sampled before its update) are `kl_stop` nats from the reference ends the run, so that
         a reward model the policy climbs fast cannot pull it further in the steps left (a fixed
         β and step count suit one reward model's pace, not every one's)."""
+        if self.stop_on_overoptimisation and metrics.get("overoptimisation/alarm"):
+            return "the over-optimisation alarm rang (stop_on_overoptimisation)"
         kl = metrics.get("kl/sequence")
         if self.kl_stop is None or kl is None or kl < self.kl_stop:
             return None
         return f"its replies were {kl:.2f} nats from the reference, at or past kl_stop = {self.kl_stop:g}"
+
+    def watch_overoptimisation(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The alarm's figures for this step (none without an ensemble's disagreement); its
+        sentence is said the step it first rings. Methods call it from `end_step`."""
+        spread, reward = metrics.get("reward/disagreement"), metrics.get("reward")
+        if spread is None or reward is None:
+            return {}
+        if self.watch is None:
+            self.watch = OveroptimisationWatch(self.overoptimisation_bound)
+        alarm = self.watch.check(spread, reward)
+        if alarm is not None:
+            self.log(f"[bold yellow]warning[/]: over-optimisation at step {self.watch.steps}: {alarm}")
+        ratio = self.watch.ratio(spread)
+        return {**({} if ratio is None else {"overoptimisation/disagreement_ratio": ratio}),
+                "overoptimisation/alarm": float(alarm is not None)}
+
+    def watch_state(self) -> dict[str, Any]:
+        """The alarm's state, for the run's checkpoints (a resumed run keeps its first step's figures)."""
+        return {} if self.watch is None else {"overoptimisation": self.watch.state_dict()}
+
+    def load_watch_state(self, state: dict[str, Any]) -> None:
+        if state.get("overoptimisation"):
+            self.watch = OveroptimisationWatch.from_state(self.overoptimisation_bound, state["overoptimisation"])
 
     # ---------------------------------------------------------------- shared steps
     @property
@@ -223,11 +265,14 @@ class OnlineRL:
         rows = [item for item in items for _ in range(per_prompt)]
         rollout = self.make_engine(self.policy_of(model)).generate([item.prompt_ids for item in rows])
         scores = self.reward_source([item.prompt for item in rows], rollout.texts)
+        diagnostics = {name: torch.tensor(values, dtype=torch.float32)
+                       for name, values in getattr(self.reward_source, "diagnostics", dict)().items()}
         scores = penalize_unfinished(scores, rollout.finished, self.missing_eos_penalty)
         device = next(model.parameters()).device
         tokens = rollout_batch(rollout, self.pad_token_id)  # the `per_prompt` rows of a prompt share it
         tokens = {k: v.to(device) for k, v in tokens.items()}
-        return ScoredRollout(rows, rollout, torch.tensor(scores, dtype=torch.float32, device=device), tokens)
+        return ScoredRollout(rows, rollout, torch.tensor(scores, dtype=torch.float32, device=device), tokens,
+                             diagnostics)
 
     def reference_logps(self, model: torch.nn.Module, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """(R, T-1) log-probs of the responses under the frozen reference."""
@@ -252,6 +297,7 @@ class OnlineRL:
             "kl/sequence": float((kl * mask).sum()),
             "completions/mean_length": float(mask.sum()),
             "response/eos_rate": float(finished.sum()),
+            **{f"reward/{name}": float(values.sum()) for name, values in scored.diagnostics.items()},
         }
 
     def sample_rows(self, scored: ScoredRollout, kl: torch.Tensor, every: int = 1, limit: int = 8) -> list[dict]:
@@ -307,6 +353,7 @@ class OnlineRun:
             "make_engine": rollout_engines(self.config, self.tokenizer),
             "eval_samples": self.config.data.eval_samples,
             "reference_model": frozen_copy_unless_lora(self.policy),  # KL is measured even when β = 0
+            "log": self.console.print,
         }
 
     def train(self, network: torch.nn.Module, method: Any, save_final: Callable, resume: bool | str) -> TrainResult:

@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 
 from alignloop.algorithms.kl_control import adaptive_kl_coef
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, start_online_run, update_micro_batches
+from alignloop.algorithms.online import OnlineRL, PromptDataConfig, StopRules, start_online_run, update_micro_batches
 from alignloop.config import Section
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig
@@ -38,7 +38,7 @@ from alignloop.models import ModelConfig, PolicyWithValueHead, save_policy_with_
 from alignloop.ops import IGNORE_INDEX
 from alignloop.rewards import RewardSourceConfig
 
-class PPOSettings(Section):
+class PPOSettings(StopRules):
     epochs: int = Field(4, ge=1, description="PPO epochs over each rollout")
     num_minibatches: int = Field(1, ge=1, description="optimizer updates per epoch (the rollout is split)")
     clip_range: float = Field(0.2, gt=0, lt=1, description="ε of the clipped policy ratio")
@@ -55,8 +55,6 @@ class PPOSettings(Section):
     reward_clip: float | None = Field(None, gt=0, description="clip scores to [-c, c] (null: no clipping)")
     missing_eos_penalty: float = Field(0.0, ge=0, description="subtracted from the score of responses without EOS")
     entropy_coef: float = Field(0.0, ge=0, description="bonus on the policy entropy (0: none)")
-    kl_stop: float | None = Field(None, gt=0, description="stop early after a step whose replies are this many "
-                                  "nats (per reply) from the reference: a KL budget (null: none)")
 
 
 class PPOConfig(Section):
@@ -149,13 +147,14 @@ class PPO(OnlineRL):
         if self.settings.kl_target is not None:
             self.kl_coef = adaptive_kl_coef(used, metrics["kl/sequence"], self.settings.kl_target,
                                             self.settings.kl_horizon, self.sequences_per_step)
-        return {"kl/coef": used}
+        return {"kl/coef": used, **self.watch_overoptimisation(metrics)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kl_coef": self.kl_coef}
+        return {"kl_coef": self.kl_coef, **self.watch_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kl_coef = float(state.get("kl_coef", self.settings.kl_coef))
+        self.load_watch_state(state)
 
 
 def run_ppo(config: PPOConfig, resume: bool | str = False) -> TrainResult:
@@ -165,6 +164,8 @@ def run_ppo(config: PPOConfig, resume: bool | str = False) -> TrainResult:
         rows_per_micro_batch=config.train.batch_size,
         missing_eos_penalty=config.ppo.missing_eos_penalty,
         kl_stop=config.ppo.kl_stop,
+        overoptimisation_bound=config.ppo.overoptimisation_bound,
+        stop_on_overoptimisation=config.ppo.stop_on_overoptimisation,
         settings=config.ppo,
         sequences_per_step=config.train.batch_size * config.train.grad_accum * run.accelerator.num_processes,
     )

@@ -13,7 +13,9 @@ mixed in one batch:
   pairs of responses to the same prompt.
 
 With `backbone: frozen` only the head (and any rating thresholds) trains, on features computed
-once per reply (alignloop/models/frozen_features.py).
+once per reply (alignloop/models/frozen_features.py). `ensemble: K` trains K heads on those
+features in the same run, each on its own bootstrap of the judgements
+(alignloop/models/reward_ensemble.py), saved as one reward-model folder.
 
 After training, the mean and std of the scores of the training responses are stored with the
 model, so that normalised scores (mean 0, std 1) are comparable across reward models.
@@ -25,7 +27,6 @@ on its own.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any, Literal
 
 import torch
 from accelerate.utils import set_seed
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import (
@@ -51,10 +52,11 @@ from alignloop.data import (
 )
 from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
-from alignloop.evaluation.reward_evaluation import evaluate_reward_model, score_encoded
+from alignloop.evaluation.reward_evaluation import evaluate_reward_model, score_encoded_members
 from alignloop.losses import bradley_terry, plackett_luce, rating_ordinal, rating_regression
 from alignloop.models import ModelConfig, RewardModel, build_reward_model, save_reward_model
 from alignloop.models.frozen_features import FrozenFeatures
+from alignloop.models.reward_ensemble import bootstrap_weights
 from alignloop.models.reward_model import response_mask_of
 
 
@@ -74,6 +76,15 @@ class RewardSettings(Section):
     pooling: Literal["last", "mean"] = Field(
         "last", description="read the score at the last token, or from the mean over the response's tokens "
                             "(learns from fewer judgements what lives in the reply's words; see models/reward_model.py)")
+    ensemble: int = Field(1, ge=1, le=64, description="members: K heads, each trained on its own bootstrap of the "
+                                                      "judgements (K > 1 needs backbone: frozen)")
+
+    @model_validator(mode="after")
+    def _ensemble_needs_a_frozen_backbone(self) -> RewardSettings:
+        if self.ensemble > 1 and self.backbone != "frozen":
+            raise ValueError(f"ensemble: {self.ensemble} needs backbone: frozen (the members are heads on the shared "
+                             "frozen features; members with their own LoRA adapters are not built yet)")
+        return self
 
 
 class RewardConfig(Section):
@@ -83,15 +94,27 @@ class RewardConfig(Section):
     reward: RewardSettings = Field(default_factory=RewardSettings, description="losses and their weights")
 
 
-def collate_judgements(items: list, pad_token_id: int) -> dict[str, Any]:
-    """Group a mixed list of encoded judgements into one sub-batch per kind."""
+def collate_judgements(items: list, pad_token_id: int, members: int = 1, seed: int = 0) -> dict[str, Any]:
+    """Group a mixed list of encoded judgements into one sub-batch per kind; for an ensemble,
+    each sub-batch also holds its judgements' bootstrap weights, "member_weights" (B, K)."""
     batch: dict[str, Any] = {}
     for name, kind, collate in (("pairs", EncodedPair, collate_pairs), ("rankings", EncodedRanking, collate_rankings),
                                 ("ratings", EncodedRating, collate_ratings)):
         chosen = [item for item in items if isinstance(item, kind)]
         if chosen:
             batch[name] = collate(chosen, pad_token_id)
+            if members > 1:
+                batch[name]["member_weights"] = bootstrap_weights([replies_of(item) for item in chosen], members, seed)
     return batch
+
+
+def replies_of(item) -> list[list[int]]:
+    """The token ids of every (prompt + reply) a judgement holds: what identifies it."""
+    if isinstance(item, EncodedPair):
+        return [item.chosen.input_ids, item.rejected.input_ids]
+    if isinstance(item, EncodedRanking):
+        return [response.input_ids for response in item.responses]
+    return [item.example.input_ids]
 
 
 # How many judgements each kind of sub-batch holds: the items the loss is averaged over.
@@ -122,31 +145,43 @@ class RewardMethod:
                 metrics.update({key: value.sum() for key, value in parts.items()})
         return LossOutput(total, metrics)
 
-    def _scores(self, model, sub) -> torch.Tensor:
-        """(rows,) raw scores of a collated sub-batch, from cached features when the backbone is frozen."""
+    def _member_scores(self, model, sub) -> torch.Tensor:
+        """(rows, members) raw scores of a collated sub-batch, from cached features when the
+        backbone is frozen."""
         rows = (sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"), response_mask_of(sub))
         if self.frozen_features is None:
-            return model(*rows)
-        return model(features=self.frozen_features(getattr(model, "module", model), *rows))  # DDP: .module
+            return model(*rows, members=True)
+        return model(features=self.frozen_features(getattr(model, "module", model), *rows), members=True)  # DDP: .module
+
+    def _over_members(self, model, sub, loss_of):
+        """`loss_of((rows,) one member's scores) -> (losses (B,), metrics)`, for every member:
+        the members' bootstrap-weighted losses averaged, and their metrics averaged. One member
+        without weights is the plain loss."""
+        scores = self._member_scores(model, sub)  # (rows, K)
+        results = [loss_of(scores[:, member]) for member in range(scores.shape[-1])]
+        losses = torch.stack([member_losses for member_losses, _ in results], -1)  # (B, K)
+        if "member_weights" in sub:
+            losses = losses * sub["member_weights"].to(losses)
+        metrics = {key: torch.stack([parts[key] for _, parts in results], -1).mean(-1) for key in results[0][1]}
+        return losses.mean(-1), metrics
 
     def _pairs(self, model, sub):
-        scores = self._scores(model, sub)  # (2B,)
-        half = scores.shape[0] // 2
+        half = sub["input_ids"].shape[0] // 2  # chosen rows, then rejected rows
         margin = torch.where(sub["has_margin"], sub["margin"], torch.zeros_like(sub["margin"]))
-        return bradley_terry(scores[:half], scores[half:], margin=margin)
+        return self._over_members(model, sub, lambda scores: bradley_terry(scores[:half], scores[half:], margin=margin))
 
     def _rankings(self, model, sub):
-        scores = self._scores(model, sub)  # (N,)
-        mask = sub["ranking_mask"]  # (B, K)
-        grid = scores[sub["slot_index"].clamp(min=0)]  # (B, K): each slot's response score
-        return plackett_luce(grid, sub["ranks"], mask=mask)
+        slots = sub["slot_index"].clamp(min=0)  # (B, K): each slot's response row
+        return self._over_members(model, sub, lambda scores: plackett_luce(scores[slots], sub["ranks"],
+                                                                           mask=sub["ranking_mask"]))
 
     def _ratings(self, model, sub):
-        scores = self._scores(model, sub)  # (B,)
         if self.settings.rating_loss == "ordinal":
             index = (sub["score"] - sub["scale_min"]).round().long()
-            return rating_ordinal(scores, index, model_thresholds(model))
-        return rating_regression(scores, sub["score"], sub["scale_min"], sub["scale_max"])
+            thresholds = model_thresholds(model)
+            return self._over_members(model, sub, lambda scores: rating_ordinal(scores, index, thresholds))
+        return self._over_members(model, sub, lambda scores: rating_regression(scores, sub["score"], sub["scale_min"],
+                                                                               sub["scale_max"]))
 
 
 def model_thresholds(model) -> torch.Tensor:
@@ -173,11 +208,13 @@ def freeze_unused_output_layer(model: RewardModel) -> None:
 
 
 def set_normalization_from(model: RewardModel, items: list, pad_token_id: int, limit: int) -> None:
+    """Each member's mean and std on (up to `limit` of) the training replies."""
     if limit == 0:
         return
-    scores = score_encoded(model, responses_of(items)[:limit], pad_token_id)
+    scores = score_encoded_members(model, responses_of(items)[:limit], pad_token_id).double()  # (N, K)
     if len(scores) >= 2:
-        model.set_normalization(statistics.fmean(scores), statistics.pstdev(scores) or 1.0)
+        std = scores.std(0, correction=0)
+        model.set_normalization(scores.mean(0).tolist(), torch.where(std > 0, std, torch.ones_like(std)).tolist())
 
 
 def responses_of(items: list) -> list:
@@ -198,7 +235,8 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
     console = console_for(accelerator)
     set_seed(config.train.seed)
     classes = config.reward.rating_classes if config.reward.rating_loss == "ordinal" else None
-    model, tokenizer = build_reward_model(config.model, num_rating_classes=classes, pooling=config.reward.pooling)
+    model, tokenizer = build_reward_model(config.model, num_rating_classes=classes, pooling=config.reward.pooling,
+                                          members=config.reward.ensemble)
     frozen = config.reward.backbone == "frozen"
     if frozen:
         model.backbone.requires_grad_(False)  # LoRA adapters too: they stay as built (B = 0)
@@ -224,7 +262,7 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
     fingerprint = dataset_fingerprint(data.train.pairs + data.train.rankings + data.train.ratings)
     method = RewardMethod(config.reward, FrozenFeatures() if frozen else None)
     trainer = Trainer(
-        config.train, model, method, items, partial(collate_judgements, pad_token_id=pad),
+        config.train, model, method, items, partial(collate_judgements, pad_token_id=pad, members=config.reward.ensemble, seed=config.train.seed),
         eval_examples=eval_items, save_final=finalize, config_yaml=config_to_yaml(config),
         data_info={"train_sha256": fingerprint, "train_items": len(items), "eval_items": len(eval_items),
                    "encoding": str(report)},

@@ -286,16 +286,23 @@ def rm_score(
     output: Path = typer.Option(..., "--output", help="JSONL written with a 'reward' field added"),
     raw: bool = typer.Option(False, "--raw", help="raw scores instead of normalised ones"),
     batch_size: int = typer.Option(8, "--batch-size", help="responses scored per forward pass"),
+    aggregate: str = typer.Option("mean", "--aggregate", help="an ensemble: mean, min or mean_minus_std"),
+    penalty: float = typer.Option(1.0, "--penalty", help="the λ of --aggregate mean_minus_std"),
 ) -> None:
-    """Score prompt + response records with a saved reward model."""
+    """Score prompt + response records with a saved reward model (an ensemble's rows also get
+    'disagreement', its members' spread)."""
     from alignloop.data import SFTExample, read_records
     from alignloop.models import RewardScorer
 
-    scorer = RewardScorer.load(str(model), normalize=not raw, batch_size=batch_size)
+    scorer = RewardScorer.load(str(model), normalize=not raw, batch_size=batch_size, aggregate=aggregate,
+                               penalty=penalty)
     records = read_records(input, SFTExample)
     pairs = [record.prompt_and_response() for record in records]
     rewards = scorer([p for p, _ in pairs], [r for _, r in pairs])
-    rows = [{**record.model_dump(mode="json", exclude_none=True), "reward": reward} for record, reward in zip(records, rewards)]
+    spread = scorer.last_disagreement if scorer.model.members > 1 else [None] * len(rewards)
+    rows = [{**record.model_dump(mode="json", exclude_none=True), "reward": reward,
+             **({} if disagreement is None else {"disagreement": disagreement})}
+            for record, reward, disagreement in zip(records, rewards, spread)]
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     out.print(f"scored {len(rows)} responses into {output}")
@@ -308,8 +315,10 @@ def rm_serve(
     source: Optional[Path] = typer.Option(None, "--source", help="or: a YAML reward-source config (any type, or a mix)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
+    aggregate: str = typer.Option("mean", "--aggregate", help="--model an ensemble: mean, min or mean_minus_std"),
+    penalty: float = typer.Option(1.0, "--penalty", help="the λ of --aggregate mean_minus_std"),
 ) -> None:
-    """Serve rewards over HTTP: POST /score {prompts, responses} -> {rewards}; GET /health."""
+    """Serve rewards over HTTP: POST /score {prompts, responses} -> {rewards, diagnostics}; GET /health."""
     from alignloop.config import load_config
     from alignloop.rewards import RewardSourceConfig, build_reward_source
     from alignloop.rewards.server import serve_reward_source
@@ -317,7 +326,8 @@ def rm_serve(
     if (model is None) == (source is None):
         raise ConfigError("rm serve: pass exactly one of --model DIR or --source CONFIG.yaml")
     config = (
-        RewardSourceConfig(type="reward_model", path=str(model)) if model is not None
+        RewardSourceConfig(type="reward_model", path=str(model), aggregate=aggregate, penalty=penalty)
+        if model is not None
         else load_config(RewardSourceConfig, source)
     )
     serve_reward_source(build_reward_source(config), host=host, port=port)

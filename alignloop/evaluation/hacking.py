@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from alignloop.evaluation.overoptimisation import ensemble_warnings
+
 __all__ = [
     "SE_MULTIPLE",
     "REWARD_MODEL_ROLE",
@@ -171,10 +173,10 @@ def degeneration_warnings(result: Mapping[str, Any]) -> list[str]:
 
 
 def eval_warnings(result: Mapping[str, Any], kl_bound: float | None) -> list[str]:
-    """All warnings one eval.json content calls for: reward hacking, degeneration, then KL."""
-    return reward_hacking_warnings(result["sources"]) + degeneration_warnings(result) + kl_warning(
-        result["kl"]["mean"], result["kl"]["se"], kl_bound
-    )
+    """All warnings one eval.json content calls for: reward hacking, over-optimisation (a
+    reward-model ensemble's), degeneration, then KL."""
+    return (reward_hacking_warnings(result["sources"]) + ensemble_warnings(result["sources"])
+            + degeneration_warnings(result) + kl_warning(result["kl"]["mean"], result["kl"]["se"], kl_bound))
 
 
 def round_trend_warnings(evals: Sequence[Mapping[str, Any]], first_round: int = 1) -> list[str]:

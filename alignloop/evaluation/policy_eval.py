@@ -300,7 +300,12 @@ def _score(scorers: dict[str, tuple[str, RewardSource]], rows: list[PromptItem],
     prompts = [item.prompt for item in rows]
     sources = {}
     for name, (role, source) in scorers.items():
-        sources[name] = source_entry(role, source(prompts, policy.texts), source(prompts, reference.texts))
+        policy_scores, policy_figures = source(prompts, policy.texts), source.diagnostics()
+        reference_scores, reference_figures = source(prompts, reference.texts), source.diagnostics()
+        sources[name] = source_entry(role, policy_scores, reference_scores)
+        if "disagreement" in policy_figures and "disagreement" in reference_figures:  # a reward-model ensemble
+            sources[name]["disagreement"] = {"policy_mean": statistics.fmean(policy_figures["disagreement"]),
+                                             "reference_mean": statistics.fmean(reference_figures["disagreement"])}
         progress.advance({})
     return sources
 

@@ -10,12 +10,13 @@ from alignloop.evaluation.reward_metrics import (
     mean_ignoring_nan,
     pairwise_accuracy,
 )
+from alignloop.models.reward_ensemble import disagreement
 
 
 @torch.no_grad()
-def score_encoded(model, examples: list, pad_token_id: int, batch_size: int = 16) -> list[float]:
-    """Raw scores of encoded (prompt + response) sequences, in order; longest-first batches
-    keep padding small."""
+def score_encoded_members(model, examples: list, pad_token_id: int, batch_size: int = 16) -> torch.Tensor:
+    """(N, K) raw scores of encoded (prompt + response) sequences by each of the model's K
+    members (1 for a single reward model), in order; longest-first batches keep padding small."""
     from alignloop.data import pad_batch
     from alignloop.models.reward_model import response_mask_of
 
@@ -23,21 +24,25 @@ def score_encoded(model, examples: list, pad_token_id: int, batch_size: int = 16
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
-    scores = [0.0] * len(examples)
+    scores = torch.zeros(len(examples), getattr(model, "members", 1))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = pad_batch([examples[i] for i in chunk], pad_token_id)
-        values = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                       response_mask=response_mask_of(batch).to(device))
-        for index, value in zip(chunk, values.tolist()):
-            scores[index] = value
+        scores[chunk] = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                              response_mask=response_mask_of(batch).to(device), members=True).float().cpu()
     model.train(was_training)
     return scores
 
 
-def pair_metrics(model, pairs: list, pad_token_id: int) -> dict[str, float]:
-    scores = score_encoded(model, [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_token_id)
-    chosen, rejected = scores[: len(pairs)], scores[len(pairs) :]
+def score_encoded(model, examples: list, pad_token_id: int, batch_size: int = 16) -> list[float]:
+    """Raw scores of encoded (prompt + response) sequences, in order (an ensemble's: its
+    members' mean)."""
+    return score_encoded_members(model, examples, pad_token_id, batch_size).mean(-1).tolist()
+
+
+def pair_metrics(scores: torch.Tensor, pairs: list) -> dict[str, float]:
+    """`scores` (2P,): the chosen replies' then the rejected ones'."""
+    chosen, rejected = scores[: len(pairs)].tolist(), scores[len(pairs) :].tolist()
     return {
         "pairs/count": float(len(pairs)),
         "pairs/accuracy": pairwise_accuracy(chosen, rejected),
@@ -46,12 +51,11 @@ def pair_metrics(model, pairs: list, pad_token_id: int) -> dict[str, float]:
     }
 
 
-def ranking_metrics(model, rankings: list, pad_token_id: int) -> dict[str, float]:
-    flat = [response for ranking in rankings for response in ranking.responses]
-    scores = score_encoded(model, flat, pad_token_id)
+def ranking_metrics(scores: torch.Tensor, rankings: list) -> dict[str, float]:
+    """`scores`: every ranking's replies in order."""
     taus, top1, start = [], [], 0
     for ranking in rankings:
-        own = scores[start : start + len(ranking.responses)]
+        own = scores[start : start + len(ranking.responses)].tolist()
         start += len(ranking.responses)
         taus.append(kendall_tau_b(own, ranking.ranks))
         top1.append(float(ranking.ranks[max(range(len(own)), key=own.__getitem__)] == min(ranking.ranks)))
@@ -59,19 +63,42 @@ def ranking_metrics(model, rankings: list, pad_token_id: int) -> dict[str, float
             "rankings/top1_accuracy": sum(top1) / len(top1)}
 
 
-def rating_metrics(model, ratings: list, pad_token_id: int) -> dict[str, float]:
-    scores = score_encoded(model, [r.example for r in ratings], pad_token_id)
+def rating_metrics(scores: torch.Tensor, ratings: list) -> dict[str, float]:
     targets = [(r.score - r.scale_min) / (r.scale_max - r.scale_min) for r in ratings]
-    return {"ratings/count": float(len(ratings)), "ratings/kendall_tau": kendall_tau_b(scores, [-t for t in targets])}
+    return {"ratings/count": float(len(ratings)), "ratings/kendall_tau": kendall_tau_b(scores.tolist(), [-t for t in targets])}
+
+
+def _judged_replies(encoded) -> list[tuple[str, list, list, object]]:
+    """(kind, its judgements, the replies they hold in the order its metrics read them, metrics)."""
+    kinds = []
+    if encoded.pairs:
+        kinds.append(("pairs", encoded.pairs, [p.chosen for p in encoded.pairs] + [p.rejected for p in encoded.pairs],
+                      pair_metrics))
+    if encoded.rankings:
+        kinds.append(("rankings", encoded.rankings, [r for ranking in encoded.rankings for r in ranking.responses],
+                      ranking_metrics))
+    if encoded.ratings:
+        kinds.append(("ratings", encoded.ratings, [r.example for r in encoded.ratings], rating_metrics))
+    return kinds
 
 
 def evaluate_reward_model(model, encoded, pad_token_id: int) -> dict[str, float]:
-    """Agreement with every kind of held-out judgement present in `encoded`."""
+    """Agreement with every kind of held-out judgement present in `encoded`.
+
+    An ensemble is measured by its members' mean raw score, and each member on its own
+    (`member_<k>/...`); `ensemble/disagreement` is the members' mean spread on those replies,
+    in normalised units (see models/reward_ensemble.py).
+    """
     results: dict[str, float] = {}
-    if encoded.pairs:
-        results.update(pair_metrics(model, encoded.pairs, pad_token_id))
-    if encoded.rankings:
-        results.update(ranking_metrics(model, encoded.rankings, pad_token_id))
-    if encoded.ratings:
-        results.update(rating_metrics(model, encoded.ratings, pad_token_id))
+    spreads = []
+    for _, judgements, replies, metrics in _judged_replies(encoded):
+        members = score_encoded_members(model, replies, pad_token_id)  # (N, K) raw
+        results.update(metrics(members.mean(-1), judgements))
+        if members.shape[-1] > 1:
+            for member in range(members.shape[-1]):
+                results.update({f"member_{member}/{key}": value
+                                for key, value in metrics(members[:, member], judgements).items()})
+            spreads.append(disagreement(model.normalized(members)))
+    if spreads:
+        results["ensemble/disagreement"] = float(torch.cat(spreads).mean())
     return results

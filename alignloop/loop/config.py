@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from alignloop.config import Section
 from alignloop.data.config import SourceSplits
@@ -71,6 +71,17 @@ class RLSettings(Section):
         default_factory=dict,
         description="the method's own recipe without model / data / reward (e.g. {ppo: {...}, train: {...}, sampling: {...}})",
     )
+    stop_on_overoptimisation: bool = Field(
+        False, description="end a round's RL early when its reward-model ensemble's over-optimisation alarm rings "
+                           "(needs reward_model.reward.ensemble > 1; the bound is the recipe's overoptimisation_bound)",
+    )
+
+    @model_validator(mode="after")
+    def _an_alarm_needs_a_reward_model(self) -> "RLSettings":
+        if self.stop_on_overoptimisation and self.method == "dpo":
+            raise ValueError("stop_on_overoptimisation: dpo trains without a reward model, so no ensemble watches it; "
+                             "use ppo, grpo or rloo, or drop the key")
+        return self
 
 
 class LoopConfig(Section):

@@ -244,8 +244,11 @@ def rl(ctx: RoundContext) -> dict[str, Any]:
             data.setdefault("eval", cfg.prompts.eval)
         fixed = {"model": model, "data": data,
                  "reward": {"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model")}}
+    settings = "ppo" if method == "ppo" else "group"
     if method == "rloo":
         fixed["group"] = {"advantage": "rloo"}
+    if cfg.rl.stop_on_overoptimisation:
+        fixed[settings] = {**fixed.get(settings, {}), "stop_on_overoptimisation": True}
     recipe = stage_recipe(cfg.rl.recipe, **fixed, train={"output_dir": str(out), "seed": cfg.seed + ctx.number})
     result = run(Config.model_validate(recipe), resume=resume_flag(out))
     return {"policy_adapter": str(result.final_model_dir), "rl_run": str(out)}

@@ -82,6 +82,9 @@ def export_sequence_classifier(model: RewardModel, tokenizer: PreTrainedTokenize
         # transformers' sequence classifiers read the score at the last token, nothing else.
         raise ModelLoadError(f"a reward model with pooling {model.pooling!r} has no transformers sequence-classifier "
                              f"form (they read the last token); use it through alignloop's own folder")
+    if model.members > 1:
+        raise ModelLoadError(f"an ensemble of {model.members} reward models has no single sequence-classifier form "
+                             f"(one score head); use it through alignloop's own folder")
     causal = _causal_lm(model)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     config = _classifier_config(causal, model, pad_token_id)
@@ -136,14 +139,17 @@ class SequenceClassifierReward(nn.Module):
         return self.classifier.score.in_features
 
     pooling = "last"  # a sequence classifier reads its score at the last token
+    members = 1  # one head
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None,
-        response_mask: torch.Tensor | None = None,
+        response_mask: torch.Tensor | None = None, *, members: bool = False,
     ) -> torch.Tensor:
+        """(B,) raw scores, or (B, 1) with `members=True` (RewardModel's interface)."""
         body = getattr(self.classifier, self.classifier.base_model_prefix)
         hidden = last_hidden_states(body, input_ids, attention_mask, positions_from_mask(attention_mask))
-        return score_at_last_token(hidden, attention_mask, self.classifier.score.weight, None) + self.bias
+        scores = score_at_last_token(hidden, attention_mask, self.classifier.score.weight, None) + self.bias
+        return scores.unsqueeze(-1) if members else scores
 
     def normalized(self, scores: torch.Tensor) -> torch.Tensor:
         return (scores - self.score_mean) / self.score_std

@@ -3,9 +3,10 @@
 Layout of a saved reward model:
 
     path/
-      reward_model.json         format version, hidden size, rating classes, normalisation
-                                mean / std, backbone kind (full / lora), the base model name it
-                                was built from, and the caller's `extra` (data hash, metrics)
+      reward_model.json         format version, hidden size, rating classes, members (heads:
+                                1, or an ensemble's K), normalisation mean / std (lists for
+                                an ensemble), backbone kind (full / lora), the base model name
+                                it was built from, and the caller's `extra` (data hash, metrics)
       reward_head.safetensors   everything that is not the backbone: head weight and bias,
                                 rating thresholds (if any), score_mean / score_std buffers
       backbone/                 `save_trained_model(merged=False)` output with the tokenizer
@@ -83,7 +84,7 @@ def _head_tensors(model: RewardModel) -> dict[str, Any]:
 
 
 def _metadata(model: RewardModel, extra: dict[str, Any] | None) -> dict[str, Any]:
-    mean, std = model.normalization
+    mean, std = model.normalization if model.members == 1 else model.member_normalization
     return {
         "format": "alignloop-reward-model",
         "format_version": REWARD_FORMAT_VERSION,
@@ -92,6 +93,7 @@ def _metadata(model: RewardModel, extra: dict[str, Any] | None) -> dict[str, Any
         "hidden_size": model.hidden_size,
         "num_rating_classes": model.num_rating_classes,
         "pooling": model.pooling,
+        "members": model.members,
         "score_mean": mean,
         "score_std": std,
         "extra": extra or {},
@@ -208,6 +210,7 @@ def load_reward_model(
     model = RewardModel(
         backbone, num_rating_classes=metadata.get("num_rating_classes"), base_model_name=metadata.get("base_model"),
         pooling=metadata.get("pooling", "last"),  # folders saved before pooling existed read at the last token
+        members=metadata.get("members", 1),
     )
     _load_head(model, head_file, metadata)
     if not trainable:
@@ -223,6 +226,9 @@ def _load_head(model: RewardModel, head_file: Path, metadata: dict[str, Any]) ->
         )
     device = next(model.parameters()).device
     tensors = safetensors.torch.load_file(str(head_file), device=str(device))
+    for name in ("score_mean", "score_std"):  # saved as scalars before ensembles: one member's
+        if name in tensors and tensors[name].dim() == 0:
+            tensors[name] = tensors[name].reshape(1)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     not_backbone = [name for name in missing if not name.startswith(_BACKBONE_PREFIX)]
     if not_backbone or unexpected:

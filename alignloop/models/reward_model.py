@@ -32,6 +32,12 @@ Design choices, each for a reason:
   the policy's own responses, so that the KL coefficient and value-loss scale mean the same
   thing from one reward model to the next (Ziegler et al. 2019, sec. 2.2, normalise to mean 0
   and variance 1 on samples of the initial policy). The statistics travel with the saved model.
+- **Optionally an ensemble of heads** (`members` K > 1, `reward.ensemble`): K linear heads on
+  one backbone's features, trained on different bootstraps of the judgements (see
+  `reward_ensemble.py`). On a frozen backbone K members cost K dot products, not K models. The
+  members' spread on a reply measures how much the judgements pin its score down, which the RL
+  step penalises (`aggregate: mean_minus_std`) and watches (the over-optimisation alarm).
+  `forward` gives the members' mean raw score; `forward(..., members=True)` gives each.
 - **Optional ordinal cut points** (`num_rating_classes`) for ratings on a scale: the
   cumulative-link loss in `losses/reward.py` needs C-1 increasing thresholds that train
   together with the model, so they live here and are saved with the head.
@@ -130,7 +136,7 @@ def score_at_last_token(
 ) -> torch.Tensor:
     """(B, T, H) hidden states -> (B,) float32 scores of a linear head read at each row's last
     real token, outside autocast (see the module docstring)."""
-    return _linear_head(hidden_at_last_token(hidden, attention_mask), weight, bias)
+    return _linear_head(hidden_at_last_token(hidden, attention_mask), weight, bias).squeeze(-1)
 
 
 def hidden_at_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -147,9 +153,10 @@ def mean_over_response(hidden: torch.Tensor, response_mask: torch.Tensor) -> tor
 
 
 def _linear_head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """(B, H) -> (B,) float32, outside autocast (see the module docstring)."""
+    """(B, H) features, (K, H) weight -> (B, K) float32 scores, outside autocast (see the module
+    docstring)."""
     with torch.autocast(device_type=features.device.type, enabled=False):
-        return F.linear(features.float(), weight.float(), None if bias is None else bias.float()).squeeze(-1)
+        return F.linear(features.float(), weight.float(), None if bias is None else bias.float())
 
 
 class RewardModel(nn.Module):
@@ -157,7 +164,8 @@ class RewardModel(nn.Module):
 
     `forward` returns raw scores; `normalized(scores)` applies the stored mean / std.
     `base_model_name` records what the backbone was built from (a built-in name, folder or hub
-    id), for the saved model's metadata.
+    id), for the saved model's metadata. `members` K > 1 makes an ensemble of K heads, each
+    with its own normalisation.
     """
 
     def __init__(
@@ -167,17 +175,20 @@ class RewardModel(nn.Module):
         num_rating_classes: int | None = None,
         base_model_name: str | None = None,
         pooling: str = "last",
+        members: int = 1,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if members < 1:
+            raise ValueError(f"an ensemble needs at least 1 member, got {members}")
         self.backbone = backbone
         self.base_model_name = base_model_name
         self.pooling = pooling
         hidden_size = backbone.config.get_text_config().hidden_size
         device = next(backbone.parameters()).device
         # The head stays float32 whatever the backbone's dtype: see the module docstring.
-        self.head = init_reward_head(nn.Linear(hidden_size, 1, device=device, dtype=torch.float32))
+        self.head = init_reward_head(nn.Linear(hidden_size, members, device=device, dtype=torch.float32))
         self.num_rating_classes = num_rating_classes
         # Cut points are stored as the first one plus softplus-positive gaps, so that no
         # optimiser step can put them out of order (the ordinal likelihood needs them increasing).
@@ -186,8 +197,8 @@ class RewardModel(nn.Module):
         if num_rating_classes is not None:
             first, gaps = threshold_parameters(initial_rating_thresholds(num_rating_classes).to(device))
             self.rating_threshold_first, self.rating_threshold_gaps = nn.Parameter(first), nn.Parameter(gaps)
-        self.register_buffer("score_mean", torch.zeros((), device=device))
-        self.register_buffer("score_std", torch.ones((), device=device))
+        self.register_buffer("score_mean", torch.zeros(members, device=device))  # one per member
+        self.register_buffer("score_std", torch.ones(members, device=device))
 
     @property
     def rating_thresholds(self) -> torch.Tensor | None:
@@ -201,14 +212,20 @@ class RewardModel(nn.Module):
     def hidden_size(self) -> int:
         return self.head.in_features
 
+    @property
+    def members(self) -> int:
+        """How many heads score each row (1: a single reward model)."""
+        return self.head.out_features
+
     def forward(
         self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
         prefix_groups: torch.Tensor | None = None, response_mask: torch.Tensor | None = None,
-        *, features: torch.Tensor | None = None,
+        *, features: torch.Tensor | None = None, members: bool = False,
     ) -> torch.Tensor:
         """(B, T) ids and mask -> (B,) float32 raw scores, read at each row's last real token
         (`pooling` "last") or averaged over its response tokens, `response_mask` (B, T) bool
-        (`pooling` "mean", which needs it).
+        (`pooling` "mean", which needs it). An ensemble gives its members' mean, or with
+        `members=True` each member's, (B, K).
 
         Rows with the same `prefix_groups` (B,) value (responses to one prompt) may compute
         their common prefix once; the scores are the same. `features` (B, H), computed before
@@ -217,7 +234,7 @@ class RewardModel(nn.Module):
         """
         if features is None:
             features = self.features(input_ids, attention_mask, prefix_groups, response_mask)
-        return self.score_features(features)
+        return self.member_scores(features) if members else self.score_features(features)
 
     def features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None,
@@ -235,26 +252,47 @@ class RewardModel(nn.Module):
         mask = response_mask.to(hidden.device) & attention_mask.to(hidden.device).bool()  # (B, T)
         return mean_over_response(hidden, mask)
 
-    def score_features(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, H) features -> (B,) float32 raw scores, outside autocast (see the module docstring)."""
+    def member_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, H) features -> (B, K) float32 raw scores of each member, outside autocast (see
+        the module docstring)."""
         return _linear_head(features, self.head.weight, self.head.bias)
 
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, H) features -> (B,) float32 raw scores (an ensemble's: its members' mean)."""
+        return self.member_scores(features).mean(-1)
+
     def normalized(self, scores: torch.Tensor) -> torch.Tensor:
-        """(scores - mean) / std with the stored statistics (identity until they are set)."""
+        """(scores - mean) / std with the stored statistics (identity until they are set): (B,)
+        scores of a single reward model, or (B, K) member scores, each member by its own."""
+        if scores.dim() == 1 and self.members > 1:
+            raise ValueError(f"an ensemble of {self.members} normalises each member: pass (B, {self.members}) "
+                             "member scores (forward(..., members=True))")
         return (scores - self.score_mean) / self.score_std
 
-    def set_normalization(self, mean: float, std: float) -> None:
+    def set_normalization(self, mean: float | list[float], std: float | list[float]) -> None:
         """Store the raw-score mean and std that `normalized` removes (e.g. measured on
-        policy samples after training)."""
-        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        policy samples after training): numbers, or one per member."""
+        means, stds = torch.as_tensor(mean, dtype=torch.float64).flatten(), torch.as_tensor(std, dtype=torch.float64).flatten()
+        if means.numel() not in (1, self.members) or stds.numel() not in (1, self.members):
+            raise ValueError(f"normalisation needs one mean and std, or one per member ({self.members}), "
+                             f"got {means.numel()} and {stds.numel()}")
+        if not (bool(torch.isfinite(means).all()) and bool(torch.isfinite(stds).all()) and bool((stds > 0).all())):
             raise ValueError(f"normalisation needs a finite mean and a finite std > 0, got mean={mean}, std={std}")
-        self.score_mean.fill_(float(mean))
-        self.score_std.fill_(float(std))
+        self.score_mean.copy_(means.to(self.score_mean).expand(self.members))
+        self.score_std.copy_(stds.to(self.score_std).expand(self.members))
 
     @property
     def normalization(self) -> tuple[float, float]:
-        """(mean, std) currently stored."""
-        return float(self.score_mean), float(self.score_std)
+        """(mean, std) currently stored, of a single reward model (`member_normalization` for
+        an ensemble's)."""
+        if self.members > 1:
+            raise ValueError(f"an ensemble of {self.members} has one normalisation per member: member_normalization")
+        return float(self.score_mean[0]), float(self.score_std[0])
+
+    @property
+    def member_normalization(self) -> tuple[list[float], list[float]]:
+        """([mean per member], [std per member])."""
+        return self.score_mean.tolist(), self.score_std.tolist()
 
 
 def build_reward_model(
@@ -262,6 +300,7 @@ def build_reward_model(
     *,
     num_rating_classes: int | None = None,
     pooling: str = "last",
+    members: int = 1,
     log: Callable[[str], None] | None = None,
     **fields: Any,
 ) -> tuple[RewardModel, PreTrainedTokenizerBase]:
@@ -274,4 +313,6 @@ def build_reward_model(
     """
     backbone, tokenizer = load_model_and_tokenizer(model, log=log, **fields)
     name = model if isinstance(model, str) else model.name
-    return RewardModel(backbone, num_rating_classes=num_rating_classes, base_model_name=name, pooling=pooling), tokenizer
+    model = RewardModel(backbone, num_rating_classes=num_rating_classes, base_model_name=name, pooling=pooling,
+                        members=members)
+    return model, tokenizer

@@ -31,9 +31,10 @@ from alignloop.data.encode import IGNORE_INDEX, EncodedExample, encode_prompt_re
 from alignloop.data.schemas import Message
 from alignloop.models.reward_export import is_sequence_classifier_folder, load_sequence_classifier_reward
 from alignloop.models.reward_io import load_reward_model
+from alignloop.models.reward_ensemble import AGGREGATES, aggregate_members, disagreement
 from alignloop.models.reward_model import RewardModel, response_mask_of
 
-__all__ = ["PromptLike", "RewardScorer", "score_texts"]
+__all__ = ["PromptLike", "RewardScorer", "score_members", "score_texts"]
 
 # A prompt as text, or as a conversation of Message objects or {"role", "content"} dicts.
 PromptLike = str | Sequence[Message | Mapping[str, Any]]
@@ -87,10 +88,10 @@ def _score_batch(model: RewardModel, rows: list[tuple[list[int], int]], groups: 
     batch = pad_batch(examples, pad_token_id)
     return model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                  prefix_groups=torch.tensor(groups, device=device),
-                 response_mask=response_mask_of(batch).to(device))  # (B,)
+                 response_mask=response_mask_of(batch).to(device), members=True)  # (B, K)
 
 
-def score_texts(
+def score_members(
     model: RewardModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[PromptLike],
@@ -100,10 +101,11 @@ def score_texts(
     normalize: bool = True,
     use_chat_template: bool = True,
     max_length: int | None = None,
-) -> list[float]:
-    """One score per (prompt, response), in the given order.
+) -> torch.Tensor:
+    """(N, K) float32 scores of every (prompt, response) by each of the model's K members (K = 1
+    for a single reward model), in the given order.
 
-    `normalize` applies the model's stored mean / std (`RewardModel.normalized`). Runs without
+    `normalize` applies each member's stored mean / std (`RewardModel.normalized`). Runs without
     gradients and in eval mode (no dropout); the model's previous mode is restored afterwards.
     """
     if len(prompts) != len(responses):
@@ -115,7 +117,7 @@ def score_texts(
     order = _scoring_order([len(ids) for ids, _, _ in encoded], groups)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    scores = torch.empty(len(encoded), dtype=torch.float32)
+    scores = torch.empty(len(encoded), model.members, dtype=torch.float32)
     was_training = model.training
     model.eval()
     try:
@@ -123,20 +125,38 @@ def score_texts(
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 batch_scores = _score_batch(model, [(encoded[i][0], encoded[i][2]) for i in chunk], [groups[i] for i in chunk],
-                                            pad_token_id, device)
+                                            pad_token_id, device)  # (B, K)
                 if normalize:
                     batch_scores = model.normalized(batch_scores)
                 scores[chunk] = batch_scores.float().cpu()
     finally:
         model.train(was_training)
-    return scores.tolist()
+    return scores
+
+
+def score_texts(
+    model: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[PromptLike],
+    responses: Sequence[str],
+    *,
+    aggregate: str = "mean",
+    penalty: float = 1.0,
+    **options: Any,
+) -> list[float]:
+    """One score per (prompt, response), in the given order; an ensemble's members combined by
+    `aggregate` (mean, min or mean_minus_std with `penalty`; see reward_ensemble.py).
+    `options` as for `score_members`."""
+    return aggregate_members(score_members(model, tokenizer, prompts, responses, **options), aggregate, penalty).tolist()
 
 
 class RewardScorer:
     """A reward model and its tokenizer behind one call: `scorer(prompts, responses) -> list[float]`.
 
     The interface a learned reward offers the RL step; options are fixed at construction so
-    that every call in a run scores the same way.
+    that every call in a run scores the same way. An ensemble's members are combined by
+    `aggregate` (with `penalty`, the λ of mean_minus_std); `last_disagreement` holds their
+    spread on each reply of the last call (zeros for a single reward model).
     """
 
     def __init__(
@@ -148,13 +168,20 @@ class RewardScorer:
         normalize: bool = True,
         use_chat_template: bool = True,
         max_length: int | None = None,
+        aggregate: str = "mean",
+        penalty: float = 1.0,
     ) -> None:
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.normalize = normalize
         self.use_chat_template = use_chat_template
         self.max_length = max_length
+        self.aggregate = aggregate
+        self.penalty = penalty
+        self.last_disagreement: list[float] = []
 
     @classmethod
     def load(cls, path: str, *, dtype: str = "float32", base_model: str | None = None, **options: Any) -> RewardScorer:
@@ -167,14 +194,13 @@ class RewardScorer:
             model, tokenizer = load_reward_model(path, dtype=dtype, base_model=base_model)
         return cls(model, tokenizer, **options)
 
+    def members(self, prompts: Sequence[PromptLike], responses: Sequence[str]) -> torch.Tensor:
+        """(N, K) each member's score, normalised as the scorer's options say."""
+        return score_members(self.model, self.tokenizer, prompts, responses, batch_size=self.batch_size,
+                             normalize=self.normalize, use_chat_template=self.use_chat_template,
+                             max_length=self.max_length)
+
     def __call__(self, prompts: Sequence[PromptLike], responses: Sequence[str]) -> list[float]:
-        return score_texts(
-            self.model,
-            self.tokenizer,
-            prompts,
-            responses,
-            batch_size=self.batch_size,
-            normalize=self.normalize,
-            use_chat_template=self.use_chat_template,
-            max_length=self.max_length,
-        )
+        members = self.members(prompts, responses)
+        self.last_disagreement = disagreement(members).tolist()
+        return aggregate_members(members, self.aggregate, self.penalty).tolist()

@@ -25,6 +25,7 @@ class SourceRow:
     policy_se: Optional[float]
     reference_mean: Optional[float]
     reference_se: Optional[float]
+    disagreement: Optional[dict[str, float]] = None  # an ensemble's: {"policy_mean", "reference_mean"}
 
     @property
     def change(self) -> Optional[float]:
@@ -43,7 +44,7 @@ class SourceRow:
 def source_rows(evaluation: EvalFile) -> list[SourceRow]:
     return [
         SourceRow(name, scores.higher_is_better, len(scores.policy), scores.policy_mean, scores.policy_se,
-                  scores.reference_mean, scores.reference_se)
+                  scores.reference_mean, scores.reference_se, scores.disagreement)
         for name, scores in evaluation.sources.items()
     ]
 

@@ -58,6 +58,9 @@ class SourceScores(_Schema):
     policy_se: Optional[float] = None
     reference_mean: Optional[float] = None
     reference_se: Optional[float] = None
+    # A reward-model ensemble's: its members' mean spread on each side's replies
+    # (alignloop.evaluation.overoptimisation)
+    disagreement: Optional[dict[str, float]] = None
 
 
 class ToxicityScores(_Schema):

@@ -25,7 +25,8 @@ from alignloop.report.run_report import require_folder
 from alignloop.report.series import concatenate_rounds, step_panels
 
 ROUND_FOLDER = re.compile(r"^round-(\d+)$")
-POLICY_METRICS = ("loss", "reward", "kl/sequence", "rewards/accuracies", "rewards/margins")
+POLICY_METRICS = ("loss", "reward", "kl/sequence", "rewards/accuracies", "rewards/margins",
+                  "overoptimisation/disagreement_ratio")
 REWARD_MODEL_METRICS = ("loss", "rewards/accuracies")
 
 

@@ -95,5 +95,10 @@ class RewardSource(ABC):
             raise RewardSourceError(f"reward source {self.name} failed: {type(error).__name__}: {error}") from error
         return check_scores(self.name, scores, responses)
 
+    def diagnostics(self) -> dict[str, list[float]]:
+        """Per-reply figures of the last call besides the scores, by name (a reward-model
+        ensemble's "disagreement"); none by default. The RL step logs and watches them."""
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

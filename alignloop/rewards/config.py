@@ -35,7 +35,7 @@ RewardSourceType = Literal["reward_model", "toxicity", "sentiment", "function", 
 # The keys each type needs and the keys it may set (beyond type, name, weight).
 _REQUIRED = {"reward_model": {"path"}, "function": {"function"}, "remote": {"url"}, "mix": {"sources"}}
 _ALLOWED = {
-    "reward_model": {"path", "dtype", "batch_size", "normalize", "max_length"},
+    "reward_model": {"path", "dtype", "batch_size", "normalize", "max_length", "aggregate", "penalty"},
     "toxicity": {"style"},
     "sentiment": set(),
     "function": {"function"},
@@ -55,6 +55,9 @@ class RewardSourceConfig(Section):
     batch_size: int = Field(8, gt=0, description="reward_model: responses scored per forward pass")
     normalize: bool = Field(True, description="reward_model: apply the mean / std stored with the model")
     max_length: int | None = Field(None, gt=0, description="reward_model: keep only the last N tokens of long texts")
+    aggregate: Literal["mean", "min", "mean_minus_std"] = Field(
+        "mean", description="reward_model, an ensemble: its members' mean, the worst member, or mean - penalty * std")
+    penalty: float = Field(1.0, ge=0, description="reward_model: the λ of aggregate mean_minus_std")
     style: Literal["one_minus", "negated"] = Field(
         "one_minus", description="toxicity: reward 1 - p (in [0, 1]) or -p (a penalty, 0 for clean text)"
     )
@@ -88,7 +91,8 @@ class RewardSourceConfig(Section):
 def _reward_model(config: RewardSourceConfig) -> RewardSource:
     from alignloop.rewards.learned import LearnedRewardSource
 
-    options = dict(dtype=config.dtype, batch_size=config.batch_size, normalize=config.normalize)
+    options = dict(dtype=config.dtype, batch_size=config.batch_size, normalize=config.normalize,
+                   aggregate=config.aggregate, penalty=config.penalty)
     return LearnedRewardSource.load(
         config.path, name=config.name or "reward_model", max_length=config.max_length, **options
     )

@@ -33,3 +33,10 @@ class LearnedRewardSource(RewardSource):
 
     def score(self, prompts: list[PromptInput], responses: list[str]) -> Sequence[float]:
         return self.scorer(prompts, responses)
+
+    def diagnostics(self) -> dict[str, list[float]]:
+        """An ensemble's disagreement on each reply of the last call (see `RewardSource.diagnostics`)."""
+        model = getattr(self.scorer, "model", None)
+        if getattr(model, "members", 1) == 1:
+            return {}
+        return {"disagreement": list(self.scorer.last_disagreement)}

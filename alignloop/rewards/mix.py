@@ -5,8 +5,10 @@ Weights are plain multipliers, not normalised to sum to one, so that a recipe's 
 exactly what they say; a negative weight turns a source into a penalty.
 
 Each part is scored as a whole batch, in order, and checked on its own (so an error names the
-part, not just the mix). `score_parts` also returns the unweighted score of every part, which the
-RL step logs as `reward/<part name>` to show which part of the reward the policy is moving.
+part, not just the mix). `diagnostics` gives the unweighted score of every part of the last
+batch, and the parts' own figures (a reward-model ensemble's disagreement), which the RL step logs
+as `reward/<name>` to show which part of the reward the policy is moving. A part of weight 0 is
+therefore a monitor: a gold scorer logged at every step that the policy is not trained on.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class MixedRewardSource(RewardSource):
         self.parts = list(parts)
         self.name = name
         self.part_names = _unique([source.name for _, source in self.parts])
+        self._last_parts: dict[str, list[float]] = {}
 
     def score_parts(self, prompts: list[PromptInput], responses: list[str]) -> tuple[list[float], dict[str, list[float]]]:
         """(weighted total, {part name: unweighted scores}) for the batch."""
@@ -41,7 +44,17 @@ class MixedRewardSource(RewardSource):
         return total, parts
 
     def score(self, prompts: list[PromptInput], responses: list[str]) -> list[float]:
-        return self.score_parts(prompts, responses)[0]
+        total, self._last_parts = self.score_parts(prompts, responses)
+        return total
+
+    def diagnostics(self) -> dict[str, list[float]]:
+        """The last batch's unweighted score of every part by its name, then each part's own
+        figures (a name two parts report is kept from the first)."""
+        figures = dict(self._last_parts)
+        for _, source in self.parts:
+            for name, values in source.diagnostics().items():
+                figures.setdefault(name, values)
+        return figures
 
 
 def _unique(names: list[str]) -> list[str]:

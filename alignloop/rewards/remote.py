@@ -64,6 +64,7 @@ class RemoteRewardSource(RewardSource):
         self.backoff_s = backoff_s
         self.name = name
         self._client: httpx.Client | None = None
+        self._diagnostics: dict[str, list[float]] = {}
 
     @property
     def client(self) -> httpx.Client:
@@ -115,7 +116,14 @@ class RemoteRewardSource(RewardSource):
             raise RewardSourceError(
                 f"reward server {self.url}: expected JSON {{\"rewards\": [...]}}, got {shorten(answer.text, 200)}"
             )
+        diagnostics = answer.json().get("diagnostics") or {}
+        self._diagnostics = {name: list(values) for name, values in diagnostics.items()
+                             if isinstance(values, list) and len(values) == len(rewards)}
         return rewards
+
+    def diagnostics(self) -> dict[str, list[float]]:
+        """What the server sent besides the rewards of the last call (e.g. an ensemble's disagreement)."""
+        return self._diagnostics
 
     def __repr__(self) -> str:
         return f"RemoteRewardSource(url={self.url!r}, timeout_s={self.timeout_s}, retries={self.retries})"

@@ -4,13 +4,15 @@ Running the reward on its own process or machine keeps a large reward model off 
 GPU, lets several RL runs share one, and lets a reward written in any language take part (it
 only has to speak this protocol):
 
-    POST /score   {"prompts": [...], "responses": [...]}  ->  {"rewards": [...]}
+    POST /score   {"prompts": [...], "responses": [...]}  ->  {"rewards": [...], "diagnostics": {...}}
     GET  /health  ->  {"status": "ok", "source": <name>}
 
 A prompt is a non-empty string or a conversation (a list of `{"role", "content"}` messages ending
 with the user's turn), as in the training records. A malformed request is answered 422 with the
 field at fault (`body.responses`, `body.prompts.0.0.role`, ...); a source that fails answers 500
-with the source's error, which the client reports (after its retries).
+with the source's error, which the client reports (after its retries). `diagnostics` holds the
+source's per-response figures besides the reward (a reward-model ensemble's "disagreement");
+it is empty for most sources.
 
 Scoring runs in a worker thread (so /health answers while a batch is scored), one batch at a
 time: reward models are not safe to call from several threads at once.
@@ -50,6 +52,8 @@ class ScoreResponse(BaseModel):
     """One reward per response, in the request's order."""
 
     rewards: list[float] = Field(description="one reward per response, higher is better")
+    diagnostics: dict[str, list[float]] = Field(
+        default_factory=dict, description="per-response figures by name, e.g. an ensemble's disagreement")
 
 
 def create_reward_app(source: RewardSource) -> FastAPI:
@@ -66,9 +70,10 @@ def create_reward_app(source: RewardSource) -> FastAPI:
         try:
             with lock:
                 rewards = source(request.prompts, request.responses)
+                diagnostics = source.diagnostics()
         except RewardSourceError as error:
             raise HTTPException(status_code=500, detail=str(error)) from error
-        return ScoreResponse(rewards=rewards)
+        return ScoreResponse(rewards=rewards, diagnostics=diagnostics)
 
     return app
 

@@ -88,3 +88,24 @@ def test_a_kl_budget_ends_the_run_after_the_step_that_reaches_it(tiny_model_dir,
     out = " ".join(capsys.readouterr().out.split())
     assert f"stopped early after step {steps[-1]} of 8: its replies were" in out
     assert (tmp_path / "final" / "adapter_config.json").is_file() or (tmp_path / "final" / "config.json").is_file()
+
+
+def test_a_reward_model_ensemble_is_watched_for_over_optimisation(tiny_model_dir, tmp_path):
+    from alignloop.algorithms.reward import RewardConfig, run_reward
+
+    rm_cfg = load_config(RewardConfig, ROOT / "recipes" / "rm-tiny-cpu.yaml", [
+        f"model.name={tiny_model_dir}", f"train.output_dir={tmp_path / 'rm'}", "train.max_steps=4",
+        "reward.backbone=frozen", "reward.ensemble=3"])
+    folder = run_reward(rm_cfg).final_model_dir
+    records = run(tiny_model_dir, tmp_path / "rl", "train.max_steps=3",
+                  f"reward={{type: reward_model, path: '{folder}', aggregate: mean_minus_std, penalty: 0.5}}")
+    assert all(r["reward/disagreement"] > 0 for r in records)
+    assert records[0]["overoptimisation/disagreement_ratio"] == 1.0  # the first step is the yardstick
+    ratios = [r["overoptimisation/disagreement_ratio"] for r in records]
+    assert ratios[1:] == pytest.approx([r["reward/disagreement"] / records[0]["reward/disagreement"] for r in records[1:]])
+
+    method = method_with(GroupSettings())
+    assert method.stop_reason({"overoptimisation/alarm": 1.0}) is None  # watched, not acted on, by default
+    method.stop_on_overoptimisation = True
+    assert method.stop_reason({"overoptimisation/alarm": 0.0}) is None
+    assert "over-optimisation alarm rang" in method.stop_reason({"overoptimisation/alarm": 1.0})

@@ -162,3 +162,30 @@ def test_a_stage_recipe_merges_the_sections_both_give_with_the_loops_keys_winnin
     assert recipe == {"group": {"group_size": 4, "advantage": "rloo"}, "train": {"lr": 1e-4, "seed": 1},
                       "sampling": {"top_k": 5}, "reward": {"type": "reward_model"}}
     assert base["group"]["advantage"] == "grpo"  # the loop's config is not changed
+
+
+def test_a_round_with_a_reward_model_ensemble_watches_it_and_reports_its_disagreement(tiny_model_dir, tmp_path):
+    out = tmp_path / "loop"
+    group_recipe = (f"rl.recipe={{group: {{group_size: 2}}, reward: {{aggregate: mean_minus_std, penalty: 1.0}}, "
+                    f"sampling: {{max_new_tokens: 8, batch_size: 16}}, train: {TINY_TRAIN}}}")
+    done = loop(tiny_model_dir, out, "rounds=1", "rl.method=rloo", group_recipe, "rl.stop_on_overoptimisation=true",
+                "reward_model.reward={ensemble: 3, backbone: frozen, normalization_samples: 8}",
+                "feedback.aggregation=all")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_config = (out / "rounds" / "round-1" / "rl" / "config.yaml").read_text()
+    assert "stop_on_overoptimisation: true" in run_config and "aggregate: mean_minus_std" in run_config
+    metrics = [json.loads(line) for line in (out / "rounds" / "round-1" / "rl" / "metrics.jsonl").open()]
+    assert any("overoptimisation/disagreement_ratio" in record for record in metrics)
+    spread = json.loads((out / "rounds" / "round-1" / "eval.json").read_text())["sources"]["reward_model"]["disagreement"]
+    assert spread["policy_mean"] > 0 and spread["reference_mean"] > 0  # three members never agree exactly
+    assert "ensemble disagreement" in (out / "report.html").read_text()
+
+
+def test_a_dpo_round_refuses_to_stop_on_an_alarm_nothing_would_ring():
+    import pytest
+    from pydantic import ValidationError
+
+    from alignloop.loop.config import RLSettings
+
+    with pytest.raises(ValidationError, match="dpo trains without a reward model"):
+        RLSettings(method="dpo", stop_on_overoptimisation=True)

@@ -192,6 +192,20 @@ def test_mix_is_the_weighted_sum():
     assert parts == {"a": [1.0, -1.0], "b": [4.0, 2.0]}
 
 
+class _Spread(FunctionRewardSource):
+    """A part with figures of its own, as a reward-model ensemble has."""
+
+    def diagnostics(self):
+        return {"disagreement": [0.25, 0.5]}
+
+
+def test_a_mix_reports_each_part_and_the_parts_own_figures_so_a_weight_zero_part_is_a_monitor():
+    gold = _constant([0.9, 0.1], "gold")
+    mix = MixedRewardSource([(1.0, _Spread(lambda prompts, responses: [1.0, 2.0], name="proxy")), (0.0, gold)])
+    assert mix(["p", "q"], ["r", "s"]) == pytest.approx([1.0, 2.0])  # gold, weight 0, is not trained on
+    assert mix.diagnostics() == {"proxy": [1.0, 2.0], "gold": [0.9, 0.1], "disagreement": [0.25, 0.5]}
+
+
 def test_mix_names_the_failing_part_and_keeps_names_unique():
     mix = MixedRewardSource([(1.0, _constant([1.0], "a")), (1.0, _constant([math.nan], "a"))])
     assert mix.part_names == ["a", "a#2"]

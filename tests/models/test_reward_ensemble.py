@@ -1,0 +1,123 @@
+"""Reward-model ensembles: aggregates by hand, bootstrap weights, the alarm's rule, and an
+ensemble trained, saved, loaded, evaluated and scored on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignloop.algorithms.reward import RewardConfig, RewardMethod, RewardSettings, collate_judgements, run_reward
+from alignloop.config import ConfigError, load_config
+from alignloop.data import encode_preference_records, read_preference_data
+from alignloop.evaluation.overoptimisation import OveroptimisationWatch, overoptimisation_alarm
+from alignloop.losses import plackett_luce
+from alignloop.models import build_reward_model, load_reward_model, read_reward_metadata
+from alignloop.models.frozen_features import FrozenFeatures
+from alignloop.models.reward_ensemble import aggregate_members, bootstrap_weights, disagreement
+from alignloop.models.reward_scoring import RewardScorer
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "rm-tiny-cpu.yaml"
+MEMBERS = [[1.0, 3.0], [-1.0, -1.0]]  # two replies, two members
+
+
+def config(tiny_model_dir, out, *overrides) -> RewardConfig:
+    return load_config(RewardConfig, RECIPE, [f"model.name={tiny_model_dir}", f"train.output_dir={out}", *overrides])
+
+
+def test_aggregates_by_hand():
+    scores = torch.tensor(MEMBERS)
+    assert disagreement(scores).tolist() == [1.0, 0.0]  # population std: |1 - 3| / 2
+    assert aggregate_members(scores, "mean").tolist() == [2.0, -1.0]
+    assert aggregate_members(scores, "min").tolist() == [1.0, -1.0]
+    assert aggregate_members(scores, "mean_minus_std", penalty=0.5).tolist() == [1.5, -1.0]
+    with pytest.raises(ValueError, match="aggregate must be one of mean, min, mean_minus_std"):
+        aggregate_members(scores, "median")
+
+
+def test_bootstrap_weights_belong_to_the_judgement_not_its_batch():
+    items = [[[i, i + 1, i + 2]] for i in range(2000)]
+    weights = bootstrap_weights(items, members=4, seed=0)
+    assert weights.shape == (2000, 4) and bool((weights == weights.round()).all()) and bool((weights >= 0).all())
+    # Poisson(1): mean 1, variance 1, P(0) = 1/e (a judgement a member never sees).
+    assert abs(float(weights.mean()) - 1.0) < 0.05 and abs(float(weights.var()) - 1.0) < 0.1
+    assert abs(float((weights == 0).float().mean()) - 0.3679) < 0.03
+    assert not torch.equal(weights[:, 0], weights[:, 1])  # members draw their own resamples
+    alone = bootstrap_weights(items[5:6], members=4, seed=0)
+    assert torch.equal(alone[0], weights[5])  # the same whatever else is in the batch
+    assert not torch.equal(bootstrap_weights(items[:50], 4, seed=1), weights[:50])  # the seed changes them
+    assert torch.equal(bootstrap_weights(items[:3], members=1, seed=0), torch.ones(3, 1))
+
+
+def test_the_ensemble_loss_is_the_mean_of_each_members_weighted_loss(tiny_model_dir, tmp_path):
+    cfg = config(tiny_model_dir, tmp_path)
+    model, tokenizer = build_reward_model(cfg.model, members=3)
+    encoded, _ = encode_preference_records(tokenizer, read_preference_data(cfg.data).train, max_length=128)
+    batch = collate_judgements(encoded.rankings[:2], tokenizer.pad_token_id, members=3, seed=7)
+    sub = batch["rankings"]
+    with torch.no_grad():
+        out = RewardMethod(RewardSettings(backbone="frozen", ensemble=3), FrozenFeatures()).loss(model.eval(), batch)
+        members = model(sub["input_ids"], sub["attention_mask"], members=True)  # (rows, 3)
+    assert members.shape[-1] == 3 and not torch.allclose(members[:, 0], members[:, 1])  # heads start apart
+    grid = members[sub["slot_index"].clamp(min=0)]  # (B, K, 3)
+    expected = sum((sub["member_weights"][:, k] * plackett_luce(grid[..., k], sub["ranks"], sub["ranking_mask"])[0]).sum()
+                   for k in range(3)) / 3
+    torch.testing.assert_close(out.loss_sum, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_an_ensemble_needs_a_frozen_backbone(tiny_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="ensemble: 3 needs backbone: frozen"):
+        config(tiny_model_dir, tmp_path, "reward.ensemble=3")
+
+
+def test_an_ensemble_trains_saves_loads_evaluates_and_scores_as_one_folder(tiny_model_dir, tmp_path):
+    cfg = config(tiny_model_dir, tmp_path, "train.max_steps=8", "train.lr=1e-2", "reward.backbone=frozen",
+                 "reward.ensemble=3")
+    result = run_reward(cfg)
+    metadata = read_reward_metadata(result.final_model_dir)
+    assert metadata["members"] == 3 and len(metadata["score_mean"]) == 3 and len(metadata["score_std"]) == 3
+    model, tokenizer = load_reward_model(result.final_model_dir)
+    assert model.members == 3 and model.head.weight.shape[0] == 3
+    evaluation = json.loads((tmp_path / "eval_results.json").read_text())
+    assert {"pairs/accuracy", "member_0/pairs/accuracy", "member_2/pairs/accuracy"} <= set(evaluation)
+    assert evaluation["ensemble/disagreement"] > 0
+
+    prompts, replies = ["How are you?"] * 3, ["Fine, thanks.", "Go away.", "I am well, and you?"]
+    members = RewardScorer(model, tokenizer).members(prompts, replies)  # (3, 3), each member normalised
+    assert members.shape == (3, 3)
+    for aggregate, expected in (("mean", members.mean(-1)), ("min", members.min(-1).values),
+                                ("mean_minus_std", members.mean(-1) - 2.0 * members.std(-1, correction=0))):
+        scorer = RewardScorer(model, tokenizer, aggregate=aggregate, penalty=2.0)
+        torch.testing.assert_close(torch.tensor(scorer(prompts, replies)), expected)
+    torch.testing.assert_close(torch.tensor(scorer.last_disagreement), members.std(-1, correction=0))
+
+
+def test_a_single_reward_model_saved_with_scalar_statistics_still_loads(tiny_model_dir, tmp_path):
+    import safetensors.torch
+
+    from alignloop.models import save_reward_model
+
+    model, tokenizer = build_reward_model(str(tiny_model_dir))
+    model.set_normalization(0.5, 2.0)
+    folder = save_reward_model(model, tmp_path / "rm", tokenizer)
+    head_file = folder / "reward_head.safetensors"
+    tensors = safetensors.torch.load_file(str(head_file))
+    tensors["score_mean"], tensors["score_std"] = torch.tensor(0.5), torch.tensor(2.0)  # as saved before ensembles
+    safetensors.torch.save_file(tensors, str(head_file))
+    loaded, _ = load_reward_model(folder)
+    assert loaded.members == 1 and loaded.normalization == (0.5, 2.0)
+
+
+def test_the_alarm_rings_when_disagreement_grows_while_the_proxy_reward_rises():
+    assert overoptimisation_alarm(0.375, 1.0, first_disagreement=0.25, first_reward=0.0, bound=1.5) is not None  # 1.5x
+    assert overoptimisation_alarm(0.37, 1.0, first_disagreement=0.25, first_reward=0.0, bound=1.5) is None  # 1.48x
+    assert overoptimisation_alarm(0.6, -0.1, first_disagreement=0.25, first_reward=0.0, bound=1.5) is None  # reward fell
+    watch = OveroptimisationWatch(bound=1.5)
+    rang = [watch.check(spread, reward) for spread, reward in ((0.2, 0.0), (0.25, 0.5), (0.4, 0.9), (0.5, 1.2))]
+    assert rang[:2] == [None, None] and "2.00x as much" in rang[2] and rang[3] is None  # said once
+    assert watch.rang_at == 3 and watch.ratio(0.5) == pytest.approx(2.5)
+    again = OveroptimisationWatch.from_state(1.5, json.loads(json.dumps(watch.state_dict())))  # a checkpoint
+    assert (again.first, again.steps, again.rang_at) == (watch.first, 4, 3)
