@@ -14,10 +14,12 @@ penalty (`--kl-coef`) and no KL stop, once per arm:
   min             its worst member
   mean_minus_std  its mean minus `--penalty` times its members' spread
 
-Every arm's reward is a mix whose weight-0 part `gold` (1 - alt-profanity-check's toxicity, the
-scorer the annotators followed) is logged each step and never trained on. Per step: the proxy (the
+Every arm's reward is a mix whose weight-0 part `gold` (the scorer the loop's scripted annotators
+followed: for the demo, 1 - alt-profanity-check's toxicity) is logged each step and never trained
+on. `--judgements N` trains the reward models on N of the judgements, drawn per seed. Per step: the proxy (the
 reward the arm trains on), gold, the KL to the start, the ensemble's disagreement ratio and the
-over-optimisation alarm (alignloop.evaluation.overoptimisation).
+over-optimisation alarm (alignloop.evaluation.overoptimisation). The proxy is the reward model's
+score before the missing-EOS penalty; the alarm watches the reward with it, as training does.
 
 The gold curve is smoothed by a centred 3-step mean before its peak is read (32 replies a step
 are noisy). Per arm and seed: the peak gold and its KL, whether gold then fell by more than a
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,11 +62,12 @@ def curve_summary(steps: list[dict[str, float]]) -> dict[str, Any]:
     gold = smoothed([row["gold"] for row in steps])
     peak = max(range(len(gold)), key=gold.__getitem__)
     gain = gold[peak] - gold[0]
-    fell_at = next((i for i in range(peak + 1, len(gold)) if gold[i] < gold[peak] - FALL * gain), None)
+    fell_at = None if gain <= 0 else next(
+        (i for i in range(peak + 1, len(gold)) if gold[i] < gold[peak] - FALL * gain), None)
     alarm_at = next((i for i, row in enumerate(steps) if row.get("alarm")), None)
     return {
         "gold_start": gold[0], "gold_peak": gold[peak], "peak_step": steps[peak]["step"], "kl_at_peak": steps[peak]["kl"],
-        "gold_end": gold[-1], "kl_end": steps[-1]["kl"],
+        "gold_end": gold[-1], "kl_end": steps[-1]["kl"], "gold_drop": gold[peak] - min(gold[peak:]),
         "gold_fell": fell_at is not None, "fell_step": None if fell_at is None else steps[fell_at]["step"],
         "alarm_step": None if alarm_at is None else steps[alarm_at]["step"],
         # The goal: the alarm rang before gold lost a tenth of its gain (and it did ring if gold fell).
@@ -84,19 +89,14 @@ def step_records(metrics_file: Path) -> list[dict[str, float]]:
 
 
 # ------------------------------------------------------------------ the runs
-def reward_model_recipe(loop: Any, loop_dir: Path, out: Path, seed: int, members: int) -> dict[str, Any]:
-    from alignloop.loop.steps import stage_recipe
-
-    model = {"name": loop.model.name, **loop.reward_model.get("model", {})}
-    data = {"train": [str(next((loop_dir / "rounds" / "round-1" / "feedback").glob("*.jsonl")))], "eval_every_nth": 5,
-            **loop.reward_model.get("data", {})}
-    return stage_recipe(loop.reward_model, model=model, data=data, reward={"ensemble": members},
-                        train={"output_dir": str(out), "seed": seed, "progress": False})
+def gold_scorer(loop: Any) -> dict[str, Any]:
+    """The scorer the loop's scripted annotators followed, as a weight-0 part named gold."""
+    preference = loop.feedback.annotators.get("preference") or {"type": "toxicity"}
+    return {**preference, "name": "gold", "weight": 0.0}
 
 
-def arm_reward(arm: str, single: str, ensemble: str, penalty: float) -> dict[str, Any]:
+def arm_reward(arm: str, single: str, ensemble: str, gold: dict[str, Any], penalty: float) -> dict[str, Any]:
     """The arm's mix: its proxy (weight 1), for `single` the ensemble as a watched weight-0 part, gold (weight 0)."""
-    gold = {"type": "toxicity", "name": "gold", "weight": 0.0}
     if arm == "single":
         proxy = {"type": "reward_model", "path": single, "name": "proxy"}
         watched = {"type": "reward_model", "path": ensemble, "name": "ensemble", "weight": 0.0}
@@ -106,31 +106,58 @@ def arm_reward(arm: str, single: str, ensemble: str, penalty: float) -> dict[str
     return {"type": "mix", "sources": [proxy, gold]}
 
 
-def rl_recipe(loop: Any, reward: dict[str, Any], out: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    from alignloop.loop.steps import stage_recipe
+def arm_recipe(loop: Any, reward: dict[str, Any], out: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The loop's RLOO recipe from the starting model, with a weak β, no KL stop, `--steps` steps,
+    every step logged (the alarm's flag is set on the one step it first rings)."""
+    from alignloop.loop.steps import rl_recipe, stage_recipe
 
-    recipe = loop.rl.recipe
-    data = {"train": loop.prompts.train, "max_prompt_length": loop.prompts.max_prompt_length}
-    group = {"advantage": "rloo", "kl_coef": args.kl_coef, "kl_stop": None}
-    train = {"output_dir": str(out), "seed": seed, "max_steps": args.steps, "save_every": args.steps, "progress": False}
-    return stage_recipe(recipe, model=loop.model.model_dump(), data=data, reward=reward, group=group, train=train)
+    loop = loop.model_copy(update={"rl": loop.rl.model_copy(update={"method": "rloo"})})
+    recipe = rl_recipe(loop, None, [], None, out, seed)
+    recipe["reward"] = reward
+    group = {"kl_coef": args.kl_coef, "kl_stop": None}
+    train = {"max_steps": args.steps, "save_every": args.steps, "log_every": 1, "progress": False}
+    return stage_recipe(recipe, group=group, train=train)
+
+
+def subsample(feedback: Path, judgements: int | None, seed: int, copy: Path) -> str:
+    """The feedback file, or `judgements` of its records drawn with `seed` (written to `copy`):
+    fewer judgements, a less accurate proxy, over-optimised sooner (Gao et al. 2023)."""
+    if judgements is None:
+        return str(feedback)
+    records = feedback.read_text(encoding="utf-8").splitlines()
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text("\n".join(random.Random(seed).sample(records, min(judgements, len(records)))) + "\n")
+    return str(copy)
+
+
+def fresh(folder: Path) -> Path:
+    """`folder`, emptied: a rerun starts its runs again rather than resuming them."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def run_seed(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Namespace, console: Console) -> dict:
     from alignloop.algorithms.grpo import GRPOConfig, run_grpo
     from alignloop.algorithms.reward import RewardConfig, run_reward
 
+    from alignloop.loop.state import load_state
+    from alignloop.loop.steps import reward_model_recipe, stage_recipe
+
+    feedback = [subsample(Path(load_state(loop_dir, loop.rounds, resume=True).artifact(1, "preferences")),
+                          args.judgements, seed, out / "feedback.jsonl")]
     timings: dict[str, float] = {}
     models = {}
     for name, members in (("single", 1), ("ensemble", args.members)):
         started = time.perf_counter()
-        recipe = reward_model_recipe(loop, loop_dir, out / f"rm-{name}", seed, members)
+        recipe = reward_model_recipe(loop, feedback, fresh(out / f"rm-{name}"), seed)
+        recipe = stage_recipe(recipe, reward={"ensemble": members}, train={"progress": False})
         models[name] = str(run_reward(RewardConfig.model_validate(recipe)).final_model_dir)
         timings[f"rm_{name}_s"] = time.perf_counter() - started
     arms = {}
     for arm in args.arms:
         started = time.perf_counter()
-        recipe = rl_recipe(loop, arm_reward(arm, models["single"], models["ensemble"], args.penalty), out / arm, seed, args)
+        reward = arm_reward(arm, models["single"], models["ensemble"], gold_scorer(loop), args.penalty)
+        recipe = arm_recipe(loop, reward, fresh(out / arm), seed, args)
         run_grpo(GRPOConfig.model_validate(recipe))
         timings[f"rl_{arm}_s"] = time.perf_counter() - started
         steps = step_records(out / arm / "metrics.jsonl")
@@ -156,7 +183,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             if entry["alarm_step"] is not None:
                 at = next(i for i, step in enumerate(entry["steps"]) if step["step"] == entry["alarm_step"])
                 row[0].plot(kl[at], smoothed([s["gold"] for s in entry["steps"]])[at], "x", ms=12, color=line.get_color())
-        row[0].set(title=f"seed {seed}: gold (1 - toxicity, 3-step mean; x = alarm)", xlabel="KL (nats per reply)")
+        row[0].set(title=f"seed {seed}: gold (3-step mean; x = alarm)", xlabel="KL (nats per reply)")
         row[1].set(title=f"seed {seed}: proxy (the reward trained on)", xlabel="KL (nats per reply)")
         row[0].legend(fontsize=8)
     figure.tight_layout()
@@ -165,33 +192,56 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def print_table(results: dict[str, Any], console: Console) -> None:
     table = Table(title="gold peak and the alarm, per seed and arm")
-    for column in ("seed", "arm", "gold start", "gold peak", "KL at peak", "gold fell", "KL end", "peak step",
-                   "fell step", "alarm step", "alarm in time"):
+    for column in ("seed", "arm", "gold start", "gold peak", "KL at peak", "drop after", "gold fell", "KL end",
+                   "peak step", "fell step", "alarm step", "alarm in time"):
         table.add_column(column)
     for seed, entry in results["seeds"].items():
         for arm, s in entry["arms"].items():
             table.add_row(str(seed), arm, f"{s['gold_start']:.3f}", f"{s['gold_peak']:.3f}", f"{s['kl_at_peak']:.2f}",
-                          str(s["gold_fell"]), f"{s['kl_end']:.2f}", str(s["peak_step"]), str(s["fell_step"]),
+                          f"{s['gold_drop']:.3f}", str(s["gold_fell"]), f"{s['kl_end']:.2f}", str(s["peak_step"]), str(s["fell_step"]),
                           str(s["alarm_step"]), str(s["alarm_in_time"]))
     console.print(table)
 
 
+def resummarise(path: Path, console: Console) -> None:
+    """An earlier run's json with its summaries read again from its per-step records, and its plot."""
+    results = json.loads(path.read_text())
+    for entry in results["seeds"].values():
+        for arm, curve in entry["arms"].items():
+            entry["arms"][arm] = {"steps": curve["steps"], **curve_summary(curve["steps"])}
+    path.write_text(json.dumps(results, indent=1))
+    plot(results, path.with_suffix(".png"))
+    print_table(results, console)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("loop_dir", type=Path, help="a finished loop folder (alignloop demo's): its config.yaml and round-1 feedback")
+    parser.add_argument("loop_dir", type=Path, nargs="?", help="a finished loop folder (alignloop demo's): its config.yaml "
+                        "and round-1 feedback")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--penalty", type=float, default=1.0, help="λ of mean_minus_std")
+    parser.add_argument("--judgements", type=int, default=None,
+                        help="train the reward models on this many of the loop's judgements, drawn per seed")
     parser.add_argument("--kl-coef", type=float, default=0.02, help="β: weak, so that the policy can over-optimise")
     parser.add_argument("--out", type=Path, default=None, help="the json and png (default: benchmarks/results/<cpu>/)")
+    parser.add_argument("--name", default="overoptimisation", help="the json's and png's name")
+    parser.add_argument("--summarise", type=Path, default=None,
+                        help="read the per-step records of an earlier run's json, summarise and plot them again")
     parser.add_argument("--work", type=Path, default=Path("runs/overoptimisation"), help="the reward models and RL runs")
     args = parser.parse_args()
 
+    console = Console()
+    if args.summarise:
+        resummarise(args.summarise, console)
+        return
+    if args.loop_dir is None or not (args.loop_dir / "config.yaml").is_file():
+        parser.error(f"{args.loop_dir}: expected a finished loop folder (config.yaml, state.json), e.g. alignloop demo's")
+
     from alignloop.loop.config import LoopConfig
 
-    console = Console()
     loop = LoopConfig.model_validate(yaml.safe_load((args.loop_dir / "config.yaml").read_text()))
     out = args.out or results_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -200,10 +250,10 @@ def main() -> None:
     for seed in args.seeds:
         results["seeds"][seed] = run_seed(loop, args.loop_dir, args.work / f"seed-{seed}", seed, args, console)
         results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        (out / "overoptimisation.json").write_text(json.dumps(results, indent=1))
-        plot(results, out / "overoptimisation.png")
+        (out / f"{args.name}.json").write_text(json.dumps(results, indent=1))
+        plot(results, out / f"{args.name}.png")
     print_table(results, console)
-    console.print(f"wrote {out / 'overoptimisation.json'} and {out / 'overoptimisation.png'}")
+    console.print(f"wrote {out / args.name}.json and .png")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from alignloop.data import SourceSplits, Split, read_records
 from alignloop.engine import LossOutput, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
 from alignloop.engine.rollout import Rollout, SamplingConfig, rollout_engine_factory
-from alignloop.evaluation.overoptimisation import OveroptimisationWatch
+from alignloop.evaluation.overoptimisation import DEFAULT_BOUND, OveroptimisationWatch
 from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_network
 from alignloop.losses import kl_penalty
 from alignloop.models import disable_dropout, load_model_and_tokenizer, resolve_model_source
@@ -49,8 +49,8 @@ class StopRules(Section):
 
     kl_stop: float | None = Field(None, gt=0, description="stop early after a step whose replies are this many "
                                   "nats (per reply) from the reference: a KL budget (null: none)")
-    overoptimisation_bound: float = Field(1.5, gt=1, description="the alarm rings when a reward-model ensemble "
-                                          "disagrees this many times as much as on the first step's replies")
+    overoptimisation_bound: float = Field(DEFAULT_BOUND, gt=1, description="the alarm rings when a reward-model "
+                                          "ensemble disagrees this many times as much as on the first step's replies")
     stop_on_overoptimisation: bool = Field(False, description="stop early after the step the alarm rings")
 
 
@@ -201,10 +201,11 @@ class OnlineRL:
     eval_samples: int = 1  # responses per held-out prompt
     last_samples: list[dict] = field(default_factory=list)
     # The over-optimisation alarm (evaluation/overoptimisation.py), for a reward-model ensemble.
-    overoptimisation_bound: float = 1.5
+    overoptimisation_bound: float = DEFAULT_BOUND
     stop_on_overoptimisation: bool = False
     log: Callable[[str], None] = print
     watch: OveroptimisationWatch | None = None
+    said_unwatched: bool = False  # the warning that stop_on_overoptimisation has no ensemble to watch, said once
 
     # ---------------------------------------------------------------- hooks for the methods
     def policy_of(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -219,7 +220,8 @@ class OnlineRL:
         (sampled before its update) are `kl_stop` nats from the reference ends the run, so that
         a reward model the policy climbs fast cannot pull it further in the steps left (a fixed
         β and step count suit one reward model's pace, not every one's)."""
-        if self.stop_on_overoptimisation and metrics.get("overoptimisation/alarm"):
+        # The watch remembers the alarm, so a run resumed after the alarm stopped it stops again.
+        if self.stop_on_overoptimisation and self.watch is not None and self.watch.rang_at is not None:
             return "the over-optimisation alarm rang (stop_on_overoptimisation)"
         kl = metrics.get("kl/sequence")
         if self.kl_stop is None or kl is None or kl < self.kl_stop:
@@ -231,6 +233,10 @@ class OnlineRL:
         sentence is said the step it first rings. Methods call it from `end_step`."""
         spread, reward = metrics.get("reward/disagreement"), metrics.get("reward")
         if spread is None or reward is None:
+            if self.stop_on_overoptimisation and not self.said_unwatched:
+                self.log("[bold yellow]warning[/]: stop_on_overoptimisation is set but the reward has no ensemble's "
+                         "disagreement to watch (reward_model with reward.ensemble > 1): the alarm cannot ring")
+                self.said_unwatched = True
             return {}
         if self.watch is None:
             self.watch = OveroptimisationWatch(self.overoptimisation_bound)

@@ -52,7 +52,7 @@ from alignloop.data import (
 )
 from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
-from alignloop.evaluation.reward_evaluation import evaluate_reward_model, score_encoded_members
+from alignloop.evaluation.reward_evaluation import evaluate_reward_model, evaluation_headline, score_encoded_members
 from alignloop.losses import bradley_terry, plackett_luce, rating_ordinal, rating_regression
 from alignloop.models import ModelConfig, RewardModel, build_reward_model, save_reward_model
 from alignloop.models.frozen_features import FrozenFeatures
@@ -104,17 +104,18 @@ def collate_judgements(items: list, pad_token_id: int, members: int = 1, seed: i
         if chosen:
             batch[name] = collate(chosen, pad_token_id)
             if members > 1:
-                batch[name]["member_weights"] = bootstrap_weights([replies_of(item) for item in chosen], members, seed)
+                batch[name]["member_weights"] = bootstrap_weights([identity_of(item) for item in chosen], members, seed)
     return batch
 
 
-def replies_of(item) -> list[list[int]]:
-    """The token ids of every (prompt + reply) a judgement holds: what identifies it."""
+def identity_of(item) -> tuple:
+    """What tells a judgement apart from every other: its kind, the token ids of its (prompt +
+    reply) rows and its verdict (two ratings of one reply on two axes are two judgements)."""
     if isinstance(item, EncodedPair):
-        return [item.chosen.input_ids, item.rejected.input_ids]
+        return "pair", list(item.chosen.input_ids), list(item.rejected.input_ids), item.margin
     if isinstance(item, EncodedRanking):
-        return [response.input_ids for response in item.responses]
-    return [item.example.input_ids]
+        return "ranking", [list(response.input_ids) for response in item.responses], list(item.ranks)
+    return "rating", list(item.example.input_ids), item.score, item.axis
 
 
 # How many judgements each kind of sub-batch holds: the items the loss is averaged over.
@@ -155,12 +156,13 @@ class RewardMethod:
 
     def _over_members(self, model, sub, loss_of):
         """`loss_of((rows,) one member's scores) -> (losses (B,), metrics)`, for every member:
-        the members' bootstrap-weighted losses averaged, and their metrics averaged. One member
-        without weights is the plain loss."""
+        the members' bootstrap-weighted losses averaged (while training), and their metrics
+        averaged: an ensemble's training metrics are its members' mean, not the ensemble's. One
+        member without weights is the plain loss."""
         scores = self._member_scores(model, sub)  # (rows, K)
         results = [loss_of(scores[:, member]) for member in range(scores.shape[-1])]
-        losses = torch.stack([member_losses for member_losses, _ in results], -1)  # (B, K)
-        if "member_weights" in sub:
+        losses = torch.stack([member_losses for member_losses, _ in results], -1)  # (B, members)
+        if "member_weights" in sub and model.training:  # the held-out loss is every member's plain loss
             losses = losses * sub["member_weights"].to(losses)
         metrics = {key: torch.stack([parts[key] for _, parts in results], -1).mean(-1) for key in results[0][1]}
         return losses.mean(-1), metrics
@@ -171,7 +173,7 @@ class RewardMethod:
         return self._over_members(model, sub, lambda scores: bradley_terry(scores[:half], scores[half:], margin=margin))
 
     def _rankings(self, model, sub):
-        slots = sub["slot_index"].clamp(min=0)  # (B, K): each slot's response row
+        slots = sub["slot_index"].clamp(min=0)  # (B, slots): each ranked response's row
         return self._over_members(model, sub, lambda scores: plackett_luce(scores[slots], sub["ranks"],
                                                                            mask=sub["ranking_mask"]))
 
@@ -261,8 +263,9 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
 
     fingerprint = dataset_fingerprint(data.train.pairs + data.train.rankings + data.train.ratings)
     method = RewardMethod(config.reward, FrozenFeatures() if frozen else None)
+    collate = partial(collate_judgements, pad_token_id=pad, members=config.reward.ensemble, seed=config.train.seed)
     trainer = Trainer(
-        config.train, model, method, items, partial(collate_judgements, pad_token_id=pad, members=config.reward.ensemble, seed=config.train.seed),
+        config.train, model, method, items, collate,
         eval_examples=eval_items, save_final=finalize, config_yaml=config_to_yaml(config),
         data_info={"train_sha256": fingerprint, "train_items": len(items), "eval_items": len(eval_items),
                    "encoding": str(report)},
@@ -271,7 +274,7 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
     result = trainer.train(resume=resume)
     if accelerator.is_main_process and summary:
         (result.run_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
-        console.print(f"[bold]held-out evaluation[/]: {json.dumps(summary)}")
+        console.print(f"[bold]held-out evaluation[/]: {evaluation_headline(summary)}")
     console.print(f"[bold green]done[/]: {result.global_step} steps; reward model in {result.final_model_dir}")
     return result
 

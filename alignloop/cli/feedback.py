@@ -290,7 +290,9 @@ def export(
     campaign: str = typer.Option(..., "--campaign", help="the campaign's name"),
     fmt: str = typer.Option(..., "--format", help="pairs, rankings, ratings, sft or kto"),
     out: Path = typer.Option(Path("exports"), "--out", help="folder that receives <campaign>-<format>-v<N>/"),
-    aggregation: str = typer.Option("all", "--aggregation", help="all (every judgement), majority or weighted (by evaluator quality)"),
+    aggregation: str = typer.Option("all", "--aggregation", help="all (every judgement), majority, weighted (by "
+                                    "evaluator quality on gold items) or model (by each evaluator's reliability "
+                                    "fitted to the judgements, no gold needed)"),
     exclude_flagged: bool = typer.Option(False, "--exclude-flagged", help="leave out evaluators the quality checks flag"),
     include_gold: bool = typer.Option(False, "--include-gold", help="also export answers on gold items"),
     pairs_from_rankings: bool = typer.Option(False, "--pairs-from-rankings", help="pairs: add every ordered pair of each ranking"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from alignloop.evaluation.reward_metrics import (
@@ -32,12 +34,6 @@ def score_encoded_members(model, examples: list, pad_token_id: int, batch_size: 
                               response_mask=response_mask_of(batch).to(device), members=True).float().cpu()
     model.train(was_training)
     return scores
-
-
-def score_encoded(model, examples: list, pad_token_id: int, batch_size: int = 16) -> list[float]:
-    """Raw scores of encoded (prompt + response) sequences, in order (an ensemble's: its
-    members' mean)."""
-    return score_encoded_members(model, examples, pad_token_id, batch_size).mean(-1).tolist()
 
 
 def pair_metrics(scores: torch.Tensor, pairs: list) -> dict[str, float]:
@@ -85,20 +81,38 @@ def _judged_replies(encoded) -> list[tuple[str, list, list, object]]:
 def evaluate_reward_model(model, encoded, pad_token_id: int) -> dict[str, float]:
     """Agreement with every kind of held-out judgement present in `encoded`.
 
-    An ensemble is measured by its members' mean raw score, and each member on its own
-    (`member_<k>/...`); `ensemble/disagreement` is the members' mean spread on those replies,
-    in normalised units (see models/reward_ensemble.py).
+    An ensemble is measured by its members' mean normalised score (what `aggregate: mean`
+    rewards) times their mean raw std, which keeps margins and calibration in the units the
+    members were trained in, and each member on its own (`member_<k>/...`);
+    `ensemble/disagreement` is the members' mean spread on those replies in normalised units,
+    as the RL step sees it (see models/reward_ensemble.py).
     """
     results: dict[str, float] = {}
     spreads = []
     for _, judgements, replies, metrics in _judged_replies(encoded):
         members = score_encoded_members(model, replies, pad_token_id)  # (N, K) raw
-        results.update(metrics(members.mean(-1), judgements))
-        if members.shape[-1] > 1:
-            for member in range(members.shape[-1]):
-                results.update({f"member_{member}/{key}": value
-                                for key, value in metrics(members[:, member], judgements).items()})
-            spreads.append(disagreement(model.normalized(members)))
+        if members.shape[-1] == 1:
+            results.update(metrics(members[:, 0], judgements))
+            continue
+        normalised = model.normalized(members)
+        results.update(metrics(normalised.mean(-1) * model.score_std.mean(), judgements))
+        for member in range(members.shape[-1]):
+            results.update({f"member_{member}/{key}": value
+                            for key, value in metrics(members[:, member], judgements).items()})
+        spreads.append(disagreement(normalised))
     if spreads:
         results["ensemble/disagreement"] = float(torch.cat(spreads).mean())
     return results
+
+
+def evaluation_headline(results: dict[str, float]) -> str:
+    """`evaluate_reward_model`'s figures in one line: the model's (an ensemble's), then each
+    member metric as the range over the members."""
+    own = {key: round(value, 4) for key, value in results.items() if not key.startswith("member_")}
+    ranges: dict[str, list[float]] = {}
+    for key, value in results.items():
+        if key.startswith("member_"):
+            ranges.setdefault(key.split("/", 1)[1], []).append(value)
+    members = ", ".join(f"{name} {min(values):.3f}–{max(values):.3f}" for name, values in ranges.items()
+                        if not name.endswith("/count"))
+    return json.dumps(own) + (f"; members: {members}" if members else "")

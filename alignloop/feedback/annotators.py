@@ -67,6 +67,7 @@ from alignloop.config import Section
 from alignloop.feedback import security, service
 from alignloop.feedback.models import Role, User
 from alignloop.feedback.quality import QualityThresholds, campaign_report, quality_weight
+from alignloop.feedback.reliability import campaign_reliability
 from alignloop.rewards.config import RewardSourceConfig, build_reward_source
 
 __all__ = [
@@ -478,8 +479,10 @@ def annotator_quality_rows(
     thresholds: QualityThresholds | None = None,
 ) -> dict[str, Any]:
     """The campaign's quality checks for each scripted annotator, in the loop's `annotators.json`
-    shape, with how many malicious (and honest) annotators the checks flagged."""
+    shape, with how many malicious (and honest) annotators the checks flagged, and each one's
+    reliability and verdict from the gold-free model (`reliability.py`)."""
     report = campaign_report(session, campaign_id, thresholds)
+    model = campaign_reliability(session, campaign_id)
     by_id = {row.evaluator_id: row for row in report.evaluators}
     rows = []
     for annotator in annotators:
@@ -494,11 +497,19 @@ def annotator_quality_rows(
                      "flagged": quality.flagged, "flags": list(quality.flags), "gold_accuracy": quality.gold_accuracy,
                      "first_shown_share": quality.position.share,
                      "consensus_disagreement": quality.consensus_disagreement, "weight": quality.weight})
+    for row, annotator in zip(rows, annotators):
+        known = annotator.user_id in model.reliability
+        row["reliability"] = round(model.reliability[annotator.user_id], 4) if known else None
+        row["verdict"] = model.verdict(annotator.user_id) if known else None
     return {
         "rows": rows,
         "malicious": sum(row["kind"] == "malicious" for row in rows),
         "malicious_flagged": sum(row["kind"] == "malicious" and row["flagged"] for row in rows),
         "honest_flagged": sum(row["kind"] == "honest" and row["flagged"] for row in rows),
+        # The same question asked of the reliability model, which needs no gold items.
+        "malicious_found_by_model": sum(row["kind"] == "malicious" and row["verdict"] == "malicious" for row in rows),
+        "honest_called_malicious_by_model": sum(row["kind"] == "honest" and row["verdict"] == "malicious"
+                                                for row in rows),
     }
 
 

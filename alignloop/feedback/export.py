@@ -23,6 +23,10 @@ Aggregations:
               a tie at the top is dropped and counted as `no_majority`
     weighted  the same, each vote counting its evaluator's quality weight (`quality.py`);
               pairs carry `margin` = (weight for chosen - weight for rejected) / all weight
+    model     the same, each vote counting logit(η) of its evaluator, floored at 0, with η
+              each evaluator's reliability fitted to the campaign's pairwise and ranking
+              judgements without gold items (`reliability.py`); the manifest gives every
+              evaluator's η, votes and verdict (reliable / noisy / malicious)
 
 Rows are written in TRL's conversational format by default (`style`; trl_formats.py): prompts
 as messages, responses as assistant messages, so TRL's trainers apply the chat template to them
@@ -81,6 +85,7 @@ from alignloop.feedback.quality import (
     preferred_candidate,
     rated_candidate,
 )
+from alignloop.feedback.reliability import fit_reliability, votes_from_facts
 
 __all__ = ["FORMATS", "AGGREGATIONS", "ExportError", "ExportResult", "export_campaign", "export_campaign_from_url"]
 
@@ -92,7 +97,8 @@ FORMATS: dict[str, frozenset[str]] = {
     "sft": frozenset({"edit"}),
     "kto": frozenset({"pairwise", "rating"}),
 }
-AGGREGATIONS = ("all", "majority", "weighted")
+AGGREGATIONS = ("all", "majority", "weighted", "model")
+WEIGHTED = ("weighted", "model")  # the aggregations whose votes carry their evaluator's weight
 
 
 class ExportError(ValueError):
@@ -131,7 +137,7 @@ class _Context:
     dropped: Counter[str]
 
     def weight(self, fact: JudgementFacts) -> float:
-        return self.weights.get(fact.evaluator_id, 0.0) if self.aggregation == "weighted" else 1.0
+        return self.weights.get(fact.evaluator_id, 0.0) if self.aggregation in WEIGHTED else 1.0
 
     def record(self, schema: type[Record], **fields: Any) -> Record | None:
         # The server validates answers on the way in; a row that still fails the schema (an
@@ -189,7 +195,7 @@ def _pairs(facts: Sequence[JudgementFacts], context: _Context) -> list[Preferenc
             continue
         loser = next(candidate for candidate in unit[0].fact.shown_order[:2] if candidate != winner)
         margin = None
-        if context.aggregation == "weighted":
+        if context.aggregation in WEIGHTED:
             margin = (totals[winner] - totals.get(loser, 0.0)) / sum(totals.values())
         pairs.append(context.record(
             PreferencePair, prompt=context.prompts[unit[0].fact.item_id], chosen=context.texts[winner],
@@ -408,15 +414,18 @@ def export_campaign(
         raise ExportError(f"no campaign named {campaign_name!r}")
     weights: dict[int, float] = {}
     flagged: dict[int, tuple[str, ...]] = {}
+    every_fact = load_judgement_facts(session, campaign.id)
     if aggregation == "weighted" or exclude_flagged:
         quality = campaign_report(session, campaign.id, thresholds)
         weights = quality.weights()
         flagged = {row.evaluator_id: row.flags for row in quality.flagged} if exclude_flagged else {}
+    reliability = fit_reliability(votes_from_facts(every_fact)) if aggregation == "model" else None
+    if reliability is not None:
+        weights = reliability.vote_weights()
     context = _load_context(session, campaign, aggregation, weights)
     gold_items = set(session.scalars(select(Item.id).where(Item.campaign_id == campaign.id, Item.is_gold)))
     task_types = FORMATS[fmt] | ({"ranking"} if fmt == "pairs" and pairs_from_rankings else set())
-    facts = _select_facts(load_judgement_facts(session, campaign.id), task_types, gold_items, set(flagged),
-                          include_gold, context.dropped)
+    facts = _select_facts(every_fact, task_types, gold_items, set(flagged), include_gold, context.dropped)
     records = _BUILDERS[fmt](facts, context)
     if fmt == "pairs" and pairs_from_rankings:
         records += rankings_to_pairs(_rankings(facts, context))
@@ -434,7 +443,11 @@ def export_campaign(
             "included": sorted(usernames[e] for e in {fact.evaluator_id for fact in facts}),
             "excluded": {usernames[e]: list(reasons) for e, reasons in sorted(flagged.items())},
         },
-        "weights": {usernames[e]: w for e, w in sorted(context.weights.items())} if aggregation == "weighted" else None,
+        "weights": {usernames[e]: w for e, w in sorted(context.weights.items())} if aggregation in WEIGHTED else None,
+        "reliability": None if reliability is None else {
+            usernames[e]: {"reliability": round(eta, 4), "votes": reliability.votes[e], "verdict": reliability.verdict(e)}
+            for e, eta in sorted(reliability.reliability.items())
+        },
         "alignloop_version": alignloop.__version__,
     }
     return _publish(out_dir, f"{_slug(campaign.name)}-{fmt}", records, manifest, style)

@@ -56,7 +56,7 @@ class FeedbackSettings(Section):
     gold_min_gap: float = Field(0.3, gt=0, description="scripted: smallest preference-score gap that makes a gold item")
     poll_seconds: float = Field(15.0, gt=0, description="campaign: how often to check for new judgements")
     wait_timeout_s: float | None = Field(None, gt=0, description="campaign: stop waiting after this long (null: wait)")
-    aggregation: Literal["all", "majority", "weighted"] = Field("weighted", description="how the judgements of one item become one training record")
+    aggregation: Literal["all", "majority", "weighted", "model"] = Field("weighted", description="how the judgements of one item become one training record")
     exclude_flagged: bool = Field(True, description="leave flagged annotators out of the export")
     annotators: dict[str, Any] = Field(
         default_factory=dict, description="scripted: `alignloop.feedback.annotators.AnnotatorsConfig` settings"
@@ -69,7 +69,8 @@ class RLSettings(Section):
     )
     recipe: dict[str, Any] = Field(
         default_factory=dict,
-        description="the method's own recipe without model / data / reward (e.g. {ppo: {...}, train: {...}, sampling: {...}})",
+        description="the method's own recipe without model / data (e.g. {ppo: {...}, train: {...}, sampling: {...}}); "
+                    "its reward: keys other than the reward model's path apply (aggregate:, penalty:)",
     )
     stop_on_overoptimisation: bool = Field(
         False, description="end a round's RL early when its reward-model ensemble's over-optimisation alarm rings "
@@ -99,6 +100,14 @@ class LoopConfig(Section):
     eval: dict[str, Any] = Field(
         default_factory=dict, description="`alignloop eval` settings without policy / prompts / output (sources:, ...)"
     )
+
+    @model_validator(mode="after")
+    def _an_alarm_needs_an_ensemble(self) -> "LoopConfig":
+        members = (self.reward_model.get("reward") or {}).get("ensemble", 1)
+        if self.rl.stop_on_overoptimisation and members == 1:
+            raise ValueError("rl.stop_on_overoptimisation: the alarm watches a reward-model ensemble's disagreement; "
+                             "set reward_model.reward.ensemble to 2 or more (with backbone: frozen)")
+        return self
 
     @property
     def db_url(self) -> str:

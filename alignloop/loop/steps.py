@@ -203,38 +203,34 @@ def resume_flag(run_dir: Path) -> bool:
     return latest_checkpoint(run_dir / "checkpoints") is not None
 
 
+def reward_model_recipe(cfg: LoopConfig, exports: list[str], out: Path, seed: int) -> dict[str, Any]:
+    """`alignloop rm train`'s recipe for a round: the loop's reward_model section on `exports`."""
+    model = {"name": cfg.model.name, **cfg.reward_model.get("model", {})}
+    data = {"train": exports, "eval_every_nth": 5, **cfg.reward_model.get("data", {})}
+    return stage_recipe(cfg.reward_model, model=model, data=data, train={"output_dir": str(out), "seed": seed})
+
+
 def reward_model(ctx: RoundContext) -> dict[str, Any]:
     from alignloop.algorithms.reward import RewardConfig, run_reward
 
-    cfg = ctx.config
     out = ctx.round_dir / "rm"
-    model = {"name": cfg.model.name, **cfg.reward_model.get("model", {})}
-    recipe = stage_recipe(cfg.reward_model, model=model, data={"train": ctx.exports_so_far(), "eval_every_nth": 5,
-                                                               **cfg.reward_model.get("data", {})},
-                          train={"output_dir": str(out), "seed": cfg.seed})
+    recipe = reward_model_recipe(ctx.config, ctx.exports_so_far(), out, ctx.config.seed)
     result = run_reward(RewardConfig.model_validate(recipe), resume=resume_flag(out))
     return {"reward_model": str(result.final_model_dir)}
 
 
 # ------------------------------------------------------------------ RL
-def rl(ctx: RoundContext) -> dict[str, Any]:
-    cfg = ctx.config
-    out = ctx.round_dir / "rl"
-    adapter = ctx.previous_adapter()
+def rl_recipe(cfg: LoopConfig, adapter: str | None, exports: list[str], reward_model: str | None, out: Path,
+              seed: int) -> dict[str, Any]:
+    """The RL method's recipe for a round: the loop's rl section, the policy continuing from
+    `adapter` (None: the starting model), DPO on `exports`, the others against `reward_model`."""
     model = cfg.model.model_dump()
     if adapter:
         model.update(adapter=adapter, lora=None)
     method = cfg.rl.method
     if method == "dpo":
-        from alignloop.algorithms.dpo import DPOConfig as Config, run_dpo as run
-
-        data = {"train": ctx.exports_so_far(), **cfg.rl.recipe.get("data", {})}
-        fixed = {"model": model, "data": data}
+        fixed = {"model": model, "data": {"train": exports, **cfg.rl.recipe.get("data", {})}}
     else:
-        if method == "ppo":
-            from alignloop.algorithms.ppo import PPOConfig as Config, run_ppo as run
-        else:
-            from alignloop.algorithms.grpo import GRPOConfig as Config, run_grpo as run
         data = {"train": cfg.prompts.train, "max_prompt_length": cfg.prompts.max_prompt_length,
                 "split": cfg.prompts.split, "eval_split": cfg.prompts.eval_split, "name": cfg.prompts.name,
                 **cfg.rl.recipe.get("data", {})}
@@ -242,14 +238,25 @@ def rl(ctx: RoundContext) -> dict[str, Any]:
             # Held-out curves during RL only when asked: the evaluate stage measures the final
             # policy on the same prompts anyway (the demo: 60 s saved of a duplicate evaluation).
             data.setdefault("eval", cfg.prompts.eval)
-        fixed = {"model": model, "data": data,
-                 "reward": {"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model")}}
+        fixed = {"model": model, "data": data, "reward": {"type": "reward_model", "path": reward_model}}
     settings = "ppo" if method == "ppo" else "group"
     if method == "rloo":
         fixed["group"] = {"advantage": "rloo"}
     if cfg.rl.stop_on_overoptimisation:
         fixed[settings] = {**fixed.get(settings, {}), "stop_on_overoptimisation": True}
-    recipe = stage_recipe(cfg.rl.recipe, **fixed, train={"output_dir": str(out), "seed": cfg.seed + ctx.number})
+    return stage_recipe(cfg.rl.recipe, **fixed, train={"output_dir": str(out), "seed": seed})
+
+
+def rl(ctx: RoundContext) -> dict[str, Any]:
+    if ctx.config.rl.method == "dpo":
+        from alignloop.algorithms.dpo import DPOConfig as Config, run_dpo as run
+    elif ctx.config.rl.method == "ppo":
+        from alignloop.algorithms.ppo import PPOConfig as Config, run_ppo as run
+    else:
+        from alignloop.algorithms.grpo import GRPOConfig as Config, run_grpo as run
+    out = ctx.round_dir / "rl"
+    recipe = rl_recipe(ctx.config, ctx.previous_adapter(), ctx.exports_so_far(),
+                       ctx.state.artifact(ctx.number, "reward_model"), out, ctx.config.seed + ctx.number)
     result = run(Config.model_validate(recipe), resume=resume_flag(out))
     return {"policy_adapter": str(result.final_model_dir), "rl_run": str(out)}
 

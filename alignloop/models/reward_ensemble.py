@@ -15,8 +15,9 @@ members' spread is in the units the RL step sees and a wide-scaled member cannot
 Bootstraps are Poisson(1) weights per judgement and member (Oza & Russell 2001, "online
 bagging"): the same law as resampling n of n with replacement for large n, but drawn per item,
 so one training run with shuffled mini-batches trains every member on its own resample. A
-judgement's weights come from a hash of its tokens and the run's seed, so they do not depend
-on the batch it lands in, and a resumed run draws the same ones.
+judgement's weights come from a hash of what identifies it (its kind, its replies' tokens and
+its verdict) and the run's seed, so they do not depend on the batch it lands in, and a resumed
+run draws the same ones.
 """
 
 from __future__ import annotations
@@ -49,15 +50,16 @@ def aggregate_members(member_scores: torch.Tensor, how: str = "mean", penalty: f
     raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}")
 
 
-def _item_seed(tokens: Sequence[Sequence[int]], seed: int) -> int:
-    digest = hashlib.blake2b(repr((seed, [list(row) for row in tokens])).encode(), digest_size=8).digest()
+def _item_seed(identity: object, seed: int) -> int:
+    digest = hashlib.blake2b(repr((seed, identity)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
 
-def bootstrap_weights(items_tokens: Sequence[Sequence[Sequence[int]]], members: int, seed: int) -> torch.Tensor:
-    """(B, K) float32 Poisson(1) weights, one per judgement (given by the token ids of its
-    replies) and member; all ones for a single member, which trains on the data as it is."""
+def bootstrap_weights(identities: Sequence[object], members: int, seed: int) -> torch.Tensor:
+    """(B, K) float32 Poisson(1) weights, one per judgement (given by an identity whose repr is
+    stable: plain tuples and lists of numbers and strings) and member; all ones for a single
+    member, which trains on the data as it is."""
     if members == 1:
-        return torch.ones(len(items_tokens), 1)
-    rows = [np.random.default_rng(_item_seed(tokens, seed)).poisson(1.0, members) for tokens in items_tokens]
-    return torch.tensor(np.stack(rows), dtype=torch.float32).reshape(len(items_tokens), members)
+        return torch.ones(len(identities), 1)
+    rows = [np.random.default_rng(_item_seed(identity, seed)).poisson(1.0, members) for identity in identities]
+    return torch.tensor(np.stack(rows), dtype=torch.float32).reshape(len(identities), members)

@@ -62,7 +62,8 @@ __all__ = [
     "read_reward_metadata",
 ]
 
-REWARD_FORMAT_VERSION = 2
+# 3: the head and the score statistics have one entry per ensemble member ((K, H), (K,)), also for K = 1.
+REWARD_FORMAT_VERSION = 3
 REWARD_METADATA_FILE = "reward_model.json"
 REWARD_HEAD_FILE = "reward_head.safetensors"
 REWARD_BACKBONE_SUBFOLDER = "backbone"

@@ -165,7 +165,8 @@ class RewardModel(nn.Module):
     `forward` returns raw scores; `normalized(scores)` applies the stored mean / std.
     `base_model_name` records what the backbone was built from (a built-in name, folder or hub
     id), for the saved model's metadata. `members` K > 1 makes an ensemble of K heads, each
-    with its own normalisation.
+    with its own normalisation: `forward` then gives the members' mean raw score, and
+    `forward(..., members=True)` the (B, K) scores that `normalized` takes.
     """
 
     def __init__(

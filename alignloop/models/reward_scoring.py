@@ -194,13 +194,13 @@ class RewardScorer:
             model, tokenizer = load_reward_model(path, dtype=dtype, base_model=base_model)
         return cls(model, tokenizer, **options)
 
-    def members(self, prompts: Sequence[PromptLike], responses: Sequence[str]) -> torch.Tensor:
+    def member_scores(self, prompts: Sequence[PromptLike], responses: Sequence[str]) -> torch.Tensor:
         """(N, K) each member's score, normalised as the scorer's options say."""
         return score_members(self.model, self.tokenizer, prompts, responses, batch_size=self.batch_size,
                              normalize=self.normalize, use_chat_template=self.use_chat_template,
                              max_length=self.max_length)
 
     def __call__(self, prompts: Sequence[PromptLike], responses: Sequence[str]) -> list[float]:
-        members = self.members(prompts, responses)
+        members = self.member_scores(prompts, responses)
         self.last_disagreement = disagreement(members).tolist()
         return aggregate_members(members, self.aggregate, self.penalty).tolist()

@@ -122,6 +122,8 @@ class AnnotatorRow(_Schema):
     first_shown_share: Optional[float] = None
     consensus_disagreement: Optional[float] = None
     weight: Optional[float] = None
+    reliability: Optional[float] = None  # η of the gold-free reliability model (feedback/reliability.py)
+    verdict: Optional[str] = None  # its reading: reliable, noisy or malicious
 
 
 class AnnotatorsFile(_Schema):
@@ -131,6 +133,8 @@ class AnnotatorsFile(_Schema):
     malicious: int = 0
     malicious_flagged: int = 0
     honest_flagged: int = 0
+    malicious_found_by_model: Optional[int] = None
+    honest_called_malicious_by_model: Optional[int] = None
 
 
 class RoundSummary(BaseModel):

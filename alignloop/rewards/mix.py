@@ -41,17 +41,18 @@ class MixedRewardSource(RewardSource):
         total = [0.0] * len(responses)
         for (weight, _), scores in zip(self.parts, parts.values()):
             total = [t + weight * s for t, s in zip(total, scores)]
+        self._last_parts = parts
         return total, parts
 
     def score(self, prompts: list[PromptInput], responses: list[str]) -> list[float]:
-        total, self._last_parts = self.score_parts(prompts, responses)
-        return total
+        return self.score_parts(prompts, responses)[0]
 
     def diagnostics(self) -> dict[str, list[float]]:
-        """The last batch's unweighted score of every part by its name, then each part's own
-        figures (a name two parts report is kept from the first)."""
+        """The last batch's unweighted score of every part by its name, then the parts' own
+        figures; where two parts report one name, a part that is trained on (weight ≠ 0) wins
+        over a monitor, then the first: the alarm watches the ensemble the policy climbs."""
         figures = dict(self._last_parts)
-        for _, source in self.parts:
+        for _, source in sorted(self.parts, key=lambda part: part[0] == 0):
             for name, values in source.diagnostics().items():
                 figures.setdefault(name, values)
         return figures

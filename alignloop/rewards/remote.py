@@ -109,14 +109,18 @@ class RemoteRewardSource(RewardSource):
 
     def _read_rewards(self, answer: httpx.Response) -> list[Any]:
         try:
-            rewards = answer.json()["rewards"]
+            body = answer.json()
+            rewards = body["rewards"]
         except (ValueError, KeyError, TypeError):
-            rewards = None
+            body, rewards = {}, None
         if not isinstance(rewards, list):
             raise RewardSourceError(
                 f"reward server {self.url}: expected JSON {{\"rewards\": [...]}}, got {shorten(answer.text, 200)}"
             )
-        diagnostics = answer.json().get("diagnostics") or {}
+        # Figures the server adds are optional: ones not shaped as one number per reply are left out.
+        diagnostics = body.get("diagnostics")
+        if not isinstance(diagnostics, dict):
+            diagnostics = {}
         self._diagnostics = {name: list(values) for name, values in diagnostics.items()
                              if isinstance(values, list) and len(values) == len(rewards)}
         return rewards

@@ -105,7 +105,14 @@ def test_a_reward_model_ensemble_is_watched_for_over_optimisation(tiny_model_dir
     assert ratios[1:] == pytest.approx([r["reward/disagreement"] / records[0]["reward/disagreement"] for r in records[1:]])
 
     method = method_with(GroupSettings())
-    assert method.stop_reason({"overoptimisation/alarm": 1.0}) is None  # watched, not acted on, by default
+    figures = method.watch_overoptimisation({"reward/disagreement": 0.2, "reward": 0.0})
+    assert figures == {"overoptimisation/disagreement_ratio": 1.0, "overoptimisation/alarm": 0.0}
+    assert method.watch_overoptimisation({"reward/disagreement": 0.4, "reward": 0.5})["overoptimisation/alarm"] == 1.0
+    assert method.stop_reason({}) is None  # watched, not acted on, by default
     method.stop_on_overoptimisation = True
-    assert method.stop_reason({"overoptimisation/alarm": 0.0}) is None
-    assert "over-optimisation alarm rang" in method.stop_reason({"overoptimisation/alarm": 1.0})
+    assert "over-optimisation alarm rang" in method.stop_reason({})
+    # The watch is in the checkpoint: a run resumed after the alarm stopped it stops again.
+    resumed = method_with(GroupSettings())
+    resumed.stop_on_overoptimisation = True
+    resumed.load_watch_state(method.watch_state())
+    assert "over-optimisation alarm rang" in resumed.stop_reason({})

@@ -319,9 +319,12 @@ def test_malicious_annotators_are_flagged_by_the_quality_checks_and_honest_ones_
     assert stats.per_task_type == {"pairwise": 30 * 3 + 10 * 6, "ranking": 30 * 3 + 10 * 6}
     quality = store.quality(campaign_id, annotators)
     assert (quality["malicious"], quality["malicious_flagged"], quality["honest_flagged"]) == (2, 2, 0)
+    # The reliability model finds the same two from the judgements alone (gold answers not read).
+    assert (quality["malicious_found_by_model"], quality["honest_called_malicious_by_model"]) == (2, 0)
     for row in quality["rows"]:
         assert set(row) == {"annotator", "kind", "judgements", "flagged", "flags", "gold_accuracy",
-                            "first_shown_share", "consensus_disagreement", "weight"}
+                            "first_shown_share", "consensus_disagreement", "weight", "reliability", "verdict"}
+        assert row["verdict"] == ("malicious" if row["kind"] == "malicious" else "reliable")
         if row["kind"] == "malicious":
             assert row["gold_accuracy"] == 0.0 and any("gold accuracy 0%" in flag for flag in row["flags"])
             assert row["consensus_disagreement"] > 0.5

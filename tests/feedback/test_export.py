@@ -406,3 +406,32 @@ def test_exporting_leaves_torch_unimported():
             "assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_model_export_learns_whom_to_trust_from_the_judgements_alone(session, tmp_path):
+    """Three evaluators agree on eight items and a fourth always picks the other reply; on a
+    ninth, one of the three and the fourth disagree: a plain majority has a tie there, the
+    reliability model (no gold items) sides with the evaluator the others agree with."""
+    build = CampaignBuilder(session)
+    evaluators = {name: build.user(name) for name in ("ann", "bob", "cat", "eve")}
+    for index in range(8):
+        item, (good, bad) = build.item(f"prompt {index}", f"good {index}", f"bad {index}")
+        for name, evaluator in evaluators.items():
+            build.prefer(evaluator, item, [good, bad], bad if name == "eve" else good)
+    contested, (a, b) = build.item("contested", "A", "B")
+    build.prefer(evaluators["ann"], contested, [a, b], a)
+    build.prefer(evaluators["eve"], contested, [b, a], b)
+    session.commit()
+
+    majority = export_campaign(session, "demo", "pairs", tmp_path, aggregation="majority")
+    assert majority.dropped == {"no_majority": 1}
+    model = export_campaign(session, "demo", "pairs", tmp_path, aggregation="model")
+    pairs = read_pairs(model.data_file)
+    assert len(pairs) == 9 and all(pair.chosen.startswith(("good", "A")) for pair in pairs)
+    contested_pair = next(pair for pair in pairs if pair.chosen == "A")
+    assert contested_pair.margin == pytest.approx(1.0)  # eve's votes weigh nothing
+    reliability = manifest_of(model)["reliability"]
+    assert {name: entry["verdict"] for name, entry in reliability.items()} == {
+        "ann": "reliable", "bob": "reliable", "cat": "reliable", "eve": "malicious"}
+    assert reliability["eve"]["reliability"] < 0.2 and reliability["ann"]["votes"] == 9
+    assert manifest_of(model)["weights"]["eve"] == 0.0

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
@@ -182,10 +183,17 @@ def test_a_round_with_a_reward_model_ensemble_watches_it_and_reports_its_disagre
 
 
 def test_a_dpo_round_refuses_to_stop_on_an_alarm_nothing_would_ring():
-    import pytest
     from pydantic import ValidationError
 
     from alignloop.loop.config import RLSettings
 
     with pytest.raises(ValidationError, match="dpo trains without a reward model"):
         RLSettings(method="dpo", stop_on_overoptimisation=True)
+
+
+def test_a_loop_refuses_to_stop_on_an_alarm_without_an_ensemble_to_ring_it():
+    from alignloop.config import ConfigError, load_config
+    from alignloop.loop.config import LoopConfig
+
+    with pytest.raises(ConfigError, match="set reward_model.reward.ensemble to 2 or more"):
+        load_config(LoopConfig, RECIPE, ["rl.stop_on_overoptimisation=true"])

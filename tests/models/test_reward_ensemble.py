@@ -58,14 +58,17 @@ def test_the_ensemble_loss_is_the_mean_of_each_members_weighted_loss(tiny_model_
     encoded, _ = encode_preference_records(tokenizer, read_preference_data(cfg.data).train, max_length=128)
     batch = collate_judgements(encoded.rankings[:2], tokenizer.pad_token_id, members=3, seed=7)
     sub = batch["rankings"]
+    method = RewardMethod(RewardSettings(backbone="frozen", ensemble=3), FrozenFeatures())
     with torch.no_grad():
-        out = RewardMethod(RewardSettings(backbone="frozen", ensemble=3), FrozenFeatures()).loss(model.eval(), batch)
-        members = model(sub["input_ids"], sub["attention_mask"], members=True)  # (rows, 3)
+        members = model.eval()(sub["input_ids"], sub["attention_mask"], members=True)  # (rows, 3)
+        training, held_out = method.loss(model.train(), batch), method.loss(model.eval(), batch)
     assert members.shape[-1] == 3 and not torch.allclose(members[:, 0], members[:, 1])  # heads start apart
     grid = members[sub["slot_index"].clamp(min=0)]  # (B, K, 3)
-    expected = sum((sub["member_weights"][:, k] * plackett_luce(grid[..., k], sub["ranks"], sub["ranking_mask"])[0]).sum()
-                   for k in range(3)) / 3
-    torch.testing.assert_close(out.loss_sum, expected, atol=1e-5, rtol=1e-5)
+    losses = [plackett_luce(grid[..., k], sub["ranks"], sub["ranking_mask"])[0] for k in range(3)]
+    expected = sum((sub["member_weights"][:, k] * losses[k]).sum() for k in range(3)) / 3
+    torch.testing.assert_close(training.loss_sum, expected, atol=1e-5, rtol=1e-5)
+    # Held out, every member's plain loss: the bootstrap is how members train, not how they are judged.
+    torch.testing.assert_close(held_out.loss_sum, sum(loss.sum() for loss in losses) / 3, atol=1e-5, rtol=1e-5)
 
 
 def test_an_ensemble_needs_a_frozen_backbone(tiny_model_dir, tmp_path):
@@ -86,7 +89,7 @@ def test_an_ensemble_trains_saves_loads_evaluates_and_scores_as_one_folder(tiny_
     assert evaluation["ensemble/disagreement"] > 0
 
     prompts, replies = ["How are you?"] * 3, ["Fine, thanks.", "Go away.", "I am well, and you?"]
-    members = RewardScorer(model, tokenizer).members(prompts, replies)  # (3, 3), each member normalised
+    members = RewardScorer(model, tokenizer).member_scores(prompts, replies)  # (3, 3), each member normalised
     assert members.shape == (3, 3)
     for aggregate, expected in (("mean", members.mean(-1)), ("min", members.min(-1).values),
                                 ("mean_minus_std", members.mean(-1) - 2.0 * members.std(-1, correction=0))):
@@ -121,3 +124,27 @@ def test_the_alarm_rings_when_disagreement_grows_while_the_proxy_reward_rises():
     assert watch.rang_at == 3 and watch.ratio(0.5) == pytest.approx(2.5)
     again = OveroptimisationWatch.from_state(1.5, json.loads(json.dumps(watch.state_dict())))  # a checkpoint
     assert (again.first, again.steps, again.rang_at) == (watch.first, 4, 3)
+
+
+def test_the_evaluation_headline_gives_the_ensemble_and_the_range_over_its_members():
+    from alignloop.evaluation.reward_evaluation import evaluation_headline
+
+    results = {"pairs/accuracy": 0.75, "member_0/pairs/accuracy": 0.5, "member_0/pairs/count": 8.0,
+               "member_1/pairs/accuracy": 0.875, "member_1/pairs/count": 8.0, "ensemble/disagreement": 0.25}
+    assert evaluation_headline(results) == ('{"pairs/accuracy": 0.75, "ensemble/disagreement": 0.25}; '
+                                            "members: pairs/accuracy 0.500–0.875")
+    assert evaluation_headline({"pairs/accuracy": 0.75}) == '{"pairs/accuracy": 0.75}'
+
+
+def test_two_judgements_of_the_same_replies_draw_their_own_bootstrap_weights():
+    from alignloop.algorithms.reward import identity_of
+    from alignloop.data.encode import EncodedExample
+    from alignloop.data.preference import EncodedRating
+
+    reply = EncodedExample(input_ids=[5, 6, 7], labels=[-100, 6, 7])
+    ratings = [EncodedRating(reply, score=4.0, scale_min=1, scale_max=5, axis=axis) for axis in ("help", "harm")]
+    identities = [identity_of(rating) for rating in ratings]
+    assert identities[0] != identities[1]
+    many = [identity_of(EncodedRating(reply, score=4.0, scale_min=1, scale_max=5, axis=f"axis{i}")) for i in range(64)]
+    weights = bootstrap_weights(many, members=3, seed=0)
+    assert len({tuple(row) for row in weights.tolist()}) > 1  # not one cluster with one draw
