@@ -14,6 +14,10 @@ consistently opposite (malicious: they know the better reply and pick the other)
 decision a vote's Bayes weight is logit(η) (Nitzan & Paroush 1982); `vote_weights` floors it
 at 0 so that the export's weighted mean ranks stay means.
 
+Only votes on pairs that someone else voted on too teach anything about a voter (alone on a
+pair, an evaluator agrees with the consensus they make), so EM runs on those; an evaluator
+without any keeps the starting belief and the verdict "unknown".
+
 Two simplifications, said here because they bias η slightly upwards for rankers: the pairs of
 one ranking are treated as independent votes, and candidates are not given latent scores (Crowd-BT,
 Chen et al. 2013, adds them). The likelihood is unchanged when every η becomes 1 − η and every
@@ -102,7 +106,7 @@ class Reliability:
     """The fitted model: η and vote count per evaluator, each pair's posterior, EM's iterations."""
 
     reliability: dict[int, float]
-    votes: dict[int, int]
+    votes: dict[int, int]  # votes on pairs that another evaluator voted on too
     posteriors: dict[Pair, float]
     iterations: int
     prior: float
@@ -113,7 +117,10 @@ class Reliability:
         return math.sqrt(eta * (1 - eta) / (n + 1))
 
     def verdict(self, evaluator: int) -> str:
-        """"reliable" / "malicious" when η is two spreads above / below chance, else "noisy"."""
+        """"reliable" / "malicious" when η is two spreads above / below chance, else "noisy";
+        "unknown" for an evaluator who shared no pair with another."""
+        if self.votes[evaluator] == 0:
+            return "unknown"
         eta, spread = self.reliability[evaluator], self.spread(evaluator)
         if eta - 2 * spread > 0.5:
             return "reliable"
@@ -128,22 +135,24 @@ class Reliability:
 
 def fit_reliability(votes: Sequence[Vote], prior: float = 2.0, start: float = 0.75, iterations: int = 200,
                     tolerance: float = 1e-6) -> Reliability:
-    """EM from every evaluator at η = `start` until no η moves by more than `tolerance`."""
-    evaluators = {vote.evaluator for vote in votes}
-    reliability = dict.fromkeys(evaluators, start)
-    posteriors: dict[Pair, float] = {}
+    """EM from every evaluator at η = `start` until no η moves by more than `tolerance`, on the
+    votes of pairs with two or more voters; the posteriors are of every pair."""
+    voters: dict[Pair, set[int]] = defaultdict(set)
+    for vote in votes:
+        voters[vote.pair].add(vote.evaluator)
+    shared = [vote for vote in votes if len(voters[vote.pair]) > 1]
+    reliability = dict.fromkeys({vote.evaluator for vote in votes}, start)
     done = 0
     for done in range(1, iterations + 1):
-        posteriors = order_posteriors(votes, reliability)
-        updated = _update_reliability(votes, posteriors, prior)
-        moved = max((abs(updated[e] - reliability[e]) for e in evaluators), default=0.0)
+        updated = {**reliability, **_update_reliability(shared, order_posteriors(shared, reliability), prior)}
+        moved = max((abs(updated[e] - reliability[e]) for e in reliability), default=0.0)
         reliability = updated
         if moved < tolerance:
             break
-    counts: dict[int, int] = defaultdict(int)
-    for vote in votes:
+    counts = {evaluator: 0 for evaluator in reliability}
+    for vote in shared:
         counts[vote.evaluator] += 1
-    return Reliability(reliability, dict(counts), order_posteriors(votes, reliability), done, prior)
+    return Reliability(reliability, counts, order_posteriors(votes, reliability), done, prior)
 
 
 def campaign_reliability(session: Session, campaign_id: int) -> Reliability:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alignloop.feedback import quality, service
 from alignloop.feedback.database import make_engine, make_read_session_factory, make_session_factory, transaction
+from alignloop.feedback.reliability import Reliability, campaign_reliability
 
 __all__ = ["WebStore", "ReportCache"]
 
@@ -21,23 +22,31 @@ T = TypeVar("T")
 
 @dataclass
 class ReportCache:
-    """`quality.campaign_report` per campaign, recomputed only when the campaign's judgements or
-    items changed (`service.campaign_fingerprint`): ~3 s for 30,000 judgements, on every load of
-    the dashboard otherwise. One per app (per worker process)."""
+    """`quality.campaign_report` and the gold-free reliability model per campaign, recomputed
+    only when the campaign's judgements or items changed (`service.campaign_fingerprint`): ~3 s
+    for 30,000 judgements, on every load of the dashboard otherwise. One per app (per worker)."""
 
     reports: dict[int, tuple[tuple[int, ...], quality.CampaignQuality]] = field(default_factory=dict)
+    reliabilities: dict[int, tuple[tuple[int, ...], Reliability]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, session: Session, campaign_id: int) -> quality.CampaignQuality:
+        return self._cached(self.reports, session, campaign_id, quality.campaign_report)
+
+    def reliability(self, session: Session, campaign_id: int) -> Reliability:
+        return self._cached(self.reliabilities, session, campaign_id, campaign_reliability)
+
+    def _cached(self, table: dict[int, tuple[tuple[int, ...], Any]], session: Session, campaign_id: int,
+                compute: Callable[[Session, int], T]) -> T:
         fingerprint = service.campaign_fingerprint(session, campaign_id)
         with self.lock:
-            cached = self.reports.get(campaign_id)
+            cached = table.get(campaign_id)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
-        report = quality.campaign_report(session, campaign_id)
+        value = compute(session, campaign_id)
         with self.lock:
-            self.reports[campaign_id] = (fingerprint, report)
-        return report
+            table[campaign_id] = (fingerprint, value)
+        return value
 
 
 class WebStore:
@@ -75,4 +84,5 @@ class WebStore:
     def dashboard(self, session: Session, campaign_id: int) -> dict[str, Any]:
         campaign = service.get_campaign(session, campaign_id)
         return {"campaign": campaign, "progress": service.campaign_progress(session, campaign),
-                "report": self.reports.get(session, campaign_id)}
+                "report": self.reports.get(session, campaign_id),
+                "reliability": self.reports.reliability(session, campaign_id)}

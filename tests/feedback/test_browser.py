@@ -115,6 +115,7 @@ def test_evaluator_signs_in_reads_guidelines_and_answers_pairwise_and_ranking(si
         progress = admin.inner_text("#progress")
         assert "pairwise\t1\t2" in progress and "ranking\t1\t2" in progress  # 1 item x overlap 2
         assert "eve" in admin.inner_text("#evaluators") or "quality module not available" in admin.content()
+        assert "unknown" in admin.inner_text("#evaluators")  # eve shared no pair with anyone: no reliability verdict
         admin.screenshot(path=str(screenshot_dir / "admin-dashboard.png"), full_page=True)
         admin.goto(f"{base}/admin/campaigns/new")
         admin.screenshot(path=str(screenshot_dir / "admin-new-campaign.png"), full_page=True)

@@ -60,3 +60,12 @@ def test_an_evaluator_with_few_votes_stays_near_chance_and_undecided():
     fit = fit_reliability(votes)
     assert fit.verdict(3) == "noisy" and fit.spread(3) > 0.2
     assert math.isclose(fit.reliability[1], fit.reliability[2])
+
+
+def test_an_evaluator_alone_on_every_pair_they_judged_is_unknown_not_reliable():
+    # Alone on a pair, an evaluator agrees with the consensus they make: that says nothing.
+    votes = [Vote(1, (0, 0, 1), True), Vote(2, (0, 0, 1), True), Vote(3, (1, 0, 1), False), Vote(3, (2, 0, 1), True)]
+    fit = fit_reliability(votes)
+    assert fit.votes == {1: 1, 2: 1, 3: 0} and fit.verdict(3) == "unknown"
+    assert fit.reliability[3] == 0.75  # the starting belief, which still weighs its votes in an export
+    assert fit.posteriors[(1, 0, 1)] == pytest.approx(0.25) and fit.vote_weights()[3] == pytest.approx(math.log(3))
