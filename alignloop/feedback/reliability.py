@@ -21,8 +21,11 @@ without any keeps the starting belief and the verdict "unknown".
 Two simplifications, said here because they bias η slightly upwards for rankers: the pairs of
 one ranking are treated as independent votes, and candidates are not given latent scores (Crowd-BT,
 Chen et al. 2013, adds them). The likelihood is unchanged when every η becomes 1 − η and every
-order flips; starting from η = 0.75 (most evaluators better than chance, the assumption of a
-majority vote too) picks the meaningful solution.
+order flips, so EM's answer has an equally likely mirror; of the two, the one in which most
+evaluators are better than chance is kept (the assumption of a majority vote too). Starting
+from η = 0.75 is not enough on its own: 4 consistent malicious evaluators among 10, with the 6
+honest ones answering at random 20 % of the time, pull EM into the mirror on some seeds
+(benchmarks/annotator_reliability.py).
 """
 
 from __future__ import annotations
@@ -152,7 +155,17 @@ def fit_reliability(votes: Sequence[Vote], prior: float = 2.0, start: float = 0.
     counts = {evaluator: 0 for evaluator in reliability}
     for vote in shared:
         counts[vote.evaluator] += 1
+    reliability = _most_better_than_chance(reliability, counts)
     return Reliability(reliability, counts, order_posteriors(votes, reliability), done, prior)
+
+
+def _most_better_than_chance(reliability: dict[int, float], counts: dict[int, int]) -> dict[int, float]:
+    """The solution or its mirror (every learned η → 1 − η), whichever has most of the evaluators
+    that EM learned about above chance."""
+    learned = [e for e in reliability if counts[e] > 0]
+    if 2 * sum(reliability[e] > 0.5 for e in learned) >= len(learned):
+        return reliability
+    return {e: 1 - eta if counts[e] > 0 else eta for e, eta in reliability.items()}
 
 
 def campaign_reliability(session: Session, campaign_id: int) -> Reliability:

@@ -69,3 +69,19 @@ def test_an_evaluator_alone_on_every_pair_they_judged_is_unknown_not_reliable():
     assert fit.votes == {1: 1, 2: 1, 3: 0} and fit.verdict(3) == "unknown"
     assert fit.reliability[3] == 0.75  # the starting belief, which still weighs its votes in an export
     assert fit.posteriors[(1, 0, 1)] == pytest.approx(0.25) and fit.vote_weights()[3] == pytest.approx(math.log(3))
+
+
+def test_of_a_solution_and_its_mirror_the_one_where_most_evaluators_beat_chance_is_kept():
+    from alignloop.feedback.reliability import _most_better_than_chance
+
+    mirrored = _most_better_than_chance({1: 0.1, 2: 0.2, 3: 0.9, 4: 0.75}, {1: 5, 2: 5, 3: 5, 4: 0})
+    assert mirrored == pytest.approx({1: 0.9, 2: 0.8, 3: 0.1, 4: 0.75})  # 4 learned nothing: its start stays
+    kept = {1: 0.9, 2: 0.8, 3: 0.1}
+    assert _most_better_than_chance(kept, dict.fromkeys(kept, 5)) == kept
+
+
+def test_four_consistent_malicious_evaluators_of_ten_are_found_however_em_starts():
+    truth = {**dict.fromkeys(range(6), 0.8), **dict.fromkeys(range(6, 10), 0.0)}
+    for seed in range(5):
+        fit = fit_reliability(simulated_votes(truth, pairs=200, per_pair=3, seed=seed))
+        assert [fit.verdict(e) for e in range(10)] == ["reliable"] * 6 + ["malicious"] * 4, seed
