@@ -363,6 +363,9 @@ def _check_options(fmt: str, aggregation: str) -> None:
     if fmt == "sft" and aggregation != "all":
         raise ExportError(f"sft exports every edit (free text has no majority); aggregation must be 'all', "
                           f"got {aggregation!r}")
+    if fmt in ("ratings", "kto") and aggregation == "model":
+        raise ExportError(f"aggregation 'model' learns reliability from the order of candidates (pairwise and "
+                          f"ranking answers), and {fmt} exports read rating answers, which have none; use 'weighted' or 'majority'")
 
 
 def _select_facts(

@@ -435,3 +435,5 @@ def test_model_export_learns_whom_to_trust_from_the_judgements_alone(session, tm
         "ann": "reliable", "bob": "reliable", "cat": "reliable", "eve": "malicious"}
     assert reliability["eve"]["reliability"] < 0.2 and reliability["ann"]["votes"] == 9
     assert manifest_of(model)["weights"]["eve"] == 0.0
+    with pytest.raises(ExportError, match="aggregation 'model' learns reliability from the order"):
+        export_campaign(session, "demo", "ratings", tmp_path, aggregation="model")
