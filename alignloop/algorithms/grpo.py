@@ -139,9 +139,6 @@ def run_grpo(config: GRPOConfig, resume: bool | str = False) -> TrainResult:
         **run.method_fields(),
         rows_per_micro_batch=config.train.batch_size * config.group.group_size,
         missing_eos_penalty=config.group.missing_eos_penalty,
-        kl_stop=config.group.kl_stop,
-        overoptimisation_bound=config.group.overoptimisation_bound,
-        stop_on_overoptimisation=config.group.stop_on_overoptimisation,
         settings=config.group,
     )
     save_final = partial(save_trained_model, tokenizer=run.tokenizer, merged=config.save_merged)

@@ -195,14 +195,13 @@ class OnlineRL:
     make_engine: Callable  # causal LM -> rollout engine, so sampling uses the weights being trained
     rows_per_micro_batch: int
     missing_eos_penalty: float = 0.0
-    kl_stop: float | None = None  # the KL budget per reply: stop after a step that reaches it
     reference_model: torch.nn.Module | None = None
     eval_seed: int = 1234
     eval_samples: int = 1  # responses per held-out prompt
     last_samples: list[dict] = field(default_factory=list)
-    # The over-optimisation alarm (evaluation/overoptimisation.py), for a reward-model ensemble.
-    overoptimisation_bound: float = DEFAULT_BOUND
-    stop_on_overoptimisation: bool = False
+    # kl_stop and the over-optimisation alarm (evaluation/overoptimisation.py); each method's
+    # settings section is a StopRules and takes this field's place.
+    settings: StopRules = field(default_factory=StopRules)
     log: Callable[[str], None] = print
     watch: OveroptimisationWatch | None = None
     said_unwatched: bool = False  # the warning that stop_on_overoptimisation has no ensemble to watch, said once
@@ -221,25 +220,25 @@ class OnlineRL:
         a reward model the policy climbs fast cannot pull it further in the steps left (a fixed
         β and step count suit one reward model's pace, not every one's)."""
         # The watch remembers the alarm, so a run resumed after the alarm stopped it stops again.
-        if self.stop_on_overoptimisation and self.watch is not None and self.watch.rang_at is not None:
+        if self.settings.stop_on_overoptimisation and self.watch is not None and self.watch.rang_at is not None:
             return "the over-optimisation alarm rang (stop_on_overoptimisation)"
-        kl = metrics.get("kl/sequence")
-        if self.kl_stop is None or kl is None or kl < self.kl_stop:
+        kl, budget = metrics.get("kl/sequence"), self.settings.kl_stop
+        if budget is None or kl is None or kl < budget:
             return None
-        return f"its replies were {kl:.2f} nats from the reference, at or past kl_stop = {self.kl_stop:g}"
+        return f"its replies were {kl:.2f} nats from the reference, at or past kl_stop = {budget:g}"
 
     def watch_overoptimisation(self, metrics: dict[str, float]) -> dict[str, float]:
         """The alarm's figures for this step (none without an ensemble's disagreement); its
         sentence is said the step it first rings. Methods call it from `end_step`."""
         spread, reward = metrics.get("reward/disagreement"), metrics.get("reward")
         if spread is None or reward is None:
-            if self.stop_on_overoptimisation and not self.said_unwatched:
+            if self.settings.stop_on_overoptimisation and not self.said_unwatched:
                 self.log("[bold yellow]warning[/]: stop_on_overoptimisation is set but the reward has no ensemble's "
                          "disagreement to watch (reward_model with reward.ensemble > 1): the alarm cannot ring")
                 self.said_unwatched = True
             return {}
         if self.watch is None:
-            self.watch = OveroptimisationWatch(self.overoptimisation_bound)
+            self.watch = OveroptimisationWatch(self.settings.overoptimisation_bound)
         alarm = self.watch.check(spread, reward)
         if alarm is not None:
             self.log(f"[bold yellow]warning[/]: over-optimisation at step {self.watch.steps}: {alarm}")
@@ -253,7 +252,8 @@ class OnlineRL:
 
     def load_watch_state(self, state: dict[str, Any]) -> None:
         if state.get("overoptimisation"):
-            self.watch = OveroptimisationWatch.from_state(self.overoptimisation_bound, state["overoptimisation"])
+            bound = self.settings.overoptimisation_bound
+            self.watch = OveroptimisationWatch.from_state(bound, state["overoptimisation"])
 
     # ---------------------------------------------------------------- shared steps
     @property
@@ -272,7 +272,7 @@ class OnlineRL:
         rollout = self.make_engine(self.policy_of(model)).generate([item.prompt_ids for item in rows])
         scores = self.reward_source([item.prompt for item in rows], rollout.texts)
         diagnostics = {name: torch.tensor(values, dtype=torch.float32)
-                       for name, values in getattr(self.reward_source, "diagnostics", dict)().items()}
+                       for name, values in self.reward_source.diagnostics().items()}
         scores = penalize_unfinished(scores, rollout.finished, self.missing_eos_penalty)
         device = next(model.parameters()).device
         tokens = rollout_batch(rollout, self.pad_token_id)  # the `per_prompt` rows of a prompt share it

@@ -163,9 +163,6 @@ def run_ppo(config: PPOConfig, resume: bool | str = False) -> TrainResult:
         **run.method_fields(),
         rows_per_micro_batch=config.train.batch_size,
         missing_eos_penalty=config.ppo.missing_eos_penalty,
-        kl_stop=config.ppo.kl_stop,
-        overoptimisation_bound=config.ppo.overoptimisation_bound,
-        stop_on_overoptimisation=config.ppo.stop_on_overoptimisation,
         settings=config.ppo,
         sequences_per_step=config.train.batch_size * config.train.grad_accum * run.accelerator.num_processes,
     )

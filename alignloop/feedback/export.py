@@ -365,7 +365,8 @@ def _check_options(fmt: str, aggregation: str) -> None:
                           f"got {aggregation!r}")
     if fmt in ("ratings", "kto") and aggregation == "model":
         raise ExportError(f"aggregation 'model' learns reliability from the order of candidates (pairwise and "
-                          f"ranking answers), and {fmt} exports read rating answers, which have none; use 'weighted' or 'majority'")
+                          f"ranking answers), and {fmt} exports read rating answers, which have none; "
+                          "use 'weighted' or 'majority'")
 
 
 def _select_facts(

@@ -273,7 +273,8 @@ class RewardModel(nn.Module):
     def set_normalization(self, mean: float | list[float], std: float | list[float]) -> None:
         """Store the raw-score mean and std that `normalized` removes (e.g. measured on
         policy samples after training): numbers, or one per member."""
-        means, stds = torch.as_tensor(mean, dtype=torch.float64).flatten(), torch.as_tensor(std, dtype=torch.float64).flatten()
+        means = torch.as_tensor(mean, dtype=torch.float64).flatten()
+        stds = torch.as_tensor(std, dtype=torch.float64).flatten()
         if means.numel() not in (1, self.members) or stds.numel() not in (1, self.members):
             raise ValueError(f"normalisation needs one mean and std, or one per member ({self.members}), "
                              f"got {means.numel()} and {stds.numel()}")

@@ -70,8 +70,7 @@ def test_rloo_command_with_lora_runs_end_to_end(tiny_model_dir, tmp_path):
 
 
 def test_a_kl_budget_ends_the_run_after_the_step_that_reaches_it(tiny_model_dir, tmp_path, capsys):
-    method = method_with(GroupSettings())
-    method.kl_stop = 2.0
+    method = method_with(GroupSettings(kl_stop=2.0))
     assert method.stop_reason({"kl/sequence": 1.99}) is None
     assert method.stop_reason({"kl/sequence": 2.0}) == (
         "its replies were 2.00 nats from the reference, at or past kl_stop = 2")
@@ -109,10 +108,9 @@ def test_a_reward_model_ensemble_is_watched_for_over_optimisation(tiny_model_dir
     assert figures == {"overoptimisation/disagreement_ratio": 1.0, "overoptimisation/alarm": 0.0}
     assert method.watch_overoptimisation({"reward/disagreement": 0.4, "reward": 0.5})["overoptimisation/alarm"] == 1.0
     assert method.stop_reason({}) is None  # watched, not acted on, by default
-    method.stop_on_overoptimisation = True
+    method.settings = method.settings.model_copy(update={"stop_on_overoptimisation": True})
     assert "over-optimisation alarm rang" in method.stop_reason({})
     # The watch is in the checkpoint: a run resumed after the alarm stopped it stops again.
-    resumed = method_with(GroupSettings())
-    resumed.stop_on_overoptimisation = True
+    resumed = method_with(GroupSettings(stop_on_overoptimisation=True))
     resumed.load_watch_state(method.watch_state())
     assert "over-optimisation alarm rang" in resumed.stop_reason({})
