@@ -278,6 +278,16 @@ def rm_export(
               f"(config.json: alignloop_reward)")
 
 
+def _aggregate_option(value: str) -> str:
+    """--aggregate checked when the command starts, naming the option (the list lives with the
+    ensemble code, which imports torch: read only when a command that scores runs)."""
+    from alignloop.models.reward_ensemble import AGGREGATES
+
+    if value not in AGGREGATES:
+        raise typer.BadParameter(f"expected one of {', '.join(AGGREGATES)}, got {value!r}")
+    return value
+
+
 @rm_app.command("score")
 @friendly_errors
 def rm_score(
@@ -286,7 +296,8 @@ def rm_score(
     output: Path = typer.Option(..., "--output", help="JSONL written with a 'reward' field added"),
     raw: bool = typer.Option(False, "--raw", help="raw scores instead of normalised ones"),
     batch_size: int = typer.Option(8, "--batch-size", help="responses scored per forward pass"),
-    aggregate: str = typer.Option("mean", "--aggregate", help="an ensemble: mean, min or mean_minus_std"),
+    aggregate: str = typer.Option("mean", "--aggregate", callback=_aggregate_option,
+                                  help="an ensemble: mean, min or mean_minus_std"),
     penalty: float = typer.Option(1.0, "--penalty", help="the λ of --aggregate mean_minus_std"),
 ) -> None:
     """Score prompt + response records with a saved reward model (an ensemble's rows also get
@@ -315,7 +326,8 @@ def rm_serve(
     source: Optional[Path] = typer.Option(None, "--source", help="or: a YAML reward-source config (any type, or a mix)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
-    aggregate: str = typer.Option("mean", "--aggregate", help="--model an ensemble: mean, min or mean_minus_std"),
+    aggregate: str = typer.Option("mean", "--aggregate", callback=_aggregate_option,
+                                  help="--model an ensemble: mean, min or mean_minus_std"),
     penalty: float = typer.Option(1.0, "--penalty", help="the λ of --aggregate mean_minus_std"),
 ) -> None:
     """Serve rewards over HTTP: POST /score {prompts, responses} -> {rewards, diagnostics}; GET /health."""

@@ -80,6 +80,11 @@ def test_rm_score_and_eval_commands(tiny_model_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert '"pairs/accuracy"' in done.stdout and '"pairs/calibration_error"' in done.stdout
 
+    done = alignloop_in_process("rm", "score", "--model", str(trained), "--input", "recipes/data/calm-replies-eval.jsonl",
+                                "--output", str(scored), "--aggregate", "median")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "'--aggregate'" in done.stderr and "'median'" in done.stderr  # the option and the value refused
+
 
 def test_identical_pair_is_a_named_error_when_asked(tiny_model_dir, tmp_path):
     data = tmp_path / "pairs.jsonl"
