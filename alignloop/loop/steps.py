@@ -100,6 +100,7 @@ def scripted_feedback(ctx: RoundContext) -> dict[str, Any]:
     """Scripted annotators answer every task of the campaign over the real HTTP API."""
     from alignloop.feedback import annotators as scripted
     from alignloop.feedback import service
+    from alignloop.feedback.annotator_checks import annotator_quality_rows
     from alignloop.feedback.database import make_engine, make_session_factory, transaction
     from alignloop.loop.server import feedback_server
     from alignloop.rewards import build_reward_source
@@ -117,7 +118,7 @@ def scripted_feedback(ctx: RoundContext) -> dict[str, Any]:
     with feedback_server(cfg.db_url, assignment_seed=settings.seed) as base_url:  # the same judgements every run
         stats = scripted.run_annotators(base_url, team, campaign_id, settings, quota=None, scorer=scorer)
     with store() as session:
-        quality = scripted.annotator_quality_rows(session, campaign_id, team)
+        quality = annotator_quality_rows(session, campaign_id, team)
     ctx.round_dir.mkdir(parents=True, exist_ok=True)
     (ctx.round_dir / "annotators.json").write_text(json.dumps(quality, indent=2), encoding="utf-8")
     ctx.console.print(f"[bold]feedback[/]: {stats}; flagged {quality['malicious_flagged']} of "
@@ -129,7 +130,7 @@ def add_gold_items(session, campaign, scorer, limit: int, min_gap: float) -> int
     """Copies of the round's clearest pairs (by the scripted annotators' own scorer) with the
     known answer: honest annotators get them right, malicious ones wrong — what gold accuracy
     measures. Returns how many were added."""
-    from alignloop.feedback.annotators import gold_items_from_scores
+    from alignloop.feedback.annotator_checks import gold_items_from_scores
     from alignloop.feedback.imports import import_records
 
     items = [item for item in campaign.items if len(item.candidates) >= 2]

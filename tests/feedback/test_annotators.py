@@ -19,9 +19,9 @@ from live_server import serving
 from alignloop.config import ConfigError, validate_config
 from alignloop.feedback import imports, security, service
 from alignloop.feedback.annotators import (
-    AnnotatorsConfig, ScriptedAnnotator, annotator_quality_rows, answer, answer_from_scores, create_annotators,
-    gold_items_from_scores, malicious_count, run_annotators,
+    AnnotatorsConfig, ScriptedAnnotator, answer, answer_from_scores, create_annotators, malicious_count, run_annotators,
 )
+from alignloop.feedback.annotator_checks import annotator_quality_rows, gold_items_from_scores
 from alignloop.feedback.database import make_engine, make_session_factory, transaction, upgrade
 from alignloop.feedback.models import Candidate, Item, Judgement
 from alignloop.rewards import ToxicityRewardSource
