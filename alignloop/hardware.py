@@ -89,8 +89,14 @@ class CpuInfo:
 
     @property
     def slug(self) -> str:
-        """A file-name-safe name for the CPU: 'amd-epyc', 'intel-xeon-platinum-8480c'."""
-        return re.sub(r"[^a-z0-9]+", "-", self.model.lower()).strip("-")[:60] or "unknown-cpu"
+        """A file-name-safe name for the CPU and its widest instruction set: 'amd-epyc-avx2',
+        'intel-xeon-platinum-8480c-amx'. The instruction set is part of it because a KVM guest's
+        model name can hide the generation: two machines here both say 'AMD EPYC', one with
+        AVX2 only (bf16 59x slower than float32), one with avx512_bf16 (bf16 1.9-2.4x faster),
+        and they must not share a probe cache or a results folder."""
+        model = re.sub(r"[^a-z0-9]+", "-", self.model.lower()).strip("-")[:60] or "unknown-cpu"
+        isa = re.sub(r"[^a-z0-9]+", "-", self.isa.lower()).strip("-")
+        return model if not isa or model.endswith(isa) else f"{model}-{isa}"
 
 
 def parse_cpuinfo(text: str) -> tuple[str, frozenset[str] | None]:

@@ -42,7 +42,7 @@ RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 
 
 def cpu_slug() -> str:
-    """This CPU's folder name under benchmarks/results ('amd-epyc', 'intel-r-xeon-r-processor')."""
+    """This CPU's folder name under benchmarks/results ('amd-epyc-avx2', 'intel-r-xeon-r-processor-amx')."""
     from alignloop.hardware import cpu_info
 
     return cpu_info().slug

@@ -48,7 +48,9 @@ def test_cpu_properties_name_the_instruction_set_and_native_bf16():
     assert (XEON_AMX.isa, XEON_AMX.native_bf16) == ("amx", True)
     assert XEON_AMX.reported_flags == ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
     assert UNKNOWN.native_bf16 is None
-    assert EPYC.slug == "amd-epyc" and XEON_AMX.slug == "intel-r-xeon-r-platinum-8481c"
+    assert EPYC.slug == "amd-epyc-avx2" and XEON_AMX.slug == "intel-r-xeon-r-platinum-8481c-amx"
+    zen4 = CpuInfo("AMD EPYC", frozenset({"avx2", "avx512f", "avx512_bf16"}), 2)
+    assert zen4.slug == "amd-epyc-avx512-bf16" != EPYC.slug  # one model name, two CPUs: two probe caches
 
 
 def test_an_avx2_cpu_that_runs_bf16_40x_slower_trains_in_float32_and_says_why():
