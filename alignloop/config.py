@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from alignloop.errors import UserError
+
 __all__ = ["ConfigError", "Section", "load_config", "apply_overrides", "config_to_yaml", "field_help"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A recipe or override that does not fit the typed configuration."""
 
 
