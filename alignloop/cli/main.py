@@ -79,14 +79,17 @@ def rm_eval(
 ) -> None:
     """Pairwise accuracy, calibration and Kendall tau of a reward model on held-out judgements."""
     from alignloop.data import PreferenceDataConfig, encode_preference_records, read_preference_data
-    from alignloop.evaluation.reward_evaluation import evaluate_reward_model
+    from alignloop.evaluation.reward_evaluation import evaluate_reward_model, metric_text
     from alignloop.models import load_reward_model
 
     reward_model, tokenizer = load_reward_model(model)
     records = read_preference_data(PreferenceDataConfig(train=data, hh_rlhf=hh_rlhf, max_length=max_length))
     encoded, report = encode_preference_records(tokenizer, records.train, max_length=max_length)
     out.print(f"data: {records.report}; encoded: {report}")
-    out.print_json(data=evaluate_reward_model(reward_model, encoded, tokenizer.pad_token_id))
+    table = Table("held-out judgements", "value", title=f"reward model {model}")
+    for key, value in evaluate_reward_model(reward_model, encoded, tokenizer.pad_token_id).items():
+        table.add_row(key, metric_text(key, value))
+    out.print(table)
 
 
 @rm_app.command("export")
@@ -213,7 +216,9 @@ def data_convert_hh(
     from alignloop.data import convert_hh_file
 
     report = convert_hh_file(source, target, style=style)
-    out.print(f"wrote {report.written} pairs to {target}; skipped {sum(report.skipped.values())}: {dict(report.skipped)}")
+    reasons = ", ".join(f"{reason} {count}" for reason, count in report.skipped.items())
+    out.print(f"wrote {report.written} pairs to {target}; skipped {sum(report.skipped.values())}"
+              + (f" ({reasons})" if reasons else ""))
 
 
 @data_app.command("check")
