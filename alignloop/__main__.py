@@ -1,5 +1,5 @@
 """`python -m alignloop ...` (also what `accelerate launch -m alignloop ...` runs)."""
 
-from alignloop.cli.entry import main
+from alignloop.cli.main import main
 
 main()

@@ -15,11 +15,15 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["ConfigError", "Section", "load_config", "apply_overrides", "config_to_yaml", "field_help"]
+from alignloop.errors import UserError
+
+__all__ = ["ConfigError", "Section", "load_config", "apply_overrides", "config_to_yaml", "field_help",
+           "nested_recipe_errors", "validate_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A recipe or override that does not fit the typed configuration."""
 
 
@@ -30,6 +34,9 @@ class Section(BaseModel):
 
 
 S = TypeVar("S", bound=Section)
+
+# The pydantic error type of a nested recipe's error, worded already (`nested_recipe_errors`).
+NESTED_RECIPE_ERROR = "nested_recipe"
 
 _SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
@@ -105,22 +112,26 @@ def _trl_hint(cls: type[BaseModel], name: str) -> str:
     return f" (TRL's name; in alignloop: {' or '.join(keys)})" if keys else ""
 
 
-def _describe(cls: type[BaseModel], error: dict[str, Any], source: str) -> str:
+def _describe(cls: type[BaseModel], error: dict[str, Any], key_prefix: str = "") -> str:
+    """One pydantic error as a sentence naming the dotted key; `key_prefix` places a recipe that
+    sits inside a larger one (`rl.recipe.`)."""
+    if error["type"] == NESTED_RECIPE_ERROR:  # already worded by the nested recipe's own class
+        return error["msg"]
     loc = tuple(error["loc"])
-    key = ".".join(str(part) for part in loc)
+    key = key_prefix + ".".join(str(part) for part in loc)
     if error["type"] == "extra_forbidden":
         parent = _model_at(cls, loc[:-1])
         valid = sorted(parent.model_fields) if parent else []
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = _trl_hint(cls, str(loc[-1])) or (f" (did you mean {close[0]!r}?)" if close else "")
-        return f"{source}: unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
+        return f"unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
     if not loc:  # a check across several keys of the top-level section
-        return f"{source}: {error['msg']}"
+        return f"{key_prefix.rstrip('.')}: {error['msg']}" if key_prefix else error["msg"]
     if error["type"] == "missing":
-        return f"{source}: missing required key {key!r}"
+        return f"missing required key {key!r}"
     got = error.get("input")
     shown = repr(got) if not isinstance(got, dict) else "a section"
-    return f"{source}: key {key!r}: {error['msg']} (got {shown})"
+    return f"key {key!r}: {error['msg']} (got {shown})"
 
 
 def validate_config(cls: type[S], tree: dict[str, Any], source: str = "config") -> S:
@@ -128,8 +139,24 @@ def validate_config(cls: type[S], tree: dict[str, Any], source: str = "config") 
     try:
         return cls.model_validate(tree)
     except ValidationError as error:
-        lines = [_describe(cls, e, source) for e in error.errors()]
+        lines = [f"{source}: {_describe(cls, e)}" for e in error.errors()]
         raise ConfigError("\n".join(lines)) from None
+
+
+def nested_recipe_errors(cls: type[BaseModel], tree: dict[str, Any], key_prefix: str) -> list[InitErrorDetails]:
+    """Validate a recipe that sits inside a larger one (a loop's stage recipes) with its own
+    class. Its errors come back worded as `validate_config` words them, each key in full
+    (`rl.recipe.group.kl_coef`), for the larger recipe's validator to raise in one
+    `ValidationError` (`ValidationError.from_exception_data`)."""
+    try:
+        cls.model_validate(tree)
+    except ValidationError as error:
+        place = tuple(key_prefix.rstrip(".").split("."))
+        return [InitErrorDetails(type=PydanticCustomError(NESTED_RECIPE_ERROR, "{text}",
+                                                          {"text": _describe(cls, e, key_prefix)}),
+                                 loc=place + tuple(e["loc"]), input=e.get("input"))
+                for e in error.errors()]
+    return []
 
 
 def load_config(cls: type[S], path: str | Path | None = None, overrides: list[str] | None = None) -> S:

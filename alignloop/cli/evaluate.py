@@ -1,24 +1,22 @@
 """`alignloop eval --config RECIPE [KEY=VALUE ...]`: a policy next to its reference on held-out
 prompts (see `alignloop.evaluation.policy_eval`), a short table on the terminal, eval.json on disk.
 
-The command is registered in `alignloop.cli.main` (which wraps it so that input errors end with
-one line). It takes the same recipe + overrides as the training commands, so a recipe is
-optional: `alignloop eval policy=runs/ppo/final prompts=held-out.jsonl`.
+The command is a row of `alignloop.cli.commands.RECIPE_COMMANDS` (which reads the recipe and
+shows input errors as one line). It takes the same recipe + overrides as the training commands,
+so a recipe is optional: `alignloop eval policy=runs/ppo/final prompts=held-out.jsonl`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from alignloop.evaluation.policy_eval import EvalConfig
+from alignloop.evaluation.policy_eval import EvalConfig, evaluate
 
-__all__ = ["EvalConfig", "eval_command", "summary_table"]
+__all__ = ["EvalConfig", "evaluate_and_print", "summary_table"]
 
 out = Console(highlight=False)
 
@@ -49,17 +47,8 @@ def summary_table(result: dict[str, Any]) -> Table:
     return table
 
 
-def eval_command(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe; overrides follow as KEY=VALUE"),
-    overrides: Optional[list[str]] = typer.Argument(
-        None, help="overrides such as policy=runs/ppo/final samples_per_prompt=8", show_default=False
-    ),
-) -> None:
-    """Evaluate a policy against its reference on held-out prompts: scores, KL, win rates, diversity."""
-    from alignloop.config import load_config
-    from alignloop.evaluation.policy_eval import evaluate
-
-    settings = load_config(EvalConfig, config, overrides or [])
+def evaluate_and_print(settings: EvalConfig) -> None:
+    """Evaluate, then show the summary table, the warnings and where eval.json went."""
     result = evaluate(settings, console=out)
     out.print(summary_table(result))
     for warning in result["warnings"]:

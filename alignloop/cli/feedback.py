@@ -8,16 +8,14 @@ file, a taken name, an unknown campaign) end with one line and exit status 2, ne
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-err = Console(stderr=True, highlight=False)
+from alignloop.cli.errors import friendly_errors
+
 out = Console(highlight=False)
 
 DB_OPTION = typer.Option("sqlite:///feedback.db", "--db", help="database URL: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
@@ -25,45 +23,6 @@ DB_OPTION = typer.Option("sqlite:///feedback.db", "--db", help="database URL: sq
 db_app = typer.Typer(help="The feedback database: create or upgrade its schema.", no_args_is_help=True)
 feedback_app = typer.Typer(help="Human feedback: users, API tokens, campaigns, imports, generation, exports.",
                            no_args_is_help=True)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from sqlalchemy.exc import OperationalError
-
-    from alignloop.data.errors import DataError
-    from alignloop.feedback import service
-
-    errors: tuple[type[BaseException], ...] = (
-        DataError, service.NotFound, service.Conflict, service.InvalidRequest, service.InvalidAnswer,
-        service.Forbidden, FileNotFoundError, IsADirectoryError, NotADirectoryError, OperationalError,
-    )
-    # The export and generate modules are heavy (generate loads torch): their errors are only
-    # looked up when the command that raised them has imported them.
-    if "alignloop.feedback.generate" in sys.modules:
-        from alignloop.feedback.generate import CampaignNotFoundError
-        from alignloop.models import ModelLoadError
-
-        errors += (CampaignNotFoundError, ModelLoadError)
-    if "alignloop.feedback.export" in sys.modules:
-        from alignloop.feedback.export import ExportError
-
-        errors += (ExportError,)
-    return errors
-
-
-def feedback_errors(command: Callable) -> Callable:
-    """Show input errors as one line (exit status 2) instead of a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except _user_errors() as error:
-            message = str(getattr(error, "orig", None) or error).strip()  # SQLAlchemy wraps the driver's words
-            err.print(f"[bold red]error[/]: {escape(message)}", markup=True, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _session_factory(db: str):
@@ -82,7 +41,7 @@ def _campaign(session, name: str):
     return campaign
 
 
-@feedback_errors
+@friendly_errors
 def serve(
     db: str = DB_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0 for every interface)"),
@@ -116,7 +75,7 @@ def serve(
 
 
 @db_app.command("upgrade")
-@feedback_errors
+@friendly_errors
 def db_upgrade(db: str = DB_OPTION) -> None:
     """Create the schema, or bring an existing database up to the newest migration."""
     from alignloop.feedback.database import upgrade
@@ -126,7 +85,7 @@ def db_upgrade(db: str = DB_OPTION) -> None:
 
 
 @feedback_app.command("create-user")
-@feedback_errors
+@friendly_errors
 def create_user(
     username: str = typer.Argument(..., help="the sign-in name"),
     role: str = typer.Option("evaluator", "--role", help="admin or evaluator"),
@@ -154,7 +113,7 @@ def _user(session, username: str):
 
 
 @feedback_app.command("set-password")
-@feedback_errors
+@friendly_errors
 def set_password(
     username: str = typer.Argument(..., help="whose password"),
     password: Optional[str] = typer.Option(None, "--password", help="asked for (hidden) when left out"),
@@ -181,21 +140,21 @@ def _set_active(username: str, active: bool, db: str) -> None:
 
 
 @feedback_app.command("disable-user")
-@feedback_errors
+@friendly_errors
 def disable_user(username: str = typer.Argument(..., help="the account to disable"), db: str = DB_OPTION) -> None:
     """Disable an account: it cannot sign in, its sessions end and its API tokens stop working (judgements stay)."""
     _set_active(username, False, db)
 
 
 @feedback_app.command("enable-user")
-@feedback_errors
+@friendly_errors
 def enable_user(username: str = typer.Argument(..., help="the account to enable again"), db: str = DB_OPTION) -> None:
     """Enable a disabled account again."""
     _set_active(username, True, db)
 
 
 @feedback_app.command("tokens")
-@feedback_errors
+@friendly_errors
 def tokens(username: Optional[str] = typer.Argument(None, help="only this user's tokens"), db: str = DB_OPTION) -> None:
     """List API tokens: id, owner, name, created, last used, revoked."""
     from alignloop.feedback import service
@@ -211,7 +170,7 @@ def tokens(username: Optional[str] = typer.Argument(None, help="only this user's
 
 
 @feedback_app.command("revoke-token")
-@feedback_errors
+@friendly_errors
 def revoke_token(token_id: int = typer.Argument(..., help="the token's id (from `alignloop feedback tokens`)"),
                  db: str = DB_OPTION) -> None:
     """Revoke an API token: requests with it get 401 from now on."""
@@ -225,7 +184,7 @@ def revoke_token(token_id: int = typer.Argument(..., help="the token's id (from 
 
 
 @feedback_app.command("token")
-@feedback_errors
+@friendly_errors
 def token(
     username: str = typer.Argument(..., help="whose token"),
     name: str = typer.Option("cli", "--name", help="a label to recognise the token by"),
@@ -241,7 +200,7 @@ def token(
 
 
 @feedback_app.command("create-campaign")
-@feedback_errors
+@friendly_errors
 def create_campaign(
     name: str = typer.Argument(..., help="the campaign's unique name"),
     task_types: str = typer.Option("pairwise", "--tasks", help="comma-separated: pairwise, ranking, rating, comment, edit"),
@@ -269,7 +228,7 @@ def create_campaign(
 
 
 @feedback_app.command("import")
-@feedback_errors
+@friendly_errors
 def import_file(
     file: Path = typer.Argument(..., help="prompts or candidates: JSONL, CSV or JSON"),
     campaign: str = typer.Option(..., "--campaign", help="the campaign's name"),
@@ -285,7 +244,7 @@ def import_file(
 
 
 @feedback_app.command("export")
-@feedback_errors
+@friendly_errors
 def export(
     campaign: str = typer.Option(..., "--campaign", help="the campaign's name"),
     fmt: str = typer.Option(..., "--format", help="pairs, rankings, ratings, sft or kto"),
@@ -312,7 +271,7 @@ def export(
 
 
 @feedback_app.command("generate")
-@feedback_errors
+@friendly_errors
 def generate(
     campaign: str = typer.Option(..., "--campaign", help="the campaign's name"),
     model: str = typer.Option("smollm2-135m-instruct", "--model", help="built-in model name, local HF folder or hub id"),

@@ -1,23 +1,27 @@
-"""`alignloop` command line: each training command reads a YAML recipe plus `key.sub=value`
-overrides into its typed config; bad input ends with one clear line, never a traceback."""
+"""`alignloop`: the one command tree. Each training command reads a YAML recipe plus
+`key.sub=value` overrides into its typed config (the rows of `alignloop.cli.commands`); bad input
+ends with one clear line, never a traceback.
+
+This module must stay light: `alignloop --help` and `alignloop serve` import it, and the web
+server never loads torch. Every command imports what it runs inside its body.
+"""
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
-import sys
+import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from alignloop.config import ConfigError, field_help
+from alignloop.cli.commands import Overrides, Resume, add_recipe_commands
+from alignloop.cli.errors import friendly_errors
+from alignloop.cli.feedback import db_app, feedback_app, serve
+from alignloop.cli.report import report_command
 
-err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 app = typer.Typer(
@@ -29,148 +33,14 @@ app = typer.Typer(
 models_app = typer.Typer(help="Built-in offline models: list them, prepare (convert) them.", no_args_is_help=True)
 data_app = typer.Typer(help="Check and convert datasets.", no_args_is_help=True)
 rm_app = typer.Typer(help="Reward models: train on pairs / rankings / ratings, evaluate, score.", no_args_is_help=True)
+add_recipe_commands({"": app, "rm": rm_app}, out)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(rm_app, name="rm")
-from alignloop.cli.feedback import db_app, feedback_app, serve  # noqa: E402  (kept light: imports inside commands)
 app.add_typer(db_app, name="db")
 app.add_typer(feedback_app, name="feedback")
 app.command("serve")(serve)
-from alignloop.cli.report import report_command  # noqa: E402  (light: the report never imports torch)
 app.command("report")(report_command)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input (config, data, model name, resume, NaN): shown as one message."""
-    from alignloop.data import DataError
-    from alignloop.engine import NonFiniteLossError, ResumeError
-    from alignloop.models import ModelLoadError
-    from alignloop.engine.vllm_rollout import VLLMUnavailableError
-    from alignloop.feedback.export import ExportError
-    from alignloop.loop import LoopStateError
-    from alignloop.report.push import PushError
-    from alignloop.rewards import RewardSourceError
-
-    return (ConfigError, DataError, ModelLoadError, ResumeError, NonFiniteLossError, RewardSourceError,
-            VLLMUnavailableError, ExportError, LoopStateError, PushError, TimeoutError, FileNotFoundError)
-
-
-def friendly_errors(command: Callable) -> Callable:
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except user_errors() as error:
-            err.print(f"[bold red]error[/]: {error}", markup=True, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def method_epilog(module: str, config_class: str) -> str:
-    """The config-key listing of `alignloop.algorithms.<module>.<config_class>`."""
-    return options_epilog(getattr(importlib.import_module(f"alignloop.algorithms.{module}"), config_class))
-
-
-def options_epilog(config_class) -> str:
-    """Every config key with its default and one line of help, for the command's --help."""
-    rows = [f"  {key} = {escape(default)}  —  {escape(text)}" for key, default, text in field_help(config_class)]
-    return "Config keys (set in the recipe or as KEY=VALUE overrides):\n\n" + "\n\n".join(rows)
-
-
-CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML recipe; overrides follow as KEY=VALUE", exists=False)
-OVERRIDES_ARG = typer.Argument(None, help="overrides such as train.lr=1e-4 model.lora.r=16", show_default=False)
-RESUME_OPTION = typer.Option(False, "--resume", help="continue from the newest checkpoint in train.output_dir")
-RESUME_FROM_OPTION = typer.Option(None, "--resume-from", help="continue from this checkpoint folder instead")
-
-
-def _resume_value(resume: bool, resume_from: Optional[Path]) -> bool | str:
-    return str(resume_from) if resume_from is not None else resume
-
-
-@app.command(epilog=method_epilog("sft", "SFTConfig"))
-@friendly_errors
-def sft(
-    config: Optional[Path] = CONFIG_OPTION,
-    overrides: Optional[list[str]] = OVERRIDES_ARG,
-    resume: bool = RESUME_OPTION,
-    resume_from: Optional[Path] = RESUME_FROM_OPTION,
-) -> None:
-    """Supervised fine-tuning on prompt → response pairs (completion-only loss, LoRA or full)."""
-    from alignloop.algorithms.sft import SFTConfig, run_sft
-    from alignloop.config import load_config
-
-    run_sft(load_config(SFTConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
-
-
-@app.command(epilog=method_epilog("dpo", "DPOConfig"))
-@friendly_errors
-def dpo(
-    config: Optional[Path] = CONFIG_OPTION,
-    overrides: Optional[list[str]] = OVERRIDES_ARG,
-    resume: bool = RESUME_OPTION,
-    resume_from: Optional[Path] = RESUME_FROM_OPTION,
-) -> None:
-    """Direct preference optimisation (DPO, cDPO, rDPO, IPO, hinge, SimPO) on preference pairs."""
-    from alignloop.algorithms.dpo import DPOConfig, run_dpo
-    from alignloop.config import load_config
-
-    run_dpo(load_config(DPOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
-
-
-@app.command(epilog=method_epilog("kto", "KTOConfig"))
-@friendly_errors
-def kto(
-    config: Optional[Path] = CONFIG_OPTION,
-    overrides: Optional[list[str]] = OVERRIDES_ARG,
-    resume: bool = RESUME_OPTION,
-    resume_from: Optional[Path] = RESUME_FROM_OPTION,
-) -> None:
-    """KTO on thumbs-up / thumbs-down feedback (preference pairs are split into one of each)."""
-    from alignloop.algorithms.kto import KTOConfig, run_kto
-    from alignloop.config import load_config
-
-    run_kto(load_config(KTOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
-
-
-def _run_group_method(config: Optional[Path], overrides: list[str], resume, resume_from, advantage: str) -> None:
-    from alignloop.algorithms.grpo import GRPOConfig, run_grpo
-    from alignloop.config import load_config
-
-    # `alignloop rloo` is GRPO's loop with the leave-one-out baseline and the KL in the reward;
-    # overrides on the command line still win over these.
-    defaults = [f"group.advantage={advantage}"] + (["group.kl_in=reward"] if advantage == "rloo" else [])
-    run_grpo(load_config(GRPOConfig, config, defaults + overrides), resume=_resume_value(resume, resume_from))
-
-
-@app.command(epilog=method_epilog("ppo", "PPOConfig"))
-@friendly_errors
-def ppo(
-    config: Optional[Path] = CONFIG_OPTION,
-    overrides: Optional[list[str]] = OVERRIDES_ARG,
-    resume: bool = RESUME_OPTION,
-    resume_from: Optional[Path] = RESUME_FROM_OPTION,
-) -> None:
-    """PPO: value head, GAE, clipped updates, per-token KL penalty against the frozen reference."""
-    from alignloop.algorithms.ppo import PPOConfig, run_ppo
-    from alignloop.config import load_config
-
-    run_ppo(load_config(PPOConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
-
-
-@app.command("loop", epilog=options_epilog(getattr(importlib.import_module("alignloop.loop"), "LoopConfig")))
-@friendly_errors
-def loop_command(
-    config: Optional[Path] = CONFIG_OPTION,
-    overrides: Optional[list[str]] = OVERRIDES_ARG,
-    resume: bool = RESUME_OPTION,
-) -> None:
-    """The RLHF loop: rounds of generate → feedback → reward model → RL → evaluate → report."""
-    from alignloop.config import load_config
-    from alignloop.loop import LoopConfig, run_loop
-
-    loop_dir = run_loop(load_config(LoopConfig, config, overrides or []), resume=resume)
-    out.print(f"[bold green]done[/]: {loop_dir}; report {loop_dir / 'report.html'}")
 
 
 @app.command("push")
@@ -190,55 +60,13 @@ def push(
 
 @app.command("demo")
 @friendly_errors
-def demo(
-    overrides: Optional[list[str]] = OVERRIDES_ARG,
-    resume: bool = RESUME_OPTION,
-) -> None:
+def demo(overrides: Overrides = None, resume: Resume = False) -> None:
     """Detoxify the built-in model with the whole RLHF loop on a CPU (about 18 minutes on 2 cores) and print the result."""
     from alignloop.loop import run_loop
     from alignloop.loop.demo import demo_config
 
     loop_dir = run_loop(demo_config(overrides or []), resume=resume)
     out.print(f"[bold green]done[/]: report {loop_dir / 'report.html'}")
-
-
-@app.command(epilog=method_epilog("grpo", "GRPOConfig"))
-@friendly_errors
-def grpo(
-    config: Optional[Path] = CONFIG_OPTION,
-    overrides: Optional[list[str]] = OVERRIDES_ARG,
-    resume: bool = RESUME_OPTION,
-    resume_from: Optional[Path] = RESUME_FROM_OPTION,
-) -> None:
-    """GRPO: K samples per prompt, group-normalised advantages, KL to the reference in the loss."""
-    _run_group_method(config, overrides or [], resume, resume_from, "grpo")
-
-
-@app.command(epilog=method_epilog("grpo", "GRPOConfig"))
-@friendly_errors
-def rloo(
-    config: Optional[Path] = CONFIG_OPTION,
-    overrides: Optional[list[str]] = OVERRIDES_ARG,
-    resume: bool = RESUME_OPTION,
-    resume_from: Optional[Path] = RESUME_FROM_OPTION,
-) -> None:
-    """RLOO: K samples per prompt, leave-one-out baseline, KL to the reference in the reward."""
-    _run_group_method(config, overrides or [], resume, resume_from, "rloo")
-
-
-@rm_app.command("train", epilog=method_epilog("reward", "RewardConfig"))
-@friendly_errors
-def rm_train(
-    config: Optional[Path] = CONFIG_OPTION,
-    overrides: Optional[list[str]] = OVERRIDES_ARG,
-    resume: bool = RESUME_OPTION,
-    resume_from: Optional[Path] = RESUME_FROM_OPTION,
-) -> None:
-    """Train a reward model (Bradley–Terry pairs, Plackett–Luce rankings, ratings)."""
-    from alignloop.algorithms.reward import RewardConfig, run_reward
-    from alignloop.config import load_config
-
-    run_reward(load_config(RewardConfig, config, overrides or []), resume=_resume_value(resume, resume_from))
 
 
 @rm_app.command("eval")
@@ -251,14 +79,17 @@ def rm_eval(
 ) -> None:
     """Pairwise accuracy, calibration and Kendall tau of a reward model on held-out judgements."""
     from alignloop.data import PreferenceDataConfig, encode_preference_records, read_preference_data
-    from alignloop.evaluation.reward_evaluation import evaluate_reward_model
+    from alignloop.evaluation.reward_evaluation import evaluate_reward_model, metric_text
     from alignloop.models import load_reward_model
 
     reward_model, tokenizer = load_reward_model(model)
     records = read_preference_data(PreferenceDataConfig(train=data, hh_rlhf=hh_rlhf, max_length=max_length))
     encoded, report = encode_preference_records(tokenizer, records.train, max_length=max_length)
     out.print(f"data: {records.report}; encoded: {report}")
-    out.print_json(data=evaluate_reward_model(reward_model, encoded, tokenizer.pad_token_id))
+    table = Table("held-out judgements", "value", title=f"reward model {model}")
+    for key, value in evaluate_reward_model(reward_model, encoded, tokenizer.pad_token_id).items():
+        table.add_row(key, metric_text(key, value))
+    out.print(table)
 
 
 @rm_app.command("export")
@@ -331,7 +162,7 @@ def rm_serve(
     penalty: float = typer.Option(1.0, "--penalty", help="the λ of --aggregate mean_minus_std"),
 ) -> None:
     """Serve rewards over HTTP: POST /score {prompts, responses} -> {rewards, diagnostics}; GET /health."""
-    from alignloop.config import load_config
+    from alignloop.config import ConfigError, load_config
     from alignloop.rewards import RewardSourceConfig, build_reward_source
     from alignloop.rewards.server import serve_reward_source
 
@@ -343,10 +174,6 @@ def rm_serve(
         else load_config(RewardSourceConfig, source)
     )
     serve_reward_source(build_reward_source(config), host=host, port=port)
-
-
-from alignloop.cli.evaluate import EvalConfig, eval_command  # noqa: E402
-app.command("eval", epilog=options_epilog(EvalConfig))(friendly_errors(eval_command))
 
 
 @models_app.command("list")
@@ -389,7 +216,9 @@ def data_convert_hh(
     from alignloop.data import convert_hh_file
 
     report = convert_hh_file(source, target, style=style)
-    out.print(f"wrote {report.written} pairs to {target}; skipped {sum(report.skipped.values())}: {dict(report.skipped)}")
+    reasons = ", ".join(f"{reason} {count}" for reason, count in report.skipped.items())
+    out.print(f"wrote {report.written} pairs to {target}; skipped {sum(report.skipped.values())}"
+              + (f" ({reasons})" if reasons else ""))
 
 
 @data_app.command("check")
@@ -399,6 +228,7 @@ def data_check(
     kind: str = typer.Option("sft", "--kind", help="record kind: sft, preference, ranking, rating, binary, prompt"),
 ) -> None:
     """Validate a dataset against its schema and report every problem with file:line:field."""
+    from alignloop.config import ConfigError
     from alignloop.data import RECORD_SCHEMAS, read_records
 
     if kind not in RECORD_SCHEMAS:
@@ -408,12 +238,12 @@ def data_check(
 
 
 def main() -> None:
-    # transformers' own per-file tqdm bars ("Loading weights") would interleave with ours.
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
+    # transformers' own per-file tqdm bars ("Loading weights") would interleave with ours. The
+    # variable does what transformers' disable_progress_bar() does (it switches off the hub's
+    # bars, which transformers follows) without importing transformers here: seconds.
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     app(prog_name="alignloop")
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

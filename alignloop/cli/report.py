@@ -12,7 +12,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-err = Console(stderr=True, highlight=False)
+from alignloop.cli.errors import friendly_errors
+
 out = Console(highlight=False)
 
 
@@ -20,15 +21,12 @@ def is_loop_folder(path: Path) -> bool:
     return (path / "rounds").is_dir()
 
 
+@friendly_errors
 def report_command(
     path: Path = typer.Argument(..., help="a run folder (metrics.jsonl, samples.jsonl, eval.json) or a loop folder"),
 ) -> None:
     """Write a self-contained HTML report (plots embedded) of a run or a loop, and print its path."""
-    from alignloop.report import ReportError, write_loop_report, write_run_report
+    from alignloop.report import write_loop_report, write_run_report
 
-    try:
-        written = write_loop_report(path) if is_loop_folder(path) else write_run_report(path)
-    except ReportError as error:
-        err.print(f"[bold red]error[/]: {error}", markup=True, soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+    written = write_loop_report(path) if is_loop_folder(path) else write_run_report(path)
     out.print(str(written), markup=False, soft_wrap=True)

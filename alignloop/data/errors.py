@@ -8,12 +8,14 @@ diagnostic and editors can jump to it.
 
 from __future__ import annotations
 
+from alignloop.errors import UserError
+
 __all__ = ["DataError", "ErrorCollector", "MAX_REPORTED_ERRORS"]
 
 MAX_REPORTED_ERRORS = 10
 
 
-class DataError(ValueError):
+class DataError(ValueError, UserError):
     """A dataset that cannot be used as it is: the message says where and what was expected."""
 
 

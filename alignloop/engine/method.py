@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from alignloop.errors import UserError
+
 
 @dataclass
 class LossOutput:
@@ -64,5 +66,5 @@ class OnPolicyMethod(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RuntimeError, UserError):
     """The loss or gradient became NaN/inf; training stopped before the weights were touched."""

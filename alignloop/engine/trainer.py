@@ -37,6 +37,7 @@ from alignloop.engine.config import TrainConfig
 from alignloop.engine.memory import freed_memory_retained
 from alignloop.engine.method import Experience, NonFiniteLossError, OnPolicyMethod, TrainingMethod
 from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
+from alignloop.errors import UserError
 from alignloop.report.model_card import write_model_card
 from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.run_dir import write_run_info
@@ -47,7 +48,7 @@ from alignloop.hardware import PrecisionChoice, resolve_mixed_precision
 KILL_AT_STEP_ENV = "ALIGNLOOP_FAULT_KILL_AT_STEP"
 
 
-class ResumeError(RuntimeError):
+class ResumeError(RuntimeError, UserError):
     """A resume was asked for with no checkpoint, or a fresh run would overwrite one."""
 
 

@@ -21,11 +21,12 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from alignloop.engine.rollout import Rollout, SamplingConfig, eos_token_ids
+from alignloop.errors import UserError
 
 PEFT_PREFIX = "base_model.model."
 
 
-class VLLMUnavailableError(RuntimeError):
+class VLLMUnavailableError(RuntimeError, UserError):
     """sampling.engine is 'vllm' but vLLM cannot run here."""
 
 

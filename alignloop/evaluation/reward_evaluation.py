@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from alignloop.evaluation.reward_metrics import (
@@ -105,14 +103,19 @@ def evaluate_reward_model(model, encoded, pad_token_id: int) -> dict[str, float]
     return results
 
 
+def metric_text(name: str, value: float) -> str:
+    """A figure as people read it: counts whole, the rest to four significant digits."""
+    return f"{value:.0f}" if name.endswith("/count") else f"{value:.4g}"
+
+
 def evaluation_headline(results: dict[str, float]) -> str:
     """`evaluate_reward_model`'s figures in one line: the model's (an ensemble's), then each
     member metric as the range over the members."""
-    own = {key: round(value, 4) for key, value in results.items() if not key.startswith("member_")}
+    own = ", ".join(f"{key} {metric_text(key, value)}" for key, value in results.items() if not key.startswith("member_"))
     ranges: dict[str, list[float]] = {}
     for key, value in results.items():
         if key.startswith("member_"):
             ranges.setdefault(key.split("/", 1)[1], []).append(value)
     members = ", ".join(f"{name} {min(values):.3f}–{max(values):.3f}" for name, values in ranges.items()
                         if not name.endswith("/count"))
-    return json.dumps(own) + (f"; members: {members}" if members else "")
+    return own + (f"; members: {members}" if members else "")

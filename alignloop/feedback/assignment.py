@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignloop.data.storable import unstorable_reason
+from alignloop.errors import UserError
 from alignloop.feedback.models import TaskType
 
 __all__ = [
@@ -32,7 +33,7 @@ PAIRWISE_CHOICES = ("a", "b", "tie", "both_bad")
 DEFAULT_AXIS = "overall"  # the one axis of a rating campaign that names none
 
 
-class InvalidAnswer(ValueError):
+class InvalidAnswer(ValueError, UserError):
     """An answer that does not fit its task: the message says which field and what was expected."""
 
 

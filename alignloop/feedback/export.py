@@ -74,6 +74,7 @@ from alignloop.data import (
     write_jsonl,
 )
 from alignloop.data.trl_formats import ROW_STYLES, RowStyle, as_read_back
+from alignloop.errors import UserError
 from alignloop.feedback.models import Campaign, Candidate, Item, User
 from alignloop.feedback.quality import (
     TIE_CHOICES,
@@ -101,7 +102,7 @@ AGGREGATIONS = ("all", "majority", "weighted", "model")
 WEIGHTED = ("weighted", "model")  # the aggregations whose votes carry their evaluator's weight
 
 
-class ExportError(ValueError):
+class ExportError(ValueError, UserError):
     """An export that cannot be made (unknown campaign, format or aggregation, nothing to export)."""
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from alignloop.data import PromptOnly, encode_prompt
 from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig
+from alignloop.errors import UserError
 from alignloop.feedback.database import make_engine
 from alignloop.feedback.models import Campaign, Candidate, Item
 from alignloop.hardware import resolve_weight_dtype
@@ -34,7 +35,7 @@ __all__ = ["CampaignNotFoundError", "generate_candidates", "model_label"]
 RECORDED_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens", "min_new_tokens")
 
 
-class CampaignNotFoundError(LookupError):
+class CampaignNotFoundError(LookupError, UserError):
     pass
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from alignloop.data.storable import unstorable_reason
+from alignloop.errors import UserError
 from alignloop.feedback.assignment import (
     MAX_TEXT_CHARS, InvalidAnswer, ItemLoad, check_text, display_order, pick_item, validate_answer,
 )
@@ -62,15 +63,15 @@ MAX_TOKEN_NAME_CHARS = 128  # ApiToken.name
 MAX_AXES, MAX_AXIS_CHARS = 20, 64
 
 
-class NotFound(LookupError):
+class NotFound(LookupError, UserError):
     pass
 
 
-class Forbidden(PermissionError):
+class Forbidden(PermissionError, UserError):
     pass
 
 
-class Conflict(Exception):
+class Conflict(UserError):
     pass
 
 
@@ -78,7 +79,7 @@ class GuidelinesNotRead(Conflict):
     """The evaluator must acknowledge the campaign's guidelines before a first task."""
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(ValueError, UserError):
     pass
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from alignloop.config import Section
 from alignloop.data.config import SourceSplits
 from alignloop.engine.rollout import SamplingConfig
+from alignloop.loop.recipes import stage_recipe_errors
 from alignloop.models import ModelConfig
 
 STEPS = ("generate", "feedback", "export", "reward_model", "rl", "evaluate", "report")
@@ -107,6 +108,15 @@ class LoopConfig(Section):
         if self.rl.stop_on_overoptimisation and members == 1:
             raise ValueError("rl.stop_on_overoptimisation: the alarm watches a reward-model ensemble's disagreement; "
                              "set reward_model.reward.ensemble to 2 or more (with backbone: frozen)")
+        return self
+
+    @model_validator(mode="after")
+    def _every_stage_recipe_fits_its_command(self) -> "LoopConfig":
+        # The free-form sections are checked here, through the very merge the stages make
+        # (`loop/recipes.py`), so a typo is refused before round 1 and not after hours of it.
+        errors = stage_recipe_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
     @property

@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignloop.errors import UserError
+
 STATE_FILE = "state.json"
 
 
-class LoopStateError(RuntimeError):
+class LoopStateError(RuntimeError, UserError):
     """A fresh loop would overwrite an existing one, or a resume has nothing to resume."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from alignloop.loop.config import LoopConfig, LoopPrompts
+from alignloop.loop.recipes import annotators_recipe, eval_recipe, reward_model_recipe, rl_method, rl_recipe
 from alignloop.loop.state import LoopState
 
 
@@ -106,7 +107,7 @@ def scripted_feedback(ctx: RoundContext) -> dict[str, Any]:
     from alignloop.rewards import build_reward_source
 
     cfg = ctx.config
-    settings = scripted.AnnotatorsConfig.model_validate({**cfg.feedback.annotators, "seed": cfg.seed + ctx.number})
+    settings = scripted.AnnotatorsConfig.model_validate(annotators_recipe(cfg, ctx.number))
     store = make_session_factory(make_engine(cfg.db_url))
     scorer = build_reward_source(settings.preference)
     with transaction(store) as session:
@@ -187,28 +188,11 @@ def export(ctx: RoundContext) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ reward model
-def stage_recipe(base: dict[str, Any], **fixed: Any) -> dict[str, Any]:
-    """A stage's recipe with the loop's own choices filled in; sections that both give (`train`,
-    `group`) are merged key by key, the loop's keys winning."""
-    recipe = dict(base)
-    for key, value in fixed.items():
-        both_sections = isinstance(value, dict) and isinstance(base.get(key), dict)
-        recipe[key] = {**base[key], **value} if both_sections else value
-    return recipe
-
-
 def resume_flag(run_dir: Path) -> bool:
     """Resume a stage that was interrupted after writing checkpoints."""
     from alignloop.engine import latest_checkpoint
 
     return latest_checkpoint(run_dir / "checkpoints") is not None
-
-
-def reward_model_recipe(cfg: LoopConfig, exports: list[str], out: Path, seed: int) -> dict[str, Any]:
-    """`alignloop rm train`'s recipe for a round: the loop's reward_model section on `exports`."""
-    model = {"name": cfg.model.name, **cfg.reward_model.get("model", {})}
-    data = {"train": exports, "eval_every_nth": 5, **cfg.reward_model.get("data", {})}
-    return stage_recipe(cfg.reward_model, model=model, data=data, train={"output_dir": str(out), "seed": seed})
 
 
 def reward_model(ctx: RoundContext) -> dict[str, Any]:
@@ -221,44 +205,12 @@ def reward_model(ctx: RoundContext) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ RL
-def rl_recipe(cfg: LoopConfig, adapter: str | None, exports: list[str], reward_model: str | None, out: Path,
-              seed: int) -> dict[str, Any]:
-    """The RL method's recipe for a round: the loop's rl section, the policy continuing from
-    `adapter` (None: the starting model), DPO on `exports`, the others against `reward_model`."""
-    model = cfg.model.model_dump()
-    if adapter:
-        model.update(adapter=adapter, lora=None)
-    method = cfg.rl.method
-    if method == "dpo":
-        fixed = {"model": model, "data": {"train": exports, **cfg.rl.recipe.get("data", {})}}
-    else:
-        data = {"train": cfg.prompts.train, "max_prompt_length": cfg.prompts.max_prompt_length,
-                "split": cfg.prompts.split, "eval_split": cfg.prompts.eval_split, "name": cfg.prompts.name,
-                **cfg.rl.recipe.get("data", {})}
-        if cfg.rl.recipe.get("train", {}).get("eval_every"):
-            # Held-out curves during RL only when asked: the evaluate stage measures the final
-            # policy on the same prompts anyway (the demo: 60 s saved of a duplicate evaluation).
-            data.setdefault("eval", cfg.prompts.eval)
-        fixed = {"model": model, "data": data, "reward": {"type": "reward_model", "path": reward_model}}
-    settings = "ppo" if method == "ppo" else "group"
-    if method == "rloo":
-        fixed["group"] = {"advantage": "rloo"}
-    if cfg.rl.stop_on_overoptimisation:
-        fixed[settings] = {**fixed.get(settings, {}), "stop_on_overoptimisation": True}
-    return stage_recipe(cfg.rl.recipe, **fixed, train={"output_dir": str(out), "seed": seed})
-
-
 def rl(ctx: RoundContext) -> dict[str, Any]:
-    if ctx.config.rl.method == "dpo":
-        from alignloop.algorithms.dpo import DPOConfig as Config, run_dpo as run
-    elif ctx.config.rl.method == "ppo":
-        from alignloop.algorithms.ppo import PPOConfig as Config, run_ppo as run
-    else:
-        from alignloop.algorithms.grpo import GRPOConfig as Config, run_grpo as run
+    config_class, run = rl_method(ctx.config.rl.method)
     out = ctx.round_dir / "rl"
     recipe = rl_recipe(ctx.config, ctx.previous_adapter(), ctx.exports_so_far(),
                        ctx.state.artifact(ctx.number, "reward_model"), out, ctx.config.seed + ctx.number)
-    result = run(Config.model_validate(recipe), resume=resume_flag(out))
+    result = run(config_class.model_validate(recipe), resume=resume_flag(out))
     return {"policy_adapter": str(result.final_model_dir), "rl_run": str(out)}
 
 
@@ -267,13 +219,8 @@ def evaluate(ctx: RoundContext) -> dict[str, Any]:
     from alignloop.evaluation.policy_eval import EvalConfig, evaluate as run_eval
     from alignloop.report.model_card import write_model_card
 
-    cfg = ctx.config
-    sources = [{"type": "reward_model", "path": ctx.state.artifact(ctx.number, "reward_model"), "name": "reward_model"},
-               *cfg.eval.get("sources", [{"type": "toxicity"}])]
-    recipe = {**cfg.eval, "sources": sources, "prompts": cfg.prompts.eval, "split": cfg.prompts.eval_split,
-              "name": cfg.prompts.name,
-              "policy": {"name": cfg.model.name, "adapter": ctx.state.artifact(ctx.number, "policy_adapter")},
-              "output": str(ctx.round_dir / "eval.json"), "seed": cfg.seed}
+    recipe = eval_recipe(ctx.config, ctx.state.artifact(ctx.number, "reward_model"),
+                         ctx.state.artifact(ctx.number, "policy_adapter"), ctx.round_dir / "eval.json")
     run_eval(EvalConfig.model_validate(recipe), ctx.console)
     policy = Path(ctx.state.artifact(ctx.number, "policy_adapter"))
     if (policy.parent / "config.yaml").is_file():  # the card of the round's policy gains the eval table

@@ -29,6 +29,7 @@ from pydantic import Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from alignloop.config import Section
+from alignloop.errors import UserError
 from alignloop.models.adapter_base import ADAPTER_METADATA_FILE, adapter_base_model
 from alignloop.models.attention import rotary_in_autocast_dtype, transformers_attention
 from alignloop.models.builtin import builtin_names, is_builtin, load_builtin_tokenizer, prepare_builtin
@@ -53,7 +54,7 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(ValueError, UserError):
     """A model name that is not a built-in, not a model folder, and not loadable from the hub."""
 
 

@@ -18,11 +18,13 @@ from typing import Any, Generic, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from alignloop.errors import UserError
+
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
-class ReportError(ValueError):
+class ReportError(ValueError, UserError):
     """The report cannot be written at all (the folder given is not a folder)."""
 
 

@@ -16,12 +16,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from alignloop.errors import UserError
+
 __all__ = ["PushError", "PushResult", "model_run_of", "push_run"]
 
 RECORD_FILES = ("config.yaml", "run_info.json", "metrics.jsonl")
 
 
-class PushError(ValueError):
+class PushError(ValueError, UserError):
     """A run folder with nothing to push, or a hub that refused the upload."""
 
 

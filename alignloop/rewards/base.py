@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alignloop.data.schemas import Message
+from alignloop.errors import UserError
 
 __all__ = ["PromptInput", "RewardSource", "RewardSourceError", "check_scores", "shorten"]
 
@@ -28,7 +29,7 @@ __all__ = ["PromptInput", "RewardSource", "RewardSourceError", "check_scores", "
 PromptInput = str | Sequence[Message | Mapping[str, Any]]
 
 
-class RewardSourceError(RuntimeError):
+class RewardSourceError(RuntimeError, UserError):
     """A reward source failed or returned scores that cannot be used as rewards."""
 
 

@@ -100,11 +100,11 @@ def test_the_torch_check_catches_torch():
 
 
 def test_the_alignloop_executable_runs_the_server_commands_without_torch(tmp_path):
-    # `alignloop serve | db | feedback` take the light command tree (alignloop/cli/entry.py).
+    # The command tree (alignloop/cli/main.py) imports what a command runs inside its body.
     code = (
         "import sys\n"
         f"sys.argv = ['alignloop', 'db', 'upgrade', '--db', 'sqlite:///{tmp_path}/f.db']\n"
-        "from alignloop.cli.entry import main\n"
+        "from alignloop.cli.main import main\n"
         "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
         "print('torch loaded' if 'torch' in sys.modules else 'torch-free')\n"
     )

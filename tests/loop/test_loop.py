@@ -156,7 +156,7 @@ def test_a_campaign_round_waits_for_people_and_resumes_when_they_have_answered(t
 
 
 def test_a_stage_recipe_merges_the_sections_both_give_with_the_loops_keys_winning():
-    from alignloop.loop.steps import stage_recipe
+    from alignloop.loop.recipes import stage_recipe
 
     base = {"group": {"group_size": 4, "advantage": "grpo"}, "train": {"lr": 1e-4, "seed": 7}, "sampling": {"top_k": 5}}
     recipe = stage_recipe(base, group={"advantage": "rloo"}, train={"seed": 1}, reward={"type": "reward_model"})

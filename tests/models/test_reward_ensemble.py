@@ -131,9 +131,9 @@ def test_the_evaluation_headline_gives_the_ensemble_and_the_range_over_its_membe
 
     results = {"pairs/accuracy": 0.75, "member_0/pairs/accuracy": 0.5, "member_0/pairs/count": 8.0,
                "member_1/pairs/accuracy": 0.875, "member_1/pairs/count": 8.0, "ensemble/disagreement": 0.25}
-    assert evaluation_headline(results) == ('{"pairs/accuracy": 0.75, "ensemble/disagreement": 0.25}; '
+    assert evaluation_headline(results) == ("pairs/accuracy 0.75, ensemble/disagreement 0.25; "
                                             "members: pairs/accuracy 0.500–0.875")
-    assert evaluation_headline({"pairs/accuracy": 0.75}) == '{"pairs/accuracy": 0.75}'
+    assert evaluation_headline({"pairs/accuracy": 0.75, "pairs/count": 8.0}) == "pairs/accuracy 0.75, pairs/count 8"
 
 
 def test_two_judgements_of_the_same_replies_draw_their_own_bootstrap_weights():
