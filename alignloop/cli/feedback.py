@@ -39,8 +39,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
     # The export and generate modules are heavy (generate loads torch): their errors are only
     # looked up when the command that raised them has imported them.
-    if "alignloop.feedback.generate" in sys.modules:
-        from alignloop.feedback.generate import CampaignNotFoundError
+    if "alignloop.loop.generate" in sys.modules:
+        from alignloop.loop.generate import CampaignNotFoundError
         from alignloop.models import ModelLoadError
 
         errors += (CampaignNotFoundError, ModelLoadError)
@@ -328,7 +328,7 @@ def generate(
     A separate job because it loads torch, which the web server never does.
     """
     from alignloop.engine.rollout import SamplingConfig
-    from alignloop.feedback.generate import generate_candidates
+    from alignloop.loop.generate import generate_candidates
 
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     stored = generate_candidates(db, campaign, model, k, sampling, adapter, seed=seed)

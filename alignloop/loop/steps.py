@@ -69,7 +69,7 @@ def generate(ctx: RoundContext) -> dict[str, Any]:
     from the current policy."""
     from alignloop.feedback import service
     from alignloop.feedback.database import make_engine, make_session_factory, transaction, upgrade
-    from alignloop.feedback.generate import generate_candidates
+    from alignloop.loop.generate import generate_candidates
     from alignloop.feedback.imports import import_records
 
     cfg = ctx.config
@@ -98,9 +98,9 @@ def feedback(ctx: RoundContext) -> dict[str, Any]:
 
 def scripted_feedback(ctx: RoundContext) -> dict[str, Any]:
     """Scripted annotators answer every task of the campaign over the real HTTP API."""
-    from alignloop.feedback import annotators as scripted
+    from alignloop.loop import annotators as scripted
     from alignloop.feedback import service
-    from alignloop.feedback.annotator_checks import annotator_quality_rows
+    from alignloop.loop.annotator_checks import annotator_quality_rows
     from alignloop.feedback.database import make_engine, make_session_factory, transaction
     from alignloop.loop.server import feedback_server
     from alignloop.rewards import build_reward_source
@@ -130,7 +130,7 @@ def add_gold_items(session, campaign, scorer, limit: int, min_gap: float) -> int
     """Copies of the round's clearest pairs (by the scripted annotators' own scorer) with the
     known answer: honest annotators get them right, malicious ones wrong — what gold accuracy
     measures. Returns how many were added."""
-    from alignloop.feedback.annotator_checks import gold_items_from_scores
+    from alignloop.loop.annotator_checks import gold_items_from_scores
     from alignloop.feedback.imports import import_records
 
     items = [item for item in campaign.items if len(item.candidates) >= 2]
