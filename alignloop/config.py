@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from alignloop.trl_names import TRL_KEYS
+
 __all__ = ["ConfigError", "Section", "load_config", "apply_overrides", "config_to_yaml", "field_help"]
 
 
@@ -99,8 +101,6 @@ def _key_exists(cls: type[BaseModel], dotted: str) -> bool:
 
 def _trl_hint(cls: type[BaseModel], name: str) -> str:
     """' (TRL's name; in alignloop: train.lr)' when `name` is a TRL argument this config has a key for."""
-    from alignloop.trl_names import TRL_KEYS
-
     keys = [key for key in TRL_KEYS.get(name, ()) if _key_exists(cls, key)]
     return f" (TRL's name; in alignloop: {' or '.join(keys)})" if keys else ""
 

@@ -25,13 +25,13 @@ from pathlib import Path
 ROOT_PACKAGE = "alignloop"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("config", "hardware", "trl_names", "ops", "losses", "data"),  # tensors, records, typed settings
+    ("__init__", "config", "hardware", "trl_names", "ops", "losses", "data"),  # tensors, records, settings
     ("models",),  # load, wrap, run and save networks
     ("engine",),  # the training loop and rollouts every method shares
     ("rewards", "evaluation", "report"),  # what scores replies, measures runs and writes reports
     ("algorithms",),  # one file per training method
     ("feedback", "web", "loop"),  # the feedback store and its web app; the round-by-round loop
-    ("cli", "__init__", "__main__"),  # commands
+    ("cli", "__main__"),  # commands
 )
 
 LAZY_MARK = "# lazy:"

@@ -24,7 +24,6 @@ import torch
 from accelerate.utils import set_seed
 from pydantic import Field, model_validator
 
-from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_logps, reference_network
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import (
     EncodedPair,
@@ -38,9 +37,11 @@ from alignloop.data import (
 )
 from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
+from alignloop.engine.precompute import reference_logps
 from alignloop.losses import DPO_LOSSES, simpo
 from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
-from alignloop.ops import response_logps
+from alignloop.models.forward import response_logps
+from alignloop.models.reference import frozen_copy_unless_lora, reference_network
 
 
 class DPOSettings(Section):

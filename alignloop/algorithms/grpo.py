@@ -27,7 +27,8 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, StopRules, per_sequence_mean, start_online_run
+from alignloop.algorithms.online import OnlineRL, StopRules, per_sequence_mean, start_online_run
+from alignloop.data.prompts import PromptDataConfig
 from alignloop.algorithms.online import update_micro_batches
 from alignloop.config import Section
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
@@ -35,7 +36,8 @@ from alignloop.engine.rollout import SamplingConfig
 from alignloop.losses import entropy_from_logits, grpo_kl_term, group_normalized_advantages, kl_penalty
 from alignloop.losses import leave_one_out_advantages, policy_gradient_loss
 from alignloop.models import ModelConfig, save_trained_model
-from alignloop.ops import on_grid, response_token_logps
+from alignloop.models.forward import response_token_logps
+from alignloop.ops import on_grid
 from alignloop.rewards import RewardSourceConfig
 
 class GroupSettings(StopRules):

@@ -44,7 +44,6 @@ import torch
 from accelerate.utils import gather, set_seed
 from pydantic import Field
 
-from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_logps, reference_network
 from alignloop.config import Section, config_to_yaml
 from alignloop.data import (
     IGNORE_INDEX,
@@ -61,9 +60,11 @@ from alignloop.data import (
 )
 from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
+from alignloop.engine.precompute import reference_logps
 from alignloop.losses import kto, kto_reference_point
 from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
-from alignloop.ops import response_logps
+from alignloop.models.forward import response_logps
+from alignloop.models.reference import frozen_copy_unless_lora, reference_network
 
 
 class KTOSettings(Section):

@@ -11,7 +11,7 @@ advantages) and `update_micro_batches` cuts the rows into the optimizer updates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from pydantic import Field
@@ -20,28 +20,19 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from alignloop.config import Section, config_to_yaml
-from alignloop.data import DataError, EncodedExample, PromptOnly, dataset_fingerprint, encode_prompt, pad_batch
-from alignloop.data import SourceSplits, Split, read_records
+from alignloop.data import dataset_fingerprint
+from alignloop.data.prompts import PromptItem, collate_prompts, read_prompts
 from alignloop.engine import LossOutput, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
-from alignloop.engine.rollout import Rollout, SamplingConfig, rollout_engine_factory
+from alignloop.engine.rollout import Rollout, SamplingConfig, check_context_fits, rollout_batch
+from alignloop.engine.rollout_factory import rollout_engine_factory
 from alignloop.evaluation.overoptimisation import DEFAULT_BOUND, OveroptimisationWatch
-from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_network
 from alignloop.losses import kl_penalty
-from alignloop.models import disable_dropout, load_model_and_tokenizer, resolve_model_source
-from alignloop.ops import IGNORE_INDEX, response_token_logps
-from alignloop.rewards import penalize_unfinished
-
-
-class PromptDataConfig(SourceSplits):
-    train: str = Field(description="prompts: JSONL / JSON / CSV / Parquet / datasets folder / hub id with a `prompt` field")
-    eval: str | None = Field(None, description="held-out prompts, evaluated every train.eval_every steps")
-    eval_samples: int = Field(1, ge=1, description="responses sampled per held-out prompt (more: a less noisy eval reward)")
-    max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept (see overlong_prompts)")
-    overlong_prompts: Literal["truncate", "drop", "error"] = Field(
-        "truncate", description="prompts over max_prompt_length: keep their last tokens, drop them, or stop"
-    )
-    use_chat_template: bool = Field(True, description="render prompts with the tokenizer's chat template")
+from alignloop.models import disable_dropout, load_model_and_tokenizer
+from alignloop.models.forward import response_token_logps
+from alignloop.models.reference import frozen_copy_unless_lora, reference_network
+from alignloop.ops import IGNORE_INDEX
+from alignloop.rewards import build_reward_source, penalize_unfinished
 
 
 class StopRules(Section):
@@ -52,79 +43,6 @@ class StopRules(Section):
     overoptimisation_bound: float = Field(DEFAULT_BOUND, gt=1, description="the alarm rings when a reward-model "
                                           "ensemble disagrees this many times as much as on the first step's replies")
     stop_on_overoptimisation: bool = Field(False, description="stop early after the step the alarm rings")
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    record: PromptOnly  # the prompt as written (str or chat messages), for the reward source
-    prompt_ids: list[int]
-
-    @property
-    def prompt(self) -> Any:
-        return self.record.prompt
-
-
-def collate_prompts(items: list[PromptItem]) -> dict[str, Any]:
-    return {"prompts": items}
-
-
-def read_prompts(
-    path: str, tokenizer, config: PromptDataConfig, console=None, split: str | None = None
-) -> list[PromptItem]:
-    """The prompts of `path` (its `split`: config.split unless given), tokenized; overlong ones
-    handled as `config.overlong_prompts` says."""
-    items, overlong = [], []
-    which = Split(split or config.split, config.name)  # split: the eval prompts' (config.eval_split)
-    for line, record in enumerate(read_records(path, PromptOnly, split=which), start=1):
-        ids = encode_prompt(tokenizer, record.prompt, config.use_chat_template)
-        if len(ids) > config.max_prompt_length:
-            overlong.append((line, len(ids)))
-            if config.overlong_prompts == "drop":
-                continue
-            ids = ids[-config.max_prompt_length :]
-        items.append(PromptItem(record, ids))
-    if overlong and config.overlong_prompts == "error":
-        shown = ", ".join(f"record {line} ({n} tokens)" for line, n in overlong[:5])
-        raise DataError(f"{path}: {len(overlong)} prompt(s) longer than data.max_prompt_length="
-                        f"{config.max_prompt_length} tokens: {shown}; raise the limit, or set "
-                        "data.overlong_prompts to truncate or drop")
-    if overlong and console is not None:
-        done = "dropped" if config.overlong_prompts == "drop" else "cut to their last tokens"
-        console.print(f"[yellow]note[/]: {path}: {len(overlong)} prompt(s) over {config.max_prompt_length} tokens {done}")
-    if not items:
-        raise DataError(f"{path}: no prompts left (all {len(overlong)} were longer than data.max_prompt_length)")
-    return items
-
-
-def check_context_fits(model, data: PromptDataConfig, sampling: SamplingConfig) -> None:
-    """Prompt + response must fit the model's positions, or generation fails deep inside torch."""
-    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if context is not None and data.max_prompt_length + sampling.max_new_tokens > context:
-        raise DataError(
-            f"data.max_prompt_length ({data.max_prompt_length}) + sampling.max_new_tokens "
-            f"({sampling.max_new_tokens}) exceeds the model's context of {context} tokens; lower one of them"
-        )
-
-
-def rollout_engines(config, tokenizer) -> Callable:
-    """The `policy -> rollout engine` factory of a PPO / GRPO config (HF generate or vLLM)."""
-    path = resolve_model_source(config.model.name) if config.sampling.engine == "vllm" else ""
-    max_model_len = config.data.max_prompt_length + config.sampling.max_new_tokens
-    return rollout_engine_factory(config.sampling, tokenizer, path, max_model_len, config.train.seed)
-
-
-def rollout_batch(rollout: Rollout, pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Prompt + response rows with labels on the response only (the tokens to score), and
-    `prefix_groups` (R,) numbering runs of rows with the same prompt: the responses to one
-    prompt, whose forward passes then compute the prompt once (models/padding_free.py)."""
-    examples = [
-        EncodedExample(prompt + response, [IGNORE_INDEX] * len(prompt) + response)
-        for prompt, response in zip(rollout.prompt_ids, rollout.response_ids)
-    ]
-    batch = pad_batch(examples, pad_token_id)
-    new_prompt = [i == 0 or prompt != rollout.prompt_ids[i - 1] for i, prompt in enumerate(rollout.prompt_ids)]
-    batch["prefix_groups"] = torch.tensor(new_prompt, dtype=torch.long).cumsum(0) - 1  # (R,)
-    return batch
 
 
 def select_rows(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
@@ -350,13 +268,14 @@ class OnlineRun:
     eval_prompts: list[PromptItem]
 
     def method_fields(self) -> dict[str, Any]:
-        from alignloop.rewards import build_reward_source
-
+        config = self.config
         return {
             "sampling": self.config.sampling,
             "reward_source": build_reward_source(self.config.reward),
             "pad_token_id": self.tokenizer.pad_token_id,
-            "make_engine": rollout_engines(self.config, self.tokenizer),
+            "make_engine": rollout_engine_factory(config.sampling, self.tokenizer, config.model.name,
+                                                  config.data.max_prompt_length + config.sampling.max_new_tokens,
+                                                  config.train.seed),
             "eval_samples": self.config.data.eval_samples,
             "reference_model": frozen_copy_unless_lora(self.policy),  # KL is measured even when β = 0
             "log": self.console.print,

@@ -28,7 +28,8 @@ import torch
 from pydantic import Field
 
 from alignloop.algorithms.kl_control import adaptive_kl_coef
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, StopRules, start_online_run, update_micro_batches
+from alignloop.algorithms.online import OnlineRL, StopRules, start_online_run, update_micro_batches
+from alignloop.data.prompts import PromptDataConfig
 from alignloop.config import Section
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig

@@ -35,7 +35,8 @@ from alignloop.data import (
 from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
 from alignloop.engine.console import console_for
 from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
-from alignloop.ops import IGNORE_INDEX, response_logits, selective_log_softmax, shifted_targets
+from alignloop.models.forward import response_logits
+from alignloop.ops import IGNORE_INDEX, selective_log_softmax, shifted_targets
 
 class SFTConfig(Section):
     model: ModelConfig = Field(description="the causal LM to fine-tune (built-in name, local folder or hub id)")
