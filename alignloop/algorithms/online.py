@@ -16,14 +16,11 @@ from typing import Any, Callable
 import torch
 from pydantic import Field
 
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-
-from alignloop.config import Section, config_to_yaml
+from alignloop.algorithms.run import RunContext, SaveFinal, TrainingJob
+from alignloop.config import Section
 from alignloop.data import dataset_fingerprint
 from alignloop.data.prompts import PromptItem, collate_prompts, read_prompts
-from alignloop.engine import LossOutput, Trainer, TrainResult, make_accelerator
-from alignloop.engine.console import console_for
+from alignloop.engine import LossOutput, OnPolicyMethod
 from alignloop.engine.rollout import Rollout, SamplingConfig, check_context_fits, rollout_batch
 from alignloop.engine.rollout_factory import rollout_engine_factory
 from alignloop.evaluation.overoptimisation import DEFAULT_BOUND, OveroptimisationWatch
@@ -103,9 +100,16 @@ class ScoredRollout:
         return self.tokens["labels"][:, 1:] != IGNORE_INDEX  # (R, T-1)
 
 
+def rollout_statistics(rollout: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The step's reward statistics that do not add up across processes, from the scores of
+    the whole step's rollout (gathered from every process): `reward_std`, their population std."""
+    return {"reward_std": float(rollout["scores"].double().std(unbiased=False))}
+
+
 @dataclass
-class OnlineRL:
-    """Sampling, scoring, reference log-probs, sample tables and the held-out evaluation."""
+class OnlineRL(OnPolicyMethod):
+    """Sampling, scoring, reference log-probs, sample tables and the held-out evaluation; the
+    over-optimisation alarm and its state are every online method's `end_step` / `state_dict`."""
 
     sampling: SamplingConfig
     reward_source: Any
@@ -147,7 +151,7 @@ class OnlineRL:
 
     def watch_overoptimisation(self, metrics: dict[str, float]) -> dict[str, float]:
         """The alarm's figures for this step (none without an ensemble's disagreement); its
-        sentence is said the step it first rings. Methods call it from `end_step`."""
+        sentence is said the step it first rings. `end_step` calls it (PPO adds its β)."""
         spread, reward = metrics.get("reward/disagreement"), metrics.get("reward")
         if spread is None or reward is None:
             if self.settings.stop_on_overoptimisation and not self.said_unwatched:
@@ -164,11 +168,17 @@ class OnlineRL:
         return {**({} if ratio is None else {"overoptimisation/disagreement_ratio": ratio}),
                 "overoptimisation/alarm": float(alarm is not None)}
 
-    def watch_state(self) -> dict[str, Any]:
+    def rollout_statistics(self, rollout: dict[str, torch.Tensor]) -> dict[str, float]:
+        return rollout_statistics(rollout)
+
+    def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
+        return self.watch_overoptimisation(metrics)
+
+    def state_dict(self) -> dict[str, Any]:
         """The alarm's state, for the run's checkpoints (a resumed run keeps its first step's figures)."""
         return {} if self.watch is None else {"overoptimisation": self.watch.state_dict()}
 
-    def load_watch_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("overoptimisation"):
             bound = self.settings.overoptimisation_bound
             self.watch = OveroptimisationWatch.from_state(bound, state["overoptimisation"])
@@ -216,8 +226,6 @@ class OnlineRL:
         scores = scored.scores.float()
         return {
             "reward": float(scores.sum()),
-            # The std of this process's rollout, weighted by its size (exact for one process).
-            "reward_std": float(scores.std(unbiased=False)) * scores.numel(),
             "kl/sequence": float((kl * mask).sum()),
             "completions/mean_length": float(mask.sum()),
             "response/eos_rate": float(finished.sum()),
@@ -248,7 +256,6 @@ class OnlineRL:
             scored = self.sample(model, batch["prompts"], per_prompt=self.eval_samples)
         kl = kl_penalty(self.policy_logps(model, scored.tokens), self.reference_logps(model, scored.tokens), "k1")
         metrics = self.rollout_metrics(scored, kl)
-        metrics.pop("reward_std")
         objective = scored.scores.sum() - self.kl_coef_now() * metrics["kl/sequence"]
         return LossOutput(-objective, {k: torch.tensor(v) for k, v in metrics.items()}), len(scored.items)
 
@@ -260,7 +267,6 @@ class OnlineRun:
     the fields of `OnlineRL` that do not depend on the method."""
 
     config: Any  # PPOConfig / GRPOConfig: model, data, reward, sampling, train
-    accelerator: Accelerator
     console: Any
     policy: torch.nn.Module
     tokenizer: Any
@@ -270,40 +276,33 @@ class OnlineRun:
     def method_fields(self) -> dict[str, Any]:
         config = self.config
         return {
-            "sampling": self.config.sampling,
-            "reward_source": build_reward_source(self.config.reward),
+            "sampling": config.sampling,
+            "reward_source": build_reward_source(config.reward),
             "pad_token_id": self.tokenizer.pad_token_id,
             "make_engine": rollout_engine_factory(config.sampling, self.tokenizer, config.model.name,
                                                   config.data.max_prompt_length + config.sampling.max_new_tokens,
                                                   config.train.seed),
-            "eval_samples": self.config.data.eval_samples,
+            "eval_samples": config.data.eval_samples,
             "reference_model": frozen_copy_unless_lora(self.policy),  # KL is measured even when β = 0
             "log": self.console.print,
         }
 
-    def train(self, network: torch.nn.Module, method: Any, save_final: Callable, resume: bool | str) -> TrainResult:
-        trainer = Trainer(
-            self.config.train, network, method, self.train_prompts, collate_prompts, eval_examples=self.eval_prompts,
-            save_final=save_final, config_yaml=config_to_yaml(self.config),
+    def job(self, network: torch.nn.Module, method: OnlineRL, save_final: SaveFinal) -> TrainingJob:
+        return TrainingJob(
+            network, method, self.train_prompts, collate_prompts, save_final=save_final, eval_examples=self.eval_prompts,
             data_info={"train_sha256": dataset_fingerprint([p.record for p in self.train_prompts]),
                        "train_prompts": len(self.train_prompts), "eval_prompts": len(self.eval_prompts)},
-            accelerator=self.accelerator,
         )
-        result = trainer.train(resume=resume)
-        self.console.print(f"[bold green]done[/]: {result.global_step} steps; final model in {result.final_model_dir}")
-        return result
 
 
-def start_online_run(config) -> OnlineRun:
-    """Accelerator, seed, policy with dropout off, context check, and the prompts."""
-    accelerator = make_accelerator(config.train)
-    console = console_for(accelerator)
-    set_seed(config.train.seed)
+def start_online_run(config, context: RunContext) -> OnlineRun:
+    """The policy with dropout off, the context check, and the prompts."""
     policy, tokenizer = load_model_and_tokenizer(config.model)
     disable_dropout(policy)
     check_context_fits(policy, config.data, config.sampling)
+    console = context.console
     train_prompts = read_prompts(config.data.train, tokenizer, config.data, console)
     eval_prompts = (read_prompts(config.data.eval, tokenizer, config.data, console, split=config.data.eval_split)
                     if config.data.eval else [])
     console.print(f"[bold]data[/]: {len(train_prompts)} training prompts, {len(eval_prompts)} held out")
-    return OnlineRun(config, accelerator, console, policy, tokenizer, train_prompts, eval_prompts)
+    return OnlineRun(config, console, policy, tokenizer, train_prompts, eval_prompts)
