@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from alignloop.errors import UserError
+from alignloop.trl_names import TRL_KEYS
 
 __all__ = ["ConfigError", "Section", "load_config", "apply_overrides", "config_to_yaml", "field_help",
            "nested_recipe_errors", "validate_config"]
@@ -106,8 +107,6 @@ def _key_exists(cls: type[BaseModel], dotted: str) -> bool:
 
 def _trl_hint(cls: type[BaseModel], name: str) -> str:
     """' (TRL's name; in alignloop: train.lr)' when `name` is a TRL argument this config has a key for."""
-    from alignloop.trl_names import TRL_KEYS
-
     keys = [key for key in TRL_KEYS.get(name, ()) if _key_exists(cls, key)]
     return f" (TRL's name; in alignloop: {' or '.join(keys)})" if keys else ""
 

@@ -205,7 +205,8 @@ def choose_cuda_precision(capability: tuple[int, int], name: str) -> PrecisionCh
 
 
 def _cache_path(cpu: CpuInfo) -> Path:
-    from alignloop.models.cache import alignloop_home  # not at import: alignloop.models imports this module
+    # lazy: alignloop.models imports this module (models/attention asks it for the crossover)
+    from alignloop.models.cache import alignloop_home
 
     return alignloop_home() / "hardware" / f"{cpu.slug}-torch-{torch.__version__.replace('+', '-')}.json"
 
@@ -345,8 +346,10 @@ def matmul_attention_max_keys_from(timings: dict[int, tuple[float, float]]) -> i
 def probe_attention(dtype: torch.dtype, keys_list=ATTENTION_PROBE_KEYS, calls: int = 3) -> dict[int, tuple[float, float]]:
     """Forward + backward seconds of matmul attention and of SDPA per key length (causal plus
     padding masks, as training batches have), the two kernels alternating; about a second."""
+    # lazy: transformers loads only to probe, and alignloop.models.attention imports this module
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    # lazy: alignloop.models.attention imports this module for the crossover it measures here
     from alignloop.models.attention import matmul_attention
 
     heads, kv_heads, size = ATTENTION_PROBE_HEADS, ATTENTION_PROBE_KV_HEADS, ATTENTION_PROBE_HEAD_SIZE

@@ -5,7 +5,7 @@
 
 The candidates of the loop's round-1 campaign (the demo: 160 prompts x 4 replies), scored once
 by the gold scorer its annotators followed, are ranked by teams of scripted annotators answering
-exactly as the loop's do (`alignloop.feedback.annotators.answer_from_scores`: honest ones follow
+exactly as the loop's do (`alignloop.loop.annotators.answer_from_scores`: honest ones follow
 the scorer with `noise` random answers and a tie margin, malicious ones invert it), each item by
 `--overlap` of them in a random display order. For every noise level x malicious share x seed,
 `alignloop.feedback.reliability` is fitted to the rankings alone (no gold item, no server: the
@@ -53,7 +53,7 @@ def campaign_items(loop_dir: Path) -> list[tuple[Any, list[tuple[int, str]]]]:
 
 
 def team(count: int, malicious: int, noise: float, tie_margin: float, seed: int) -> list:
-    from alignloop.feedback.annotators import ScriptedAnnotator
+    from alignloop.loop.annotators import ScriptedAnnotator
 
     bad = set(random.Random(seed).sample(range(count), malicious))
     return [ScriptedAnnotator(name=f"a{i}", user_id=i, token="", kind="malicious" if i in bad else "honest",
@@ -63,7 +63,7 @@ def team(count: int, malicious: int, noise: float, tie_margin: float, seed: int)
 
 def judgements(items, scores: dict[int, float], annotators: list, overlap: int, seed: int) -> list:
     """Every item ranked by `overlap` annotators drawn at random, in a random display order."""
-    from alignloop.feedback.annotators import answer_from_scores, task_rng
+    from alignloop.loop.annotators import answer_from_scores, task_rng
     from alignloop.feedback.quality import JudgementFacts
 
     rng = random.Random(seed)

@@ -179,7 +179,7 @@ def alignloop_side(reference, policy, tokenizer, pairs, cases):
     from alignloop.algorithms.dpo import DPOMethod, DPOSettings, collate_with_reference, precompute_reference, split_rows
     from alignloop.engine import TrainConfig, make_accelerator
     from alignloop.losses import dpo_ipo
-    from alignloop.ops import response_logps
+    from alignloop.models.forward import response_logps
 
     accelerator = make_accelerator(TrainConfig())
     items = precompute_reference(reference, pairs, tokenizer.pad_token_id, batch_size=len(pairs), accelerator=accelerator)

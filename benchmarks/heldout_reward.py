@@ -45,10 +45,10 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
 
 @torch.no_grad()
 def evaluate_policy(policy, tokenizer, prompts, args, reward_source) -> dict:
-    from alignloop.algorithms.online import rollout_batch
+    from alignloop.engine.rollout import rollout_batch
     from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig
     from alignloop.models import adapters_disabled
-    from alignloop.ops import response_token_logps
+    from alignloop.models.forward import response_token_logps
 
     sampling = SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens, batch_size=32)
     rows = [item for item in prompts for _ in range(args.samples)]
@@ -86,7 +86,7 @@ def load_policy(model_name: str, adapter: str | None):
 
 
 def main(argv=None) -> None:
-    from alignloop.algorithms.online import PromptDataConfig, read_prompts
+    from alignloop.data.prompts import PromptDataConfig, read_prompts
     from alignloop.rewards import RewardSourceConfig, build_reward_source
 
     args = parse_args(argv)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alignloop import hardware
-from alignloop.engine import LossOutput, TrainConfig, Trainer
+from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainingMethod
 from alignloop.hardware import CpuInfo, MatmulProbe
 
 EPYC = CpuInfo("AMD EPYC", frozenset({"avx", "avx2", "fma"}), 2)
@@ -156,7 +156,7 @@ def write_probe(home, float32_ms, bfloat16_ms):
                                                      "matmul_128x576": entry}))
 
 
-class RecordsAutocast:
+class RecordsAutocast(TrainingMethod):
     """A squared-error method that notes, at every loss, whether CPU autocast was on."""
 
     def __init__(self):

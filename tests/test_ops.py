@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from alignloop import ops
 from alignloop.losses import entropy_from_logits
 from alignloop.models import LoraSettings, apply_lora, build_tiny_causal_lm
-from alignloop.ops import IGNORE_INDEX, has_plain_output_layer, response_logits, selective_log_softmax
+from alignloop.models.forward import has_plain_output_layer, response_logits
+from alignloop.ops import IGNORE_INDEX, selective_log_softmax
 
 
 def batch_with_prompt_masked():

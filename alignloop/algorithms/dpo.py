@@ -4,7 +4,8 @@ DPO (Rafailov et al. 2023) shows that the KL-regularised RLHF objective has a cl
 optimum in which the reward is implicit: r(x, y) = β log π(y|x) / π_ref(y|x). Fitting that
 implicit reward to the preferences with a Bradley–Terry likelihood trains the policy directly.
 The variants (`alignloop.losses.DPO_LOSSES`: sigmoid / robust / IPO / hinge, and SimPO, which
-needs no reference) differ only in the penalty applied to the log-ratio margin.
+needs no reference) differ in the penalty applied to the margin; the method offers each variant
+every input it has and the variant's signature takes what it needs (`losses/variants.py`).
 
 The reference log-probs never change, so by default they are computed once before training
 (`reference: precompute`) and stored with each pair: no second model in memory and no
@@ -21,11 +22,10 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
-from accelerate.utils import set_seed
 from pydantic import Field, model_validator
 
-from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_logps, reference_network
-from alignloop.config import Section, config_to_yaml
+from alignloop.algorithms.run import RunContext, TrainingJob, run_method
+from alignloop.config import Section
 from alignloop.data import (
     EncodedPair,
     PreferenceDataConfig,
@@ -36,16 +36,30 @@ from alignloop.data import (
     ratings_to_pairs,
     read_preference_data,
 )
-from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
-from alignloop.engine.console import console_for
-from alignloop.losses import DPO_LOSSES, simpo
+from alignloop.engine import LossOutput, TrainConfig, TrainingMethod, TrainResult
+from alignloop.engine.precompute import reference_logps
+from alignloop.losses import DPO_LOSSES
+from alignloop.losses.variants import call_variant, refuse_settings_not_taken, takes
 from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
-from alignloop.ops import response_logps
+from alignloop.models.forward import response_logps
+from alignloop.models.reference import frozen_copy_unless_lora, reference_network
+
+
+# The settings of a DPO recipe that a variant may take, and the loss parameter each becomes.
+SETTING_PARAMETERS = {"label_smoothing": "label_smoothing", "simpo_gamma": "gamma"}
+
+
+def variant_inputs(chosen, rejected, chosen_length, rejected_length, reference_chosen, reference_rejected) -> dict:
+    """Everything a DPO-family variant may take, by parameter name (B,) each: summed log-probs of
+    the policy and the reference, and the length-normalised log-probs (SimPO's)."""
+    return {"policy_chosen_logps": chosen, "policy_rejected_logps": rejected,
+            "reference_chosen_logps": reference_chosen, "reference_rejected_logps": reference_rejected,
+            "chosen_avg_logps": chosen / chosen_length, "rejected_avg_logps": rejected / rejected_length}
 
 
 class DPOSettings(Section):
-    loss: Literal["sigmoid", "robust", "ipo", "hinge", "simpo"] = Field(
-        "sigmoid", description="sigmoid (DPO), robust (rDPO), ipo, hinge (SLiC), simpo (reference-free)"
+    loss: Literal[tuple(DPO_LOSSES)] = Field(  # type: ignore[valid-type]
+        "sigmoid", description="the variant, a key of alignloop.losses.DPO_LOSSES: " + ", ".join(DPO_LOSSES)
     )
     beta: float = Field(0.1, gt=0, description="strength of the KL regularisation (inverse temperature)")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed label-noise rate (sigmoid = cDPO, robust)")
@@ -58,20 +72,26 @@ class DPOSettings(Section):
     @model_validator(mode="after")
     def _refuse_settings_the_variant_does_not_take(self) -> DPOSettings:
         """A setting the chosen variant ignores would train something other than the recipe says.
-        Whether a variant takes label smoothing is its loss function's to say: it is asked once
-        here, on one zero pair, rather than at the first step."""
-        if self.loss == "simpo":
-            if self.label_smoothing:
-                raise ValueError("label_smoothing is not a setting of loss 'simpo'; remove it, or use sigmoid or robust")
-            return self
-        if "simpo_gamma" in self.model_fields_set:
-            raise ValueError(f"simpo_gamma is a setting of loss 'simpo' only, not of {self.loss!r}")
+        Whether a variant takes a setting is its loss function's to say: its signature names the
+        settings it takes, and it is called once here, on one zero pair, to refuse values it
+        does not (label smoothing for IPO), rather than at the first step."""
+        chosen = {key: (parameter, getattr(self, key)) for key, parameter in SETTING_PARAMETERS.items()
+                  if key in self.model_fields_set}
+        refuse_settings_not_taken(DPO_LOSSES, self.loss, "loss", chosen)
         zero = torch.zeros(1)
         try:
-            DPO_LOSSES[self.loss](zero, zero, zero, zero, beta=self.beta, label_smoothing=self.label_smoothing)
+            call_variant(DPO_LOSSES[self.loss], **variant_inputs(zero, zero, zero, zero, zero, zero), **self.loss_settings())
         except ValueError as error:
-            raise ValueError(f"loss {self.loss!r} refuses label_smoothing = {self.label_smoothing:g} ({error})") from None
+            refused = ", ".join(f"{key} = {value:g}" for key, (_, value) in chosen.items()) or "its settings"
+            raise ValueError(f"loss {self.loss!r} refuses {refused} ({error})") from None
         return self
+
+    def loss_settings(self) -> dict[str, float]:
+        """The settings offered to the variant, by the name of the parameter each becomes."""
+        return {parameter: getattr(self, key) for key, parameter in SETTING_PARAMETERS.items()} | {"beta": self.beta}
+
+    def uses_reference(self) -> bool:
+        return takes(DPO_LOSSES[self.loss], "reference_chosen_logps")
 
 
 class DPOConfig(Section):
@@ -103,7 +123,7 @@ def split_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass
-class DPOMethod:
+class DPOMethod(TrainingMethod):
     settings: DPOSettings
     reference_model: torch.nn.Module | None = None  # online mode without LoRA: a frozen copy
 
@@ -113,15 +133,11 @@ class DPOMethod:
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
         logps, counts = response_logps(model, batch)  # (2B,), (2B,)
         chosen, rejected = split_rows(logps)
-        if self.settings.loss == "simpo":
-            chosen_len, rejected_len = split_rows(counts.clamp(min=1).to(logps.dtype))
-            losses, metrics = simpo(chosen / chosen_len, rejected / rejected_len,
-                                    beta=self.settings.beta, gamma=self.settings.simpo_gamma)
-        else:
-            ref_chosen, ref_rejected = self._reference(model, batch)
-            loss_fn = DPO_LOSSES[self.settings.loss]
-            losses, metrics = loss_fn(chosen, rejected, ref_chosen, ref_rejected, beta=self.settings.beta,
-                                      label_smoothing=self.settings.label_smoothing)
+        chosen_length, rejected_length = split_rows(counts.clamp(min=1).to(logps.dtype))
+        reference = self._reference(model, batch) if self.settings.uses_reference() else (None, None)
+        losses, metrics = call_variant(DPO_LOSSES[self.settings.loss],
+                                       **variant_inputs(chosen, rejected, chosen_length, rejected_length, *reference),
+                                       **self.settings.loss_settings())
         return LossOutput(losses.sum(), {name: value.sum() for name, value in metrics.items()})
 
     def _reference(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,9 +162,10 @@ def all_pairs(records) -> list:
 
 
 def run_dpo(config: DPOConfig, resume: bool | str = False) -> TrainResult:
-    accelerator = make_accelerator(config.train)
-    console = console_for(accelerator)
-    set_seed(config.train.seed)
+    return run_method(config, partial(prepare_dpo, config), resume)
+
+
+def prepare_dpo(config: DPOConfig, context: RunContext) -> TrainingJob:
     model, tokenizer = load_model_and_tokenizer(config.model)
     data = read_preference_data(config.data)
     train_pairs, eval_pairs = all_pairs(data.train), all_pairs(data.eval)
@@ -157,21 +174,18 @@ def run_dpo(config: DPOConfig, resume: bool | str = False) -> TrainResult:
                      on_invalid=config.data.on_invalid)
     train_encoded, report = encode(replace_pairs(data.train, train_pairs))
     eval_encoded, _ = encode(replace_pairs(data.eval, eval_pairs))
-    console.print(f"[bold]data[/]: {data.report}; encoded: {report}")
-    train_items, eval_items = _with_reference(config, model, tokenizer, train_encoded.pairs, eval_encoded.pairs, accelerator)
-    reference_model = frozen_copy_unless_lora(model, config.dpo.reference == "online" and config.dpo.loss != "simpo")
-    trainer = Trainer(
-        config.train, model, DPOMethod(config.dpo, reference_model), train_items,
-        partial(collate_with_reference, pad_token_id=tokenizer.pad_token_id), eval_examples=eval_items,
+    context.console.print(f"[bold]data[/]: {data.report}; encoded: {report}")
+    train_items, eval_items = _with_reference(config, model, tokenizer, train_encoded.pairs, eval_encoded.pairs,
+                                              context.accelerator)
+    reference_model = frozen_copy_unless_lora(model, config.dpo.reference == "online" and config.dpo.uses_reference())
+    return TrainingJob(
+        model, DPOMethod(config.dpo, reference_model), train_items,
+        partial(collate_with_reference, pad_token_id=tokenizer.pad_token_id),
         save_final=partial(save_trained_model, tokenizer=tokenizer, merged=config.save_merged),
-        config_yaml=config_to_yaml(config),
+        eval_examples=eval_items,
         data_info={"train_sha256": dataset_fingerprint(train_pairs), "train_pairs": len(train_items),
                    "eval_pairs": len(eval_items), "encoding": str(report)},
-        accelerator=accelerator,
     )
-    result = trainer.train(resume=resume)
-    console.print(f"[bold green]done[/]: {result.global_step} steps; final model in {result.final_model_dir}")
-    return result
 
 
 def replace_pairs(records, pairs):
@@ -180,7 +194,7 @@ def replace_pairs(records, pairs):
 
 
 def _with_reference(config, model, tokenizer, train_pairs, eval_pairs, accelerator):
-    needs_reference = config.dpo.loss != "simpo" and config.dpo.reference == "precompute"
+    needs_reference = config.dpo.uses_reference() and config.dpo.reference == "precompute"
     if not needs_reference:
         return [PairWithReference(p) for p in train_pairs], [PairWithReference(p) for p in eval_pairs]
     compute = partial(precompute_reference, model, pad_token_id=tokenizer.pad_token_id,

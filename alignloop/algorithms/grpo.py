@@ -25,21 +25,25 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, StopRules, per_sequence_mean, start_online_run
+from alignloop.algorithms.online import OnlineRL, StopRules, per_sequence_mean, start_online_run
+from alignloop.data.prompts import PromptDataConfig
 from alignloop.algorithms.online import update_micro_batches
+from alignloop.algorithms.run import RunContext, TrainingJob, run_method
 from alignloop.config import Section
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig
-from alignloop.losses import entropy_from_logits, grpo_kl_term, group_normalized_advantages, kl_penalty
-from alignloop.losses import leave_one_out_advantages, policy_gradient_loss
+from alignloop.losses import GROUP_ADVANTAGES, entropy_from_logits, grpo_kl_term, kl_penalty, policy_gradient_loss
+from alignloop.losses.variants import call_variant, refuse_settings_not_taken
 from alignloop.models import ModelConfig, save_trained_model
-from alignloop.ops import on_grid, response_token_logps
+from alignloop.models.forward import response_token_logps
+from alignloop.ops import on_grid
 from alignloop.rewards import RewardSourceConfig
 
 class GroupSettings(StopRules):
-    advantage: Literal["grpo", "rloo"] = Field("grpo", description="group baseline: grpo (z-score) or rloo")
+    advantage: Literal[tuple(GROUP_ADVANTAGES)] = Field(  # type: ignore[valid-type]
+        "grpo", description="group baseline, a key of alignloop.losses.GROUP_ADVANTAGES: " + ", ".join(GROUP_ADVANTAGES))
     group_size: int = Field(4, ge=2, description="responses sampled per prompt (K)")
     scale_by_std: bool = Field(True, description="grpo: divide by the group std (false: Dr. GRPO)")
     kl_coef: float = Field(0.05, ge=0, description="β: weight of the KL to the frozen reference")
@@ -48,6 +52,12 @@ class GroupSettings(StopRules):
     clip_range: float = Field(0.2, gt=0, lt=1, description="ε of the clipped ratio when num_iterations > 1")
     missing_eos_penalty: float = Field(0.0, ge=0, description="subtracted from the reward of responses without EOS")
     entropy_coef: float = Field(0.0, ge=0, description="bonus on the policy entropy (0: none)")
+
+    @model_validator(mode="after")
+    def _refuse_settings_the_baseline_does_not_take(self) -> GroupSettings:
+        chosen = {"scale_by_std": ("scale_by_std", self.scale_by_std)} if "scale_by_std" in self.model_fields_set else {}
+        refuse_settings_not_taken(GROUP_ADVANTAGES, self.advantage, "advantage", chosen)
+        return self
 
 
 class GRPOConfig(Section):
@@ -93,7 +103,7 @@ class GroupPolicyGradient(OnlineRL):
         if logps is None:
             metrics.pop("kl/sequence")  # measured by the loss instead, in the update's forward pass
         return Experience(updates, metrics, len(scored.items),
-                          self.sample_rows(scored, kl, every=self.settings.group_size))
+                          self.sample_rows(scored, kl, every=self.settings.group_size), {"scores": scored.scores})
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
         logps, mask, logits = response_token_logps(model, batch, self.temperature)  # (R, T-1)
@@ -117,29 +127,21 @@ class GroupPolicyGradient(OnlineRL):
         metrics.update({"entropy": entropy.detach().sum(), "kl/sequence": (kl * mask).sum()})
         return LossOutput(loss_sum, metrics)
 
-    def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
-        return self.watch_overoptimisation(metrics)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.watch_state()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.load_watch_state(state)
-
     def _advantages(self, rewards: torch.Tensor) -> torch.Tensor:
-        k = self.settings.group_size
-        if self.settings.advantage == "rloo":
-            return leave_one_out_advantages(rewards, k)
-        return group_normalized_advantages(rewards, k, scale_by_std=self.settings.scale_by_std)
+        return call_variant(GROUP_ADVANTAGES[self.settings.advantage], rewards=rewards,
+                            group_size=self.settings.group_size, scale_by_std=self.settings.scale_by_std)
 
 
 def run_grpo(config: GRPOConfig, resume: bool | str = False) -> TrainResult:
-    run = start_online_run(config)
+    return run_method(config, partial(prepare_grpo, config), resume)
+
+
+def prepare_grpo(config: GRPOConfig, context: RunContext) -> TrainingJob:
+    run = start_online_run(config, context)
     method = GroupPolicyGradient(
         **run.method_fields(),
         rows_per_micro_batch=config.train.batch_size * config.group.group_size,
         missing_eos_penalty=config.group.missing_eos_penalty,
         settings=config.group,
     )
-    save_final = partial(save_trained_model, tokenizer=run.tokenizer, merged=config.save_merged)
-    return run.train(run.policy, method, save_final, resume)
+    return run.job(run.policy, method, partial(save_trained_model, tokenizer=run.tokenizer, merged=config.save_merged))

@@ -41,11 +41,11 @@ from functools import partial
 from typing import Any, Literal, Sequence
 
 import torch
-from accelerate.utils import gather, set_seed
+from accelerate.utils import gather
 from pydantic import Field
 
-from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_logps, reference_network
-from alignloop.config import Section, config_to_yaml
+from alignloop.algorithms.run import RunContext, TrainingJob, run_method
+from alignloop.config import Section
 from alignloop.data import (
     IGNORE_INDEX,
     BinaryFeedback,
@@ -59,11 +59,12 @@ from alignloop.data import (
     pad_batch,
     read_preference_data,
 )
-from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
-from alignloop.engine.console import console_for
+from alignloop.engine import LossOutput, TrainConfig, TrainingMethod, TrainResult
+from alignloop.engine.precompute import reference_logps
 from alignloop.losses import kto, kto_reference_point
 from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
-from alignloop.ops import response_logps
+from alignloop.models.forward import response_logps
+from alignloop.models.reference import frozen_copy_unless_lora, reference_network
 
 
 class KTOSettings(Section):
@@ -156,7 +157,7 @@ def collate_kto(items: list[FeedbackWithReference], pad_token_id: int, max_lengt
 # ---------------------------------------------------------------------------------- the loss
 
 @dataclass
-class KTOMethod:
+class KTOMethod(TrainingMethod):
     settings: KTOSettings
     reference_model: torch.nn.Module | None = None  # full fine-tuning: a frozen copy of the start
 
@@ -205,9 +206,10 @@ def precompute_reference(model, examples: list[EncodedBinary], pad_token_id: int
 # ---------------------------------------------------------------------------------- the run
 
 def run_kto(config: KTOConfig, resume: bool | str = False) -> TrainResult:
-    accelerator = make_accelerator(config.train)
-    console = console_for(accelerator)
-    set_seed(config.train.seed)
+    return run_method(config, partial(prepare_kto, config), resume)
+
+
+def prepare_kto(config: KTOConfig, context: RunContext) -> TrainingJob:
     data = read_preference_data(config.data)  # before the model: bad data fails in a second
     train_records, eval_records = feedback_records(data.train), feedback_records(data.eval)
     model, tokenizer = load_model_and_tokenizer(config.model)
@@ -216,29 +218,24 @@ def run_kto(config: KTOConfig, resume: bool | str = False) -> TrainResult:
                      on_invalid=config.data.on_invalid)
     train_encoded, report = encode(only_binary(data.train, train_records))
     eval_encoded, _ = encode(only_binary(data.eval, eval_records))
-    console.print(f"[bold]data[/]: {data.report}; encoded: {report}")
+    context.console.print(f"[bold]data[/]: {data.report}; encoded: {report}")
     desirable = sum(item.label for item in train_encoded.binary)
     undesirable = len(train_encoded.binary) - desirable
     for line in _warnings(config, desirable, undesirable):
-        console.print(f"[yellow]{line}[/]")
+        context.console.print(f"[yellow]{line}[/]")
     # The mismatched pairs' reference is needed every step: without LoRA, keep the starting weights.
     reference_model = frozen_copy_unless_lora(model)
     train_items, eval_items = _with_reference(config, model, tokenizer, train_encoded.binary, eval_encoded.binary,
-                                              accelerator)
-    trainer = Trainer(
-        config.train, model, KTOMethod(config.kto, reference_model), train_items,
+                                              context.accelerator)
+    return TrainingJob(
+        model, KTOMethod(config.kto, reference_model), train_items,
         partial(collate_kto, pad_token_id=tokenizer.pad_token_id, max_length=config.data.max_length),
-        eval_examples=eval_items,
         save_final=partial(save_trained_model, tokenizer=tokenizer, merged=config.save_merged),
-        config_yaml=config_to_yaml(config),
+        eval_examples=eval_items,
         data_info={"train_sha256": dataset_fingerprint(train_records), "train_examples": len(train_items),
                    "train_desirable": desirable, "train_undesirable": undesirable,
                    "eval_examples": len(eval_items), "encoding": str(report)},
-        accelerator=accelerator,
     )
-    result = trainer.train(resume=resume)
-    console.print(f"[bold green]done[/]: {result.global_step} steps; final model in {result.final_model_dir}")
-    return result
 
 
 def only_binary(records, feedback: list[BinaryFeedback]):

@@ -11,37 +11,25 @@ advantages) and `update_micro_batches` cuts the rows into the optimizer updates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from pydantic import Field
 
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-
-from alignloop.config import Section, config_to_yaml
-from alignloop.data import DataError, EncodedExample, PromptOnly, dataset_fingerprint, encode_prompt, pad_batch
-from alignloop.data import SourceSplits, Split, read_records
-from alignloop.engine import LossOutput, Trainer, TrainResult, make_accelerator
-from alignloop.engine.console import console_for
-from alignloop.engine.rollout import Rollout, SamplingConfig, rollout_engine_factory
+from alignloop.algorithms.run import RunContext, SaveFinal, TrainingJob
+from alignloop.config import Section
+from alignloop.data import dataset_fingerprint
+from alignloop.data.prompts import PromptItem, collate_prompts, read_prompts
+from alignloop.engine import LossOutput, OnPolicyMethod
+from alignloop.engine.rollout import Rollout, SamplingConfig, check_context_fits, rollout_batch
+from alignloop.engine.rollout_factory import rollout_engine_factory
 from alignloop.evaluation.overoptimisation import DEFAULT_BOUND, OveroptimisationWatch
-from alignloop.algorithms.reference import frozen_copy_unless_lora, reference_network
 from alignloop.losses import kl_penalty
-from alignloop.models import disable_dropout, load_model_and_tokenizer, resolve_model_source
-from alignloop.ops import IGNORE_INDEX, response_token_logps
-from alignloop.rewards import penalize_unfinished
-
-
-class PromptDataConfig(SourceSplits):
-    train: str = Field(description="prompts: JSONL / JSON / CSV / Parquet / datasets folder / hub id with a `prompt` field")
-    eval: str | None = Field(None, description="held-out prompts, evaluated every train.eval_every steps")
-    eval_samples: int = Field(1, ge=1, description="responses sampled per held-out prompt (more: a less noisy eval reward)")
-    max_prompt_length: int = Field(256, ge=1, description="prompt tokens kept (see overlong_prompts)")
-    overlong_prompts: Literal["truncate", "drop", "error"] = Field(
-        "truncate", description="prompts over max_prompt_length: keep their last tokens, drop them, or stop"
-    )
-    use_chat_template: bool = Field(True, description="render prompts with the tokenizer's chat template")
+from alignloop.models import disable_dropout, load_model_and_tokenizer
+from alignloop.models.forward import response_token_logps
+from alignloop.models.reference import frozen_copy_unless_lora, reference_network
+from alignloop.ops import IGNORE_INDEX
+from alignloop.rewards import build_reward_source, penalize_unfinished
 
 
 class StopRules(Section):
@@ -52,79 +40,6 @@ class StopRules(Section):
     overoptimisation_bound: float = Field(DEFAULT_BOUND, gt=1, description="the alarm rings when a reward-model "
                                           "ensemble disagrees this many times as much as on the first step's replies")
     stop_on_overoptimisation: bool = Field(False, description="stop early after the step the alarm rings")
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    record: PromptOnly  # the prompt as written (str or chat messages), for the reward source
-    prompt_ids: list[int]
-
-    @property
-    def prompt(self) -> Any:
-        return self.record.prompt
-
-
-def collate_prompts(items: list[PromptItem]) -> dict[str, Any]:
-    return {"prompts": items}
-
-
-def read_prompts(
-    path: str, tokenizer, config: PromptDataConfig, console=None, split: str | None = None
-) -> list[PromptItem]:
-    """The prompts of `path` (its `split`: config.split unless given), tokenized; overlong ones
-    handled as `config.overlong_prompts` says."""
-    items, overlong = [], []
-    which = Split(split or config.split, config.name)  # split: the eval prompts' (config.eval_split)
-    for line, record in enumerate(read_records(path, PromptOnly, split=which), start=1):
-        ids = encode_prompt(tokenizer, record.prompt, config.use_chat_template)
-        if len(ids) > config.max_prompt_length:
-            overlong.append((line, len(ids)))
-            if config.overlong_prompts == "drop":
-                continue
-            ids = ids[-config.max_prompt_length :]
-        items.append(PromptItem(record, ids))
-    if overlong and config.overlong_prompts == "error":
-        shown = ", ".join(f"record {line} ({n} tokens)" for line, n in overlong[:5])
-        raise DataError(f"{path}: {len(overlong)} prompt(s) longer than data.max_prompt_length="
-                        f"{config.max_prompt_length} tokens: {shown}; raise the limit, or set "
-                        "data.overlong_prompts to truncate or drop")
-    if overlong and console is not None:
-        done = "dropped" if config.overlong_prompts == "drop" else "cut to their last tokens"
-        console.print(f"[yellow]note[/]: {path}: {len(overlong)} prompt(s) over {config.max_prompt_length} tokens {done}")
-    if not items:
-        raise DataError(f"{path}: no prompts left (all {len(overlong)} were longer than data.max_prompt_length)")
-    return items
-
-
-def check_context_fits(model, data: PromptDataConfig, sampling: SamplingConfig) -> None:
-    """Prompt + response must fit the model's positions, or generation fails deep inside torch."""
-    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if context is not None and data.max_prompt_length + sampling.max_new_tokens > context:
-        raise DataError(
-            f"data.max_prompt_length ({data.max_prompt_length}) + sampling.max_new_tokens "
-            f"({sampling.max_new_tokens}) exceeds the model's context of {context} tokens; lower one of them"
-        )
-
-
-def rollout_engines(config, tokenizer) -> Callable:
-    """The `policy -> rollout engine` factory of a PPO / GRPO config (HF generate or vLLM)."""
-    path = resolve_model_source(config.model.name) if config.sampling.engine == "vllm" else ""
-    max_model_len = config.data.max_prompt_length + config.sampling.max_new_tokens
-    return rollout_engine_factory(config.sampling, tokenizer, path, max_model_len, config.train.seed)
-
-
-def rollout_batch(rollout: Rollout, pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Prompt + response rows with labels on the response only (the tokens to score), and
-    `prefix_groups` (R,) numbering runs of rows with the same prompt: the responses to one
-    prompt, whose forward passes then compute the prompt once (models/padding_free.py)."""
-    examples = [
-        EncodedExample(prompt + response, [IGNORE_INDEX] * len(prompt) + response)
-        for prompt, response in zip(rollout.prompt_ids, rollout.response_ids)
-    ]
-    batch = pad_batch(examples, pad_token_id)
-    new_prompt = [i == 0 or prompt != rollout.prompt_ids[i - 1] for i, prompt in enumerate(rollout.prompt_ids)]
-    batch["prefix_groups"] = torch.tensor(new_prompt, dtype=torch.long).cumsum(0) - 1  # (R,)
-    return batch
 
 
 def select_rows(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
@@ -185,9 +100,16 @@ class ScoredRollout:
         return self.tokens["labels"][:, 1:] != IGNORE_INDEX  # (R, T-1)
 
 
+def rollout_statistics(rollout: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The step's reward statistics that do not add up across processes, from the scores of
+    the whole step's rollout (gathered from every process): `reward_std`, their population std."""
+    return {"reward_std": float(rollout["scores"].double().std(unbiased=False))}
+
+
 @dataclass
-class OnlineRL:
-    """Sampling, scoring, reference log-probs, sample tables and the held-out evaluation."""
+class OnlineRL(OnPolicyMethod):
+    """Sampling, scoring, reference log-probs, sample tables and the held-out evaluation; the
+    over-optimisation alarm and its state are every online method's `end_step` / `state_dict`."""
 
     sampling: SamplingConfig
     reward_source: Any
@@ -229,7 +151,7 @@ class OnlineRL:
 
     def watch_overoptimisation(self, metrics: dict[str, float]) -> dict[str, float]:
         """The alarm's figures for this step (none without an ensemble's disagreement); its
-        sentence is said the step it first rings. Methods call it from `end_step`."""
+        sentence is said the step it first rings. `end_step` calls it (PPO adds its β)."""
         spread, reward = metrics.get("reward/disagreement"), metrics.get("reward")
         if spread is None or reward is None:
             if self.settings.stop_on_overoptimisation and not self.said_unwatched:
@@ -246,11 +168,17 @@ class OnlineRL:
         return {**({} if ratio is None else {"overoptimisation/disagreement_ratio": ratio}),
                 "overoptimisation/alarm": float(alarm is not None)}
 
-    def watch_state(self) -> dict[str, Any]:
+    def rollout_statistics(self, rollout: dict[str, torch.Tensor]) -> dict[str, float]:
+        return rollout_statistics(rollout)
+
+    def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
+        return self.watch_overoptimisation(metrics)
+
+    def state_dict(self) -> dict[str, Any]:
         """The alarm's state, for the run's checkpoints (a resumed run keeps its first step's figures)."""
         return {} if self.watch is None else {"overoptimisation": self.watch.state_dict()}
 
-    def load_watch_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("overoptimisation"):
             bound = self.settings.overoptimisation_bound
             self.watch = OveroptimisationWatch.from_state(bound, state["overoptimisation"])
@@ -298,8 +226,6 @@ class OnlineRL:
         scores = scored.scores.float()
         return {
             "reward": float(scores.sum()),
-            # The std of this process's rollout, weighted by its size (exact for one process).
-            "reward_std": float(scores.std(unbiased=False)) * scores.numel(),
             "kl/sequence": float((kl * mask).sum()),
             "completions/mean_length": float(mask.sum()),
             "response/eos_rate": float(finished.sum()),
@@ -330,7 +256,6 @@ class OnlineRL:
             scored = self.sample(model, batch["prompts"], per_prompt=self.eval_samples)
         kl = kl_penalty(self.policy_logps(model, scored.tokens), self.reference_logps(model, scored.tokens), "k1")
         metrics = self.rollout_metrics(scored, kl)
-        metrics.pop("reward_std")
         objective = scored.scores.sum() - self.kl_coef_now() * metrics["kl/sequence"]
         return LossOutput(-objective, {k: torch.tensor(v) for k, v in metrics.items()}), len(scored.items)
 
@@ -342,7 +267,6 @@ class OnlineRun:
     the fields of `OnlineRL` that do not depend on the method."""
 
     config: Any  # PPOConfig / GRPOConfig: model, data, reward, sampling, train
-    accelerator: Accelerator
     console: Any
     policy: torch.nn.Module
     tokenizer: Any
@@ -350,41 +274,35 @@ class OnlineRun:
     eval_prompts: list[PromptItem]
 
     def method_fields(self) -> dict[str, Any]:
-        from alignloop.rewards import build_reward_source
-
+        config = self.config
         return {
-            "sampling": self.config.sampling,
-            "reward_source": build_reward_source(self.config.reward),
+            "sampling": config.sampling,
+            "reward_source": build_reward_source(config.reward),
             "pad_token_id": self.tokenizer.pad_token_id,
-            "make_engine": rollout_engines(self.config, self.tokenizer),
-            "eval_samples": self.config.data.eval_samples,
+            "make_engine": rollout_engine_factory(config.sampling, self.tokenizer, config.model.name,
+                                                  config.data.max_prompt_length + config.sampling.max_new_tokens,
+                                                  config.train.seed),
+            "eval_samples": config.data.eval_samples,
             "reference_model": frozen_copy_unless_lora(self.policy),  # KL is measured even when β = 0
             "log": self.console.print,
         }
 
-    def train(self, network: torch.nn.Module, method: Any, save_final: Callable, resume: bool | str) -> TrainResult:
-        trainer = Trainer(
-            self.config.train, network, method, self.train_prompts, collate_prompts, eval_examples=self.eval_prompts,
-            save_final=save_final, config_yaml=config_to_yaml(self.config),
+    def job(self, network: torch.nn.Module, method: OnlineRL, save_final: SaveFinal) -> TrainingJob:
+        return TrainingJob(
+            network, method, self.train_prompts, collate_prompts, save_final=save_final, eval_examples=self.eval_prompts,
             data_info={"train_sha256": dataset_fingerprint([p.record for p in self.train_prompts]),
                        "train_prompts": len(self.train_prompts), "eval_prompts": len(self.eval_prompts)},
-            accelerator=self.accelerator,
         )
-        result = trainer.train(resume=resume)
-        self.console.print(f"[bold green]done[/]: {result.global_step} steps; final model in {result.final_model_dir}")
-        return result
 
 
-def start_online_run(config) -> OnlineRun:
-    """Accelerator, seed, policy with dropout off, context check, and the prompts."""
-    accelerator = make_accelerator(config.train)
-    console = console_for(accelerator)
-    set_seed(config.train.seed)
+def start_online_run(config, context: RunContext) -> OnlineRun:
+    """The policy with dropout off, the context check, and the prompts."""
     policy, tokenizer = load_model_and_tokenizer(config.model)
     disable_dropout(policy)
     check_context_fits(policy, config.data, config.sampling)
+    console = context.console
     train_prompts = read_prompts(config.data.train, tokenizer, config.data, console)
     eval_prompts = (read_prompts(config.data.eval, tokenizer, config.data, console, split=config.data.eval_split)
                     if config.data.eval else [])
     console.print(f"[bold]data[/]: {len(train_prompts)} training prompts, {len(eval_prompts)} held out")
-    return OnlineRun(config, accelerator, console, policy, tokenizer, train_prompts, eval_prompts)
+    return OnlineRun(config, console, policy, tokenizer, train_prompts, eval_prompts)

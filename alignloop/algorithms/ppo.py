@@ -28,11 +28,13 @@ import torch
 from pydantic import Field
 
 from alignloop.algorithms.kl_control import adaptive_kl_coef
-from alignloop.algorithms.online import OnlineRL, PromptDataConfig, StopRules, start_online_run, update_micro_batches
+from alignloop.algorithms.online import OnlineRL, StopRules, start_online_run, update_micro_batches
+from alignloop.data.prompts import PromptDataConfig
+from alignloop.algorithms.run import RunContext, TrainingJob, run_method
 from alignloop.config import Section
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig
-from alignloop.losses import entropy_from_logits, gae, kl_penalty, per_token_rewards, ppo_policy_loss
+from alignloop.losses import KL_ESTIMATORS, entropy_from_logits, gae, kl_penalty, per_token_rewards, ppo_policy_loss
 from alignloop.losses import value_loss, whiten
 from alignloop.models import ModelConfig, PolicyWithValueHead, save_policy_with_value_head
 from alignloop.ops import IGNORE_INDEX
@@ -47,7 +49,8 @@ class PPOSettings(StopRules):
     gamma: float = Field(1.0, ge=0, le=1, description="GAE discount")
     lam: float = Field(0.95, ge=0, le=1, description="GAE λ")
     kl_coef: float = Field(0.05, ge=0, description="β: per-token KL penalty (initial value when adaptive)")
-    kl_estimator: Literal["k1", "k3"] = Field("k1", description="per-token KL estimate in the reward")
+    kl_estimator: Literal[tuple(KL_ESTIMATORS)] = Field(  # type: ignore[valid-type]
+        "k1", description="per-token KL estimate in the reward, a key of alignloop.losses.KL_ESTIMATORS")
     kl_target: float | None = Field(None, gt=0, description="adaptive β: target KL per sequence (null: fixed β)")
     kl_horizon: int = Field(10000, ge=1, description="adaptive β: sequences to correct a KL error")
     whiten_advantages: bool = Field(True, description="normalise advantages over each rollout")
@@ -67,10 +70,13 @@ class PPOConfig(Section):
     save_merged: bool = Field(False, description="with LoRA, also write the base model with adapters merged")
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var(R - V) / Var(R) over the masked tokens: 1 is a perfect critic, 0 no better than
-    the mean return, negative worse than that."""
-    values, returns = values[mask].double(), returns[mask].double()
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """1 - Var(R - V) / Var(R) over the masked tokens (all without a mask): 1 is a perfect critic,
+    0 no better than the mean return, negative worse than that. Not a sum: computed once per step
+    over the gathered rollout (`PPO.rollout_statistics`)."""
+    if mask is not None:
+        values, returns = values[mask], returns[mask]
+    values, returns = values.double(), returns.double()
     variance = returns.var(unbiased=False)
     return float(1.0 - (returns - values).var(unbiased=False) / variance) if variance > 0 else 0.0
 
@@ -113,9 +119,9 @@ class PPO(OnlineRL):
                       "advantages": advantages, "returns": returns}
         updates = update_micro_batches(experience, self.rows_per_micro_batch, s.epochs, s.num_minibatches)
         kl = kl_penalty(old_logps, ref_logps, "k1")  # the reported KL is always the k1 sum per sequence
-        metrics = self.rollout_metrics(scored, kl)
-        metrics["value/explained_variance"] = explained_variance(values, returns, mask) * len(scored.items)
-        return Experience(updates, metrics, len(scored.items), self.sample_rows(scored, kl))
+        rollout = {"scores": scored.scores, "values": values[mask], "returns": returns[mask]}  # tokens: (N,)
+        return Experience(updates, self.rollout_metrics(scored, kl), len(scored.items), self.sample_rows(scored, kl),
+                          rollout)
 
     def _logps_and_values(self, model, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         network = getattr(model, "module", model)
@@ -142,29 +148,37 @@ class PPO(OnlineRL):
                         "entropy": entropy_sum.detach()})
         return LossOutput(loss_sum, metrics)
 
+    def rollout_statistics(self, rollout: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {**super().rollout_statistics(rollout),
+                "value/explained_variance": explained_variance(rollout["values"], rollout["returns"])}
+
     def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
         used = self.kl_coef
         if self.settings.kl_target is not None:
             self.kl_coef = adaptive_kl_coef(used, metrics["kl/sequence"], self.settings.kl_target,
                                             self.settings.kl_horizon, self.sequences_per_step)
-        return {"kl/coef": used, **self.watch_overoptimisation(metrics)}
+        return {"kl/coef": used, **super().end_step(metrics)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kl_coef": self.kl_coef, **self.watch_state()}
+        return {"kl_coef": self.kl_coef, **super().state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kl_coef = float(state.get("kl_coef", self.settings.kl_coef))
-        self.load_watch_state(state)
+        super().load_state_dict(state)
 
 
 def run_ppo(config: PPOConfig, resume: bool | str = False) -> TrainResult:
-    run = start_online_run(config)
+    return run_method(config, partial(prepare_ppo, config), resume)
+
+
+def prepare_ppo(config: PPOConfig, context: RunContext) -> TrainingJob:
+    run = start_online_run(config, context)
     method = PPO(
         **run.method_fields(),
         rows_per_micro_batch=config.train.batch_size,
         missing_eos_penalty=config.ppo.missing_eos_penalty,
         settings=config.ppo,
-        sequences_per_step=config.train.batch_size * config.train.grad_accum * run.accelerator.num_processes,
+        sequences_per_step=config.train.batch_size * config.train.grad_accum * context.accelerator.num_processes,
     )
     save_final = partial(save_policy_with_value_head, tokenizer=run.tokenizer, merged=config.save_merged)
-    return run.train(PolicyWithValueHead(run.policy), method, save_final, resume)
+    return run.job(PolicyWithValueHead(run.policy), method, save_final)

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from accelerate.utils import set_seed
 from pydantic import Field, model_validator
 
-from alignloop.config import Section, config_to_yaml
+from alignloop.algorithms.run import RunContext, TrainingJob, run_method
+from alignloop.config import Section
 from alignloop.data import (
     EncodedPair,
     EncodedRanking,
@@ -50,19 +50,23 @@ from alignloop.data import (
     ratings_to_pairs,
     read_preference_data,
 )
-from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
-from alignloop.engine.console import console_for
+from alignloop.engine import LossOutput, TrainConfig, TrainingMethod, TrainResult
 from alignloop.evaluation.reward_evaluation import evaluate_reward_model, evaluation_headline, score_encoded_members
-from alignloop.losses import bradley_terry, plackett_luce, rating_ordinal, rating_regression
+from alignloop.losses import RATING_LOSSES, bradley_terry, plackett_luce
+from alignloop.losses.variants import call_variant, takes
 from alignloop.models import ModelConfig, RewardModel, build_reward_model, save_reward_model
 from alignloop.models.frozen_features import FrozenFeatures
 from alignloop.models.reward_ensemble import bootstrap_weights
 from alignloop.models.reward_model import response_mask_of
 
 
+RATINGS_AS_PAIRS = "pairs"  # rating_loss that turns the ratings of a prompt into preference pairs
+
+
 class RewardSettings(Section):
-    rating_loss: Literal["regression", "ordinal", "pairs"] = Field(
-        "regression", description="ratings: regression on the scaled score, ordinal thresholds, or pairs per prompt"
+    rating_loss: Literal[(*RATING_LOSSES, RATINGS_AS_PAIRS)] = Field(  # type: ignore[valid-type]
+        "regression", description="ratings: a key of alignloop.losses.RATING_LOSSES (regression, ordinal), or "
+                                  f"{RATINGS_AS_PAIRS!r}: pairs per prompt"
     )
     rating_classes: int | None = Field(None, ge=2, description="ordinal: number of rating classes (integer scale)")
     rating_pair_min_gap: float = Field(1.0, gt=0, description="rating_loss=pairs: smallest score gap that makes a pair")
@@ -127,7 +131,7 @@ JUDGEMENTS_IN = {
 
 
 @dataclass(frozen=True)
-class RewardMethod:
+class RewardMethod(TrainingMethod):
     settings: RewardSettings
     frozen_features: FrozenFeatures | None = None  # reward.backbone: frozen
 
@@ -178,12 +182,17 @@ class RewardMethod:
                                                                            mask=sub["ranking_mask"]))
 
     def _ratings(self, model, sub):
-        if self.settings.rating_loss == "ordinal":
-            index = (sub["score"] - sub["scale_min"]).round().long()
-            thresholds = model_thresholds(model)
-            return self._over_members(model, sub, lambda scores: rating_ordinal(scores, index, thresholds))
-        return self._over_members(model, sub, lambda scores: rating_regression(scores, sub["score"], sub["scale_min"],
-                                                                               sub["scale_max"]))
+        loss_fn = RATING_LOSSES[self.settings.rating_loss]
+        inputs = {"score": sub["score"], "scale_min": sub["scale_min"], "scale_max": sub["scale_max"]}
+        if takes(loss_fn, "thresholds"):  # ordinal: the rating as a class between learned cut points
+            inputs.update(score_index=(sub["score"] - sub["scale_min"]).round().long(), thresholds=model_thresholds(model))
+        return self._over_members(model, sub, lambda scores: call_variant(loss_fn, predicted=scores, **inputs))
+
+
+def learns_thresholds(settings: RewardSettings) -> bool:
+    """Whether the rating loss learns cut points between rating classes (the model holds them)."""
+    loss_fn = RATING_LOSSES.get(settings.rating_loss)
+    return loss_fn is not None and takes(loss_fn, "thresholds")
 
 
 def model_thresholds(model) -> torch.Tensor:
@@ -196,7 +205,7 @@ def model_thresholds(model) -> torch.Tensor:
 def training_items(encoded, settings: RewardSettings) -> list:
     """Every encoded judgement the loss will see; ratings become pairs when asked to."""
     items = list(encoded.pairs) + list(encoded.rankings)
-    if settings.rating_loss != "pairs":
+    if settings.rating_loss != RATINGS_AS_PAIRS:
         items += list(encoded.ratings)
     return items
 
@@ -233,10 +242,11 @@ def responses_of(items: list) -> list:
 
 
 def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
-    accelerator = make_accelerator(config.train)
-    console = console_for(accelerator)
-    set_seed(config.train.seed)
-    classes = config.reward.rating_classes if config.reward.rating_loss == "ordinal" else None
+    return run_method(config, partial(prepare_reward, config), resume)
+
+
+def prepare_reward(config: RewardConfig, context: RunContext) -> TrainingJob:
+    classes = config.reward.rating_classes if learns_thresholds(config.reward) else None
     model, tokenizer = build_reward_model(config.model, num_rating_classes=classes, pooling=config.reward.pooling,
                                           members=config.reward.ensemble)
     frozen = config.reward.backbone == "frozen"
@@ -250,38 +260,39 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
                      use_chat_template=config.data.use_chat_template, on_invalid=config.data.on_invalid)
     train, report = encode(with_rating_pairs(data.train, config.reward))
     evaluation, _ = encode(with_rating_pairs(data.eval, config.reward))
-    console.print(f"[bold]data[/]: {data.report}; encoded: {report}")
+    context.console.print(f"[bold]data[/]: {data.report}; encoded: {report}")
     pad = tokenizer.pad_token_id
     items, eval_items = training_items(train, config.reward), training_items(evaluation, config.reward)
-    summary: dict[str, Any] = {}
-
-    def finalize(trained: RewardModel, path: Path) -> None:
-        set_normalization_from(trained, items, pad, config.reward.normalization_samples)
-        summary.update(evaluate_reward_model(trained, evaluation, pad) if eval_items else {})
-        save_reward_model(trained, path, tokenizer, extra={"eval": summary, "train_sha256": fingerprint,
-                                                            "backbone": config.reward.backbone})
-
     fingerprint = dataset_fingerprint(data.train.pairs + data.train.rankings + data.train.ratings)
-    method = RewardMethod(config.reward, FrozenFeatures() if frozen else None)
-    collate = partial(collate_judgements, pad_token_id=pad, members=config.reward.ensemble, seed=config.train.seed)
-    trainer = Trainer(
-        config.train, model, method, items, collate,
-        eval_examples=eval_items, save_final=finalize, config_yaml=config_to_yaml(config),
+    finalize = partial(finalize_reward_model, config=config, tokenizer=tokenizer, items=items,
+                       evaluation=evaluation if eval_items else None, fingerprint=fingerprint, console=context.console)
+    return TrainingJob(
+        model, RewardMethod(config.reward, FrozenFeatures() if frozen else None), items,
+        partial(collate_judgements, pad_token_id=pad, members=config.reward.ensemble, seed=config.train.seed),
+        save_final=finalize, eval_examples=eval_items,
         data_info={"train_sha256": fingerprint, "train_items": len(items), "eval_items": len(eval_items),
                    "encoding": str(report)},
-        accelerator=accelerator,
+        saved_what="reward model",
     )
-    result = trainer.train(resume=resume)
-    if accelerator.is_main_process and summary:
-        (result.run_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+
+
+def finalize_reward_model(trained: RewardModel, path: Path, *, config: RewardConfig, tokenizer, items: list,
+                          evaluation, fingerprint: str, console) -> None:
+    """Normalise the scores on the training replies, measure the held-out judgements (written
+    beside the model and to the run's eval_results.json), and save."""
+    pad = tokenizer.pad_token_id
+    set_normalization_from(trained, items, pad, config.reward.normalization_samples)
+    summary = evaluate_reward_model(trained, evaluation, pad) if evaluation is not None else {}
+    save_reward_model(trained, path, tokenizer, extra={"eval": summary, "train_sha256": fingerprint,
+                                                        "backbone": config.reward.backbone})
+    if summary:
+        (path.parent / "eval_results.json").write_text(json.dumps(summary, indent=2))
         console.print(f"[bold]held-out evaluation[/]: {evaluation_headline(summary)}")
-    console.print(f"[bold green]done[/]: {result.global_step} steps; reward model in {result.final_model_dir}")
-    return result
 
 
 def with_rating_pairs(records, settings: RewardSettings):
     """With rating_loss=pairs, ratings of the same prompt become preference pairs."""
-    if settings.rating_loss != "pairs" or not records.ratings:
+    if settings.rating_loss != RATINGS_AS_PAIRS or not records.ratings:
         return records
     extra = ratings_to_pairs(records.ratings, min_gap=settings.rating_pair_min_gap)
     return replace(records, pairs=list(records.pairs) + extra, ratings=[])

@@ -18,10 +18,10 @@ from functools import partial
 from typing import Any
 
 import torch
-from accelerate.utils import set_seed
 from pydantic import Field
 
-from alignloop.config import Section, config_to_yaml
+from alignloop.algorithms.run import RunContext, TrainingJob, run_method
+from alignloop.config import Section
 from alignloop.data import (
     DataConfig,
     SFTExample,
@@ -32,10 +32,10 @@ from alignloop.data import (
     pad_batch,
     read_train_and_eval,
 )
-from alignloop.engine import LossOutput, TrainConfig, Trainer, TrainResult, make_accelerator
-from alignloop.engine.console import console_for
+from alignloop.engine import LossOutput, TrainConfig, TrainingMethod, TrainResult
 from alignloop.models import ModelConfig, load_model_and_tokenizer, save_trained_model
-from alignloop.ops import IGNORE_INDEX, response_logits, selective_log_softmax, shifted_targets
+from alignloop.models.forward import response_logits
+from alignloop.ops import IGNORE_INDEX, selective_log_softmax, shifted_targets
 
 class SFTConfig(Section):
     model: ModelConfig = Field(description="the causal LM to fine-tune (built-in name, local folder or hub id)")
@@ -45,7 +45,7 @@ class SFTConfig(Section):
 
 
 @dataclass(frozen=True)
-class CompletionOnlyNLL:
+class CompletionOnlyNLL(TrainingMethod):
     """Summed next-token negative log-likelihood over the unmasked (response) labels."""
 
     def count_items(self, batch: dict[str, Any]) -> int:
@@ -65,9 +65,10 @@ def make_collate(tokenizer, packing: bool):
 
 def run_sft(config: SFTConfig, resume: bool | str = False) -> TrainResult:
     """Load the model and data, encode, and train; returns where everything was written."""
-    accelerator = make_accelerator(config.train)
-    console = console_for(accelerator)
-    set_seed(config.train.seed)  # identical LoRA initialisation on every process
+    return run_method(config, partial(prepare_sft, config), resume)
+
+
+def prepare_sft(config: SFTConfig, context: RunContext) -> TrainingJob:
     model, tokenizer = load_model_and_tokenizer(config.model)
     train_records, eval_records = read_train_and_eval(config.data, SFTExample)
     encode = partial(
@@ -79,24 +80,16 @@ def run_sft(config: SFTConfig, resume: bool | str = False) -> TrainResult:
     )
     train_examples, report = encode(train_records)
     eval_examples, _ = encode(eval_records)
+    console = context.console
     console.print(f"[bold]data[/]: {len(train_records)} training and {len(eval_records)} eval examples; training: {report}")
     if config.data.packing:
         train_examples = pack_examples(train_examples, config.data.max_length)
         eval_examples = pack_examples(eval_examples, config.data.max_length)
         console.print(f"[bold]packing[/]: {len(train_examples)} packed rows of up to {config.data.max_length} tokens")
-    trainer = Trainer(
-        config.train,
-        model,
-        CompletionOnlyNLL(),
-        train_examples,
-        make_collate(tokenizer, config.data.packing),
-        eval_examples=eval_examples,
+    return TrainingJob(
+        model, CompletionOnlyNLL(), train_examples, make_collate(tokenizer, config.data.packing),
         save_final=partial(save_trained_model, tokenizer=tokenizer, merged=config.save_merged),
-        config_yaml=config_to_yaml(config),
+        eval_examples=eval_examples,
         data_info={"train_sha256": dataset_fingerprint(train_records), "train_examples": len(train_records),
                    "eval_examples": len(eval_records), "encoding": str(report)},
-        accelerator=accelerator,
     )
-    result = trainer.train(resume=resume)
-    console.print(f"[bold green]done[/]: {result.global_step} steps; final model in {result.final_model_dir}")
-    return result

@@ -287,7 +287,7 @@ def generate(
     A separate job because it loads torch, which the web server never does.
     """
     from alignloop.engine.rollout import SamplingConfig
-    from alignloop.feedback.generate import generate_candidates
+    from alignloop.loop.generate import generate_candidates
 
     sampling = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     stored = generate_candidates(db, campaign, model, k, sampling, adapter, seed=seed)

@@ -194,6 +194,7 @@ def _csv_rows(path: Path, schema: type[Record]) -> Iterator[_RawRow]:
 
 
 def _parquet_rows(path: Path, schema: type[Record]) -> Iterator[_RawRow]:
+    # lazy: pyarrow loads only to read a Parquet file (the web app reads records too)
     import pyarrow.parquet as parquet
 
     try:
@@ -219,6 +220,7 @@ def _dataset_rows(path: Path, dataset: Any) -> Iterator[_RawRow]:
 
 
 def _datasets_rows(path: Path, schema: type[Record], split: Split) -> Iterator[_RawRow]:
+    # lazy: `datasets` takes seconds to import and is needed only for a datasets folder or hub id
     import datasets
 
     loaded = datasets.load_from_disk(str(path))
@@ -231,6 +233,7 @@ def _datasets_rows(path: Path, schema: type[Record], split: Split) -> Iterator[_
 
 
 def _hub_rows(path: Path, schema: type[Record], split: Split) -> Iterator[_RawRow]:
+    # lazy: `datasets` takes seconds to import and is needed only for a datasets folder or hub id
     import datasets
 
     try:

@@ -11,12 +11,16 @@ compute old log-probs, values and advantages, all without gradients — and then
 optimizer updates on it. For them one engine step is one rollout plus its updates: the step
 is what checkpoints, resumes and metrics count, so an interrupted run restarts at a rollout
 boundary and never between the updates of one batch of experience.
+
+This module is the whole contract: the trainer calls nothing on a method that is not declared
+below, and every hook a method may leave out has its default here.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 
@@ -29,12 +33,29 @@ class LossOutput:
     metric_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # each () summed over items
 
 
-class TrainingMethod(Protocol):
-    def count_items(self, batch: dict[str, Any]) -> int:
-        """How many items the loss of this micro-batch sums over."""
+class TrainingMethod(ABC):
+    """Everything the trainer may call on a method. Subclasses write `count_items` and `loss`;
+    every other hook has its default here, which a method overrides only to do something else."""
 
+    #: Held-out examples per evaluation batch; None: train.batch_size.
+    eval_batch_size: int | None = None
+
+    @abstractmethod
+    def count_items(self, batch: dict[str, Any]) -> int:
+        """How many items the loss of this micro-batch sums over: the one statement of what an
+        item is for this method (tokens for SFT, pairs for DPO; see alignloop/losses/__init__.py)."""
+
+    @abstractmethod
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
-        """Forward pass and loss of one micro-batch."""
+        """Forward pass and loss of one micro-batch: sums over its `count_items` items."""
+
+    def evaluate_batch(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[LossOutput, int]:
+        """Loss sums and item count of one held-out batch. Default: the training loss."""
+        return self.loss(model, batch), self.count_items(batch)
+
+    def stop_reason(self, metrics: dict[str, float]) -> str | None:
+        """Why the run should end after a step with these metrics, or None (default: never)."""
+        return None
 
 
 @dataclass
@@ -45,25 +66,39 @@ class Experience:
     metric_sums: dict[str, float]  # rollout metrics, each summed over this process's sequences
     num_sequences: int
     samples: list[dict[str, Any]] = field(default_factory=list)  # a few (prompt, response, reward, ...) rows
+    # 1-D tensors of this process's rollout (scores, values, ...) behind statistics that do not add
+    # up across processes (a standard deviation): the engine gathers them from every process
+    # and hands them to `OnPolicyMethod.rollout_statistics` once per step.
+    rollout: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-@runtime_checkable
-class OnPolicyMethod(Protocol):
+class OnPolicyMethod(TrainingMethod):
     """A method that samples before it learns (see the module docstring)."""
 
+    @abstractmethod
     def updates_per_step(self) -> int:
         """Optimizer updates run on the experience of one step (epochs x minibatches)."""
 
+    @abstractmethod
     def collect(self, model: torch.nn.Module, micro_batches: list[dict[str, Any]]) -> Experience:
         """Sample and score with the current weights; no gradients."""
 
+    def rollout_statistics(self, rollout: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Metrics of the whole step's rollout, from `Experience.rollout` gathered from every
+        process (concatenated in rank order). Default: none."""
+        return {}
+
     def end_step(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Adapt method state (a KL coefficient) to the step's global metrics; return extra metrics."""
+        """Adapt method state (a KL coefficient) to the step's global metrics; return extra
+        metrics. Default: no state, no extra metrics."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state that a resumed run must restore."""
+        """JSON-serialisable state that a resumed run must restore. Default: none."""
+        return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned. Default: nothing to restore."""
 
 
 class NonFiniteLossError(RuntimeError, UserError):

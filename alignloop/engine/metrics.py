@@ -51,6 +51,7 @@ def tracker_name(metric: str) -> str:
 
 def _tracker(name: str, run_dir: Path, resume: bool) -> Any:
     """accelerate's tracker `name` for this run, started; files go inside the run folder."""
+    # lazy: the trackers module probes for wandb / tensorboard / ...; only runs that report to one need it
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
     cls = LOGGER_TYPE_TO_CLASS[name]

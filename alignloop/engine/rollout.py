@@ -19,14 +19,14 @@ be computed from logits divided by the same temperature, or the "old" policy of 
 policy that sampled, and the measured KL to the reference can even go negative.
 
 `RolloutEngine` is the interface; `HFRolloutEngine` the implementation that works everywhere;
-`vllm_rollout.VLLMRolloutEngine` the same interface on vLLM for GPU machines.
-`rollout_engine_factory` picks one from the sampling config.
+`vllm_rollout.VLLMRolloutEngine` the same interface on vLLM for GPU machines;
+`rollout_factory.rollout_engine_factory` picks one from the sampling config. `rollout_batch`
+turns a rollout into the token batch the methods score.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence
 
@@ -36,6 +36,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from alignloop import hardware
 from alignloop.config import Section
+from alignloop.data import DataError, EncodedExample, IGNORE_INDEX, pad_batch
+from alignloop.data.prompts import PromptDataConfig
 from alignloop.models.inference import weights_in_dtype
 from alignloop.models.lora import lora_merged_for_inference
 
@@ -233,13 +235,25 @@ class HFRolloutEngine:
         return kwargs
 
 
-def rollout_engine_factory(sampling: SamplingConfig, tokenizer, model_path: str, max_model_len: int, seed: int = 0):
-    """A `policy -> RolloutEngine` callable for the RL methods, which call it before each rollout
-    so that sampling uses the weights being trained. HF wraps the live policy (no copy); vLLM
-    is started once and receives the current weights on each call."""
-    if sampling.engine == "vllm":
-        from alignloop.engine.vllm_rollout import VLLMRolloutEngine
+def check_context_fits(model, data: PromptDataConfig, sampling: SamplingConfig) -> None:
+    """Prompt + response must fit the model's positions, or generation fails deep inside torch."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if context is not None and data.max_prompt_length + sampling.max_new_tokens > context:
+        raise DataError(
+            f"data.max_prompt_length ({data.max_prompt_length}) + sampling.max_new_tokens "
+            f"({sampling.max_new_tokens}) exceeds the model's context of {context} tokens; lower one of them"
+        )
 
-        return VLLMRolloutEngine(model_path, tokenizer, sampling, max_model_len,
-                                 sampling.vllm_gpu_memory_utilization, seed)
-    return functools.partial(HFRolloutEngine, tokenizer=tokenizer, sampling=sampling)
+
+def rollout_batch(rollout: Rollout, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Prompt + response rows with labels on the response only (the tokens to score), and
+    `prefix_groups` (R,) numbering runs of rows with the same prompt: the responses to one
+    prompt, whose forward passes then compute the prompt once (models/padding_free.py)."""
+    examples = [
+        EncodedExample(prompt + response, [IGNORE_INDEX] * len(prompt) + response)
+        for prompt, response in zip(rollout.prompt_ids, rollout.response_ids)
+    ]
+    batch = pad_batch(examples, pad_token_id)
+    new_prompt = [i == 0 or prompt != rollout.prompt_ids[i - 1] for i, prompt in enumerate(rollout.prompt_ids)]
+    batch["prefix_groups"] = torch.tensor(new_prompt, dtype=torch.long).cumsum(0) - 1  # (R,)
+    return batch

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
@@ -38,7 +39,6 @@ from alignloop.engine.memory import freed_memory_retained
 from alignloop.engine.method import Experience, NonFiniteLossError, OnPolicyMethod, TrainingMethod
 from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
 from alignloop.errors import UserError
-from alignloop.report.model_card import write_model_card
 from alignloop.engine.progress import TrainingProgress
 from alignloop.engine.run_dir import write_run_info
 from alignloop.hardware import PrecisionChoice, resolve_mixed_precision
@@ -140,6 +140,9 @@ class Trainer:
         data_info: dict[str, Any] | None = None,
         accelerator: Accelerator | None = None,
     ):
+        if not isinstance(method, TrainingMethod):
+            raise TypeError(f"{type(method).__name__} is not a TrainingMethod (alignloop/engine/method.py declares "
+                            "what the trainer calls)")
         if not train_examples:
             raise ValueError("no training examples left after reading and filtering the data")
         self.config = config
@@ -236,7 +239,7 @@ class Trainer:
 
     def _stop_early(self, metrics: dict[str, float]) -> bool:
         """Whether the method ends the run after this step (online RL's KL budget), said once."""
-        reason = self.method.stop_reason(metrics) if hasattr(self.method, "stop_reason") else None
+        reason = self.method.stop_reason(metrics)
         if reason is not None and self.global_step < self.total_steps:
             console_for(self.accelerator).print(
                 f"[bold]stopped early[/] after step {self.global_step} of {self.total_steps}: {reason}", soft_wrap=True)
@@ -268,7 +271,6 @@ class Trainer:
             final_dir = self.run_dir / "final"
             if self.is_main:
                 self.save_final(self.accelerator.unwrap_model(self.model), final_dir)
-                write_model_card(self.run_dir, final_dir)
             self.accelerator.wait_for_everyone()
         return final_dir
 
@@ -295,6 +297,7 @@ class Trainer:
         sequences = float(self._reduce(experience.num_sequences))
         for name, value in experience.metric_sums.items():
             metrics[name] = float(self._reduce(value)) / sequences
+        metrics.update(self.method.rollout_statistics(gather_rollout(experience.rollout)))
         metrics.update(self.method.end_step(metrics))
         # Where the step's time went: sampling + scoring + reference, then the updates.
         metrics["time/rollout_s"] = collected - started
@@ -385,15 +388,12 @@ class Trainer:
         model.eval()
         loss_sum, items, metric_sums = 0.0, 0, {}
         mine = list(range(self.rank, len(self.eval_examples), self.world))
-        size = getattr(self.method, "eval_batch_size", None) or self.config.batch_size
+        size = self.method.eval_batch_size or self.config.batch_size
         for start in range(0, len(mine), size):
             batch = self.collate([self.eval_examples[i] for i in mine[start : start + size]])
             batch = to_device(batch, self.accelerator.device)
             with self.accelerator.autocast():
-                if hasattr(self.method, "evaluate_batch"):  # online RL: sample, score, measure the KL
-                    out, count = self.method.evaluate_batch(model, batch)
-                else:
-                    out, count = self.method.loss(model, batch), self.method.count_items(batch)
+                out, count = self.method.evaluate_batch(model, batch)  # online RL: sample, score, measure the KL
             items += count
             loss_sum += float(out.loss_sum)
             for name, value in out.metric_sums.items():
@@ -454,6 +454,18 @@ class Trainer:
             drop_metrics_after(self.run_dir / "metrics.jsonl", self.global_step)
             drop_metrics_after(self.run_dir / "samples.jsonl", self.global_step)
         self.accelerator.wait_for_everyone()
+
+
+def gather_rollout(rollout: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every process's 1-D rollout tensors, concatenated in rank order, so that a statistic
+    that does not add up (a standard deviation) is computed once over the whole step, as
+    alpaca_farm's `record_step_stats` does. Processes may hold different lengths (tokens), so
+    the tensors travel as objects."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rollout
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, {name: values.detach().cpu() for name, values in rollout.items()})
+    return {name: torch.cat([part[name] for part in parts]) for name in rollout}
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:

@@ -10,7 +10,8 @@ recomputes them with the policy in torch (at the same temperature), as for the H
 A vLLM seed is drawn from torch's RNG for every rollout, so a resumed run samples the same
 responses as an uninterrupted one on the same machine.
 
-vLLM is optional (`pip install "alignloop[vllm]"`, CUDA only); nothing else imports this file.
+vLLM is optional (`pip install "alignloop[vllm]"`, CUDA only): this module imports it only when an
+engine is built, so importing the module costs nothing where vLLM is absent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from alignloop.engine.rollout import Rollout, SamplingConfig, eos_token_ids
 from alignloop.errors import UserError
+from alignloop.models import resolve_model_source
 
 PEFT_PREFIX = "base_model.model."
 
@@ -44,7 +46,7 @@ def _import_vllm():
     if not torch.cuda.is_available():
         raise VLLMUnavailableError("sampling.engine=vllm needs a CUDA GPU; use sampling.engine=hf on this machine")
     try:
-        import vllm
+        import vllm  # lazy: optional, CUDA-only dependency
     except ImportError:
         raise VLLMUnavailableError(
             'sampling.engine=vllm but vLLM is not installed: pip install "alignloop[vllm]" (CUDA only)'
@@ -55,9 +57,10 @@ def _import_vllm():
 class VLLMRolloutEngine:
     """Call it with the policy to sync weights; then `generate` like `HFRolloutEngine`."""
 
-    def __init__(self, model_path: str, tokenizer, sampling: SamplingConfig, max_model_len: int,
+    def __init__(self, model_name: str, tokenizer, sampling: SamplingConfig, max_model_len: int,
                  gpu_memory_utilization: float = 0.3, seed: int = 0):
         vllm = _import_vllm()
+        model_path = resolve_model_source(model_name)  # a built-in name becomes its prepared folder
         self.tokenizer = tokenizer
         self.sampling = sampling
         self.llm = vllm.LLM(model=model_path, gpu_memory_utilization=gpu_memory_utilization,
@@ -76,7 +79,7 @@ class VLLMRolloutEngine:
 
     @torch.no_grad()
     def generate(self, prompt_ids: Sequence[list[int]], *, seed: int | None = None) -> Rollout:
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams, TokensPrompt  # lazy: optional, CUDA-only dependency
 
         s = self.sampling
         base_seed = seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()))

@@ -37,11 +37,10 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 
-from alignloop.algorithms.online import PromptDataConfig, PromptItem, check_context_fits, read_prompts, rollout_batch
-from alignloop.algorithms.reference import reference_network
 from alignloop.config import ConfigError, Section
 from alignloop.engine.progress import TrainingProgress
-from alignloop.engine.rollout import HFRolloutEngine, Rollout, SamplingConfig
+from alignloop.data.prompts import PromptDataConfig, PromptItem, read_prompts
+from alignloop.engine.rollout import HFRolloutEngine, Rollout, SamplingConfig, check_context_fits, rollout_batch
 from alignloop.evaluation.diversity import distinct_scores
 from alignloop.evaluation.hacking import MONITOR_ROLE, REWARD_MODEL_ROLE, eval_warnings, standard_error
 from alignloop.hardware import resolve_weight_dtype
@@ -56,7 +55,8 @@ from alignloop.models import (
     load_saved_adapter,
     resolve_model_source,
 )
-from alignloop.ops import response_token_logps
+from alignloop.models.forward import response_token_logps
+from alignloop.models.reference import reference_network
 from alignloop.rewards import RewardSource, RewardSourceConfig, build_reward_source, toxicity_probability
 
 __all__ = ["EvalConfig", "PolicySpec", "ModelPlan", "plan_models", "evaluate", "win_counts", "mean_and_se", "source_role"]

@@ -10,16 +10,15 @@ from alignloop.evaluation.reward_metrics import (
     mean_ignoring_nan,
     pairwise_accuracy,
 )
+from alignloop.data import pad_batch
 from alignloop.models.reward_ensemble import disagreement
+from alignloop.models.reward_model import response_mask_of
 
 
 @torch.no_grad()
 def score_encoded_members(model, examples: list, pad_token_id: int, batch_size: int = 16) -> torch.Tensor:
     """(N, K) raw scores of encoded (prompt + response) sequences by each of the model's K
     members (1 for a single reward model), in order; longest-first batches keep padding small."""
-    from alignloop.data import pad_batch
-    from alignloop.models.reward_model import response_mask_of
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -1,6 +1,6 @@
 """The human feedback store: judgements (SQLAlchemy; SQLite or PostgreSQL), campaigns and
 assignment, accounts, sign-in and API tokens. The web app people use is `alignloop.web`;
-this package imports neither FastAPI nor torch (but generate.py, the separate job that samples).
+this package imports neither FastAPI nor torch.
 
     models.py      the schema (the contract every part builds on)
     database.py    engines, sessions, Alembic upgrades (migrations/)
@@ -10,7 +10,8 @@ this package imports neither FastAPI nor torch (but generate.py, the separate jo
     imports.py     prompts / candidates from files, all or nothing
     quality.py     agreement, gold accuracy, position bias, speed, consensus; evaluator flags
     export.py      versioned, content-hashed datasets for the trainers
-    generate.py    K candidates per prompt from a model: a separate job, the one module with torch
 
-Nothing else here imports torch, so the web server stays light.
+Nothing here imports torch, so the web server stays light: what fills a campaign with model
+outputs (`alignloop.loop.generate`) and the scripted annotators (`alignloop.loop.annotators`)
+live with the loop, which drives them.
 """

@@ -91,6 +91,7 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def alembic_config(url: str):
     """An Alembic config pointing at the packaged migrations (works from an installed wheel)."""
+    # lazy: alembic loads only to migrate a database, never on the web server's request path
     from alembic.config import Config
 
     config = Config()
@@ -102,6 +103,7 @@ def alembic_config(url: str):
 
 def upgrade(url: str = DEFAULT_URL, revision: str = "head") -> None:
     """Bring the database at `url` to `revision` (creating the file for SQLite)."""
+    # lazy: alembic loads only to migrate a database, never on the web server's request path
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)

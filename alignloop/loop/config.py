@@ -60,7 +60,7 @@ class FeedbackSettings(Section):
     aggregation: Literal["all", "majority", "weighted", "model"] = Field("weighted", description="how the judgements of one item become one training record")
     exclude_flagged: bool = Field(True, description="leave flagged annotators out of the export")
     annotators: dict[str, Any] = Field(
-        default_factory=dict, description="scripted: `alignloop.feedback.annotators.AnnotatorsConfig` settings"
+        default_factory=dict, description="scripted: `alignloop.loop.annotators.AnnotatorsConfig` settings"
     )
 
 

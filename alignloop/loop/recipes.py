@@ -99,10 +99,12 @@ def stage_recipe_errors(cfg: LoopConfig) -> list[InitErrorDetails]:
     """Every stage recipe of rounds 1 and 2 (round 2 continues an adapter) validated by its
     stage's config class, with stand-in paths for what earlier stages make; the errors name
     the loop's keys in full (`rl.recipe.group.kl_coef`)."""
-    # The stages' config classes sit with their methods (torch): imported when a loop is read.
+    # lazy: the stages' config classes sit with their methods (torch); `alignloop --help` reads none
     from alignloop.algorithms.reward import RewardConfig
+    # lazy: as above
     from alignloop.evaluation.policy_eval import EvalConfig
-    from alignloop.feedback.annotators import AnnotatorsConfig
+    # lazy: as above
+    from alignloop.loop.annotators import AnnotatorsConfig
 
     errors: list[InitErrorDetails] = []
     for number in range(1, min(cfg.rounds, 2) + 1):

@@ -16,11 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from sqlalchemy import func, select
 
+from alignloop.algorithms.reward import RewardConfig, run_reward
+from alignloop.data import PromptOnly, read_records
+from alignloop.engine import latest_checkpoint, read_metrics
+from alignloop.evaluation.policy_eval import EvalConfig, evaluate as run_eval
+from alignloop.feedback import service
+from alignloop.feedback.database import make_engine, make_session_factory, transaction, upgrade
+from alignloop.feedback.export import export_campaign_from_url
+from alignloop.feedback.imports import import_records
+from alignloop.feedback.models import Item, Judgement
+from alignloop.loop import annotators as scripted
+from alignloop.loop.annotator_checks import annotator_quality_rows, gold_items_from_scores
 from alignloop.loop.config import LoopConfig, LoopPrompts
+from alignloop.loop.generate import generate_candidates
 from alignloop.loop.recipes import annotators_recipe, eval_recipe, reward_model_recipe, rl_method, rl_recipe
+from alignloop.loop.server import feedback_server
 from alignloop.loop.state import LoopState
-
+from alignloop.report import write_loop_report
+from alignloop.report.model_card import write_model_card
+from alignloop.rewards import build_reward_source
 
 @dataclass
 class RoundContext:
@@ -58,8 +74,6 @@ class RoundContext:
 # ------------------------------------------------------------------ generate
 def round_prompts(prompts: LoopPrompts, number: int) -> list[dict[str, Any]]:
     """The training prompts of round `number`: the next `per_round` records, cycling through the file."""
-    from alignloop.data import PromptOnly, read_records
-
     records = read_records(prompts.train, PromptOnly, split=prompts.train_split())
     start = (number - 1) * prompts.per_round
     return [{"prompt": records[(start + i) % len(records)].prompt} for i in range(min(prompts.per_round, len(records)))]
@@ -68,11 +82,6 @@ def round_prompts(prompts: LoopPrompts, number: int) -> list[dict[str, Any]]:
 def generate(ctx: RoundContext) -> dict[str, Any]:
     """A campaign of this round's prompts (pairwise or ranking tasks), filled with K candidates
     from the current policy."""
-    from alignloop.feedback import service
-    from alignloop.feedback.database import make_engine, make_session_factory, transaction, upgrade
-    from alignloop.feedback.generate import generate_candidates
-    from alignloop.feedback.imports import import_records
-
     cfg = ctx.config
     upgrade(cfg.db_url)
     store = make_session_factory(make_engine(cfg.db_url))
@@ -99,13 +108,6 @@ def feedback(ctx: RoundContext) -> dict[str, Any]:
 
 def scripted_feedback(ctx: RoundContext) -> dict[str, Any]:
     """Scripted annotators answer every task of the campaign over the real HTTP API."""
-    from alignloop.feedback import annotators as scripted
-    from alignloop.feedback import service
-    from alignloop.feedback.annotator_checks import annotator_quality_rows
-    from alignloop.feedback.database import make_engine, make_session_factory, transaction
-    from alignloop.loop.server import feedback_server
-    from alignloop.rewards import build_reward_source
-
     cfg = ctx.config
     settings = scripted.AnnotatorsConfig.model_validate(annotators_recipe(cfg, ctx.number))
     store = make_session_factory(make_engine(cfg.db_url))
@@ -131,9 +133,6 @@ def add_gold_items(session, campaign, scorer, limit: int, min_gap: float) -> int
     """Copies of the round's clearest pairs (by the scripted annotators' own scorer) with the
     known answer: honest annotators get them right, malicious ones wrong — what gold accuracy
     measures. Returns how many were added."""
-    from alignloop.feedback.annotator_checks import gold_items_from_scores
-    from alignloop.feedback.imports import import_records
-
     items = [item for item in campaign.items if len(item.candidates) >= 2]
     if limit == 0 or not items:
         return 0
@@ -151,12 +150,6 @@ def add_gold_items(session, campaign, scorer, limit: int, min_gap: float) -> int
 
 def wait_for_people(ctx: RoundContext) -> dict[str, Any]:
     """Poll the database until every item has `overlap` judgements (people answer in the web app)."""
-    from sqlalchemy import func, select
-
-    from alignloop.feedback import service
-    from alignloop.feedback.database import make_engine, make_session_factory
-    from alignloop.feedback.models import Item, Judgement
-
     cfg = ctx.config
     store = make_session_factory(make_engine(cfg.db_url))
     started = time.monotonic()
@@ -177,8 +170,6 @@ def wait_for_people(ctx: RoundContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ export
 def export(ctx: RoundContext) -> dict[str, Any]:
-    from alignloop.feedback.export import export_campaign_from_url
-
     cfg = ctx.config
     fmt = "rankings" if cfg.feedback.task == "ranking" else "pairs"  # every later stage reads both
     result = export_campaign_from_url(cfg.db_url, ctx.campaign, fmt, ctx.round_dir / "feedback",
@@ -190,14 +181,10 @@ def export(ctx: RoundContext) -> dict[str, Any]:
 # ------------------------------------------------------------------ reward model
 def resume_flag(run_dir: Path) -> bool:
     """Resume a stage that was interrupted after writing checkpoints."""
-    from alignloop.engine import latest_checkpoint
-
     return latest_checkpoint(run_dir / "checkpoints") is not None
 
 
 def reward_model(ctx: RoundContext) -> dict[str, Any]:
-    from alignloop.algorithms.reward import RewardConfig, run_reward
-
     out = ctx.round_dir / "rm"
     recipe = reward_model_recipe(ctx.config, ctx.exports_so_far(), out, ctx.config.seed)
     result = run_reward(RewardConfig.model_validate(recipe), resume=resume_flag(out))
@@ -216,9 +203,6 @@ def rl(ctx: RoundContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ evaluate and report
 def evaluate(ctx: RoundContext) -> dict[str, Any]:
-    from alignloop.evaluation.policy_eval import EvalConfig, evaluate as run_eval
-    from alignloop.report.model_card import write_model_card
-
     recipe = eval_recipe(ctx.config, ctx.state.artifact(ctx.number, "reward_model"),
                          ctx.state.artifact(ctx.number, "policy_adapter"), ctx.round_dir / "eval.json")
     run_eval(EvalConfig.model_validate(recipe), ctx.console)
@@ -230,8 +214,6 @@ def evaluate(ctx: RoundContext) -> dict[str, Any]:
 
 def last_eval_accuracy(metrics_file: Path) -> float | None:
     """The reward model's last held-out accuracy: pairwise accuracy, from pairs or from rankings."""
-    from alignloop.engine import read_metrics
-
     accuracy = None
     for record in read_metrics(metrics_file) if metrics_file.is_file() else []:
         # eval/rewards/accuracy: the name before TRL's, in run folders alignloop wrote earlier.
@@ -242,12 +224,6 @@ def last_eval_accuracy(metrics_file: Path) -> float | None:
 
 
 def judgement_count(db_url: str, campaign: str) -> int:
-    from sqlalchemy import func, select
-
-    from alignloop.feedback import service
-    from alignloop.feedback.database import make_engine, make_session_factory
-    from alignloop.feedback.models import Judgement
-
     with make_session_factory(make_engine(db_url))() as session:
         found = service.campaign_by_name(session, campaign)
         if found is None:
@@ -272,8 +248,6 @@ def write_round_summary(ctx: RoundContext) -> Path:
 
 
 def report(ctx: RoundContext) -> dict[str, Any]:
-    from alignloop.report import write_loop_report
-
     write_round_summary(ctx)
     return {"report": str(write_loop_report(ctx.loop_dir))}
 

@@ -14,6 +14,7 @@ This package imports torch only: never transformers, never the config layer.
 
 from alignloop.losses.advantages import (
     ADVANTAGE_ESTIMATORS,
+    GROUP_ADVANTAGES,
     gae,
     group_normalized_advantages,
     leave_one_out_advantages,
@@ -40,8 +41,9 @@ from alignloop.losses.preference import (
     kto_reference_point,
     simpo,
 )
-from alignloop.losses.reduce import masked_mean, masked_sum, sequence_logps
+from alignloop.losses.reduce import masked_mean, masked_sum
 from alignloop.losses.reward import (
+    RATING_LOSSES,
     REWARD_LOSSES,
     bradley_terry,
     ordinal_log_probs,
@@ -53,8 +55,10 @@ from alignloop.losses.reward import (
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "DPO_LOSSES",
+    "GROUP_ADVANTAGES",
     "KL_ESTIMATORS",
     "POLICY_LOSSES",
+    "RATING_LOSSES",
     "REWARD_LOSSES",
     "bradley_terry",
     "dpo_hinge",
@@ -78,7 +82,6 @@ __all__ = [
     "ppo_policy_loss",
     "rating_ordinal",
     "rating_regression",
-    "sequence_logps",
     "simpo",
     "value_loss",
     "whiten",

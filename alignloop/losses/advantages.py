@@ -17,12 +17,10 @@ Advantages and returns are targets, not functions of the parameters being traine
 function here returns detached tensors. Masks (B, T) are true on real response tokens; padded
 positions may hold anything and come back as 0.
 
-`ADVANTAGE_ESTIMATORS` at the end names the estimators a config can choose. Its entries take
-different inputs because the families do: "gae" takes (rewards (B, T), values (B, T), mask,
-gamma, lam), "grpo" and "rloo" take (rewards (B,), group_size). A config's name therefore also
-says which family, hence which algorithm, it belongs to: PPO (with a value model) accepts
-"gae"; the critic-free methods accept "grpo" and "rloo" (Dr. GRPO is "grpo" with
-`scale_by_std=False`), and reject the others by name.
+Two tables end the module, one per family, because their entries take different inputs:
+`GROUP_ADVANTAGES` ("grpo", "rloo": rewards (B,) and group_size), which the critic-free methods'
+config names (Dr. GRPO is "grpo" with `scale_by_std=False`, a setting "rloo" does not take), and
+`ADVANTAGE_ESTIMATORS`, every estimator by name, "gae" (PPO's, with a value model) included.
 """
 
 from __future__ import annotations
@@ -183,9 +181,11 @@ def per_token_rewards(
     return rewards + torch.where(is_last, scores.detach().to(rewards.dtype).unsqueeze(-1), 0.0)
 
 
-# The advantage estimators a config names; their inputs differ by family (see the module docstring).
-ADVANTAGE_ESTIMATORS = {
-    "gae": gae,
+# The group baselines a critic-free config names (GRPO / RLOO): rewards (B,) and group_size in.
+GROUP_ADVANTAGES = {
     "grpo": group_normalized_advantages,
     "rloo": leave_one_out_advantages,
 }
+
+# Every advantage estimator by name; their inputs differ by family (see the module docstring).
+ADVANTAGE_ESTIMATORS = {"gae": gae, **GROUP_ADVANTAGES}

@@ -258,7 +258,7 @@ def value_loss(
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of softmax(logits) over the last axis: (B, T, V) -> (B, T), any leading shape
-    (e.g. the (N, V) response logits of `ops.response_logits` -> (N,)).
+    (e.g. the (N, V) response logits of `models.forward.response_logits` -> (N,)).
 
     H = logsumexp(x) - sum_v p_v x_v with x the logits less their row maximum, so logits of 1e4
     are as fine as logits of 1. Half-precision logits are upcast to float32 (a sum over tens of

@@ -9,16 +9,18 @@ the log-ratio difference of the chosen (c) and rejected (r) responses
 
 which the variants penalise differently: logistically (sigmoid, with the label-noise
 corrections cDPO and rDPO), quadratically towards a fixed margin (IPO), or with a hinge (SLiC).
-They share one signature, so a DPO config names one of them by its key in `DPO_LOSSES`.
+A DPO config names one of them by its key in `DPO_LOSSES`, which also holds SimPO: a pairwise
+variant that needs no reference and takes length-normalised log-probs instead. The DPO method
+offers every variant the same inputs by name and each takes what its signature names
+(`losses/variants.py`), so a variant's name lives only in the table.
 
-SimPO and KTO are not entries of that table because their *inputs* differ, not only their
-penalty: SimPO has no reference model and takes length-normalised log-probs; KTO takes unpaired
-examples labelled desirable or undesirable, plus a reference point estimated from the batch.
-Each is its own method, whose algorithm calls `simpo` / `kto` directly.
+KTO is not in the table: it takes unpaired examples labelled desirable or undesirable, plus a
+reference point estimated from the batch; it is its own method (`algorithms/kto.py`).
 
-Inputs are summed sequence log-probs, one per example (see `reduce.sequence_logps`). Every loss
-returns per-example losses (B,), which the caller sums (the engine divides by the number of
-examples in the whole optimizer step), and detached per-example metrics (B,) named `group/name`.
+Inputs are sequence log-probs, one per example: summed over the response tokens (the method
+computes them with `models.forward.response_logps`), or their mean for SimPO. Every loss returns
+per-example losses (B,) and detached per-example metrics (B,) named `group/name`
+(the convention of the whole package, see `alignloop/losses/__init__.py`).
 """
 
 from __future__ import annotations
@@ -52,9 +54,7 @@ def _require_label_smoothing(loss_name: str, label_smoothing: float) -> None:
 def _refuse_label_smoothing(loss_name: str, label_smoothing: float) -> None:
     # Silently ignoring a setting would train something other than what the recipe says.
     if label_smoothing != 0.0:
-        raise ValueError(
-            f"{loss_name} has no label smoothing (only 'sigmoid' and 'robust' do); got {label_smoothing}"
-        )
+        raise ValueError(f"{loss_name} takes no label smoothing; got {label_smoothing}")
 
 
 def _reward_metrics(
@@ -216,7 +216,7 @@ def simpo(
     """SimPO, Meng et al. 2024, eq. 6: -log sigma(beta avg_c - beta avg_r - gamma).
 
     Reference-free: the implicit reward is the policy's *average* per-token log-prob, scaled by
-    beta (pass `sequence_logps(..., average=True)`), the quantity beam search ranks by; the
+    beta (summed log-probs divided by the response length), the quantity beam search ranks by; the
     length normalisation counters DPO's drift towards longer responses. gamma > 0 is a target margin between the two
     rewards. It is gamma itself, as in eq. 6; the authors' scripts configure gamma / beta.
     Metrics `rewards/*` are beta * average log-prob; `logps/*` are the average log-probs.
@@ -304,11 +304,12 @@ def kto(
     return losses, metrics
 
 
-# The paired, reference-based variants: one signature, so a config picks one by name.
-# SimPO (`simpo`) and KTO (`kto`, `kto_reference_point`) take other inputs; see the module docstring.
+# The pairwise variants a DPO config names. The reference-based ones share one signature; SimPO
+# takes average log-probs and no reference. KTO (`kto`, `kto_reference_point`) is its own method.
 DPO_LOSSES = {
     "sigmoid": dpo_sigmoid,
     "robust": dpo_robust,
     "ipo": dpo_ipo,
     "hinge": dpo_hinge,
+    "simpo": simpo,
 }

@@ -7,9 +7,6 @@ over tokens needs a mask. Two choices matter and live here:
   `-inf` or NaN log-probs, and `nan * 0` is NaN;
 - an empty mask (a row with no scored token) averages to 0, not 0/0 = NaN, so one degenerate row
   cannot poison a whole batch.
-
-`sequence_logps` is the bridge from token log-probs to the (B,) inputs of the preference losses:
-the sum is log pi(y | x) (DPO, KTO, IPO); the length-normalised mean is what SimPO takes.
 """
 
 from __future__ import annotations
@@ -37,15 +34,3 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     count = mask.bool().sum() if dim is None else mask.bool().sum(dim)
     # clamp: an empty row has total 0, so 0 / 1 = 0 instead of 0 / 0 = NaN.
     return total / count.clamp(min=1).to(total.dtype)
-
-
-def sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor, average: bool = False) -> torch.Tensor:
-    """(B, T) per-token log-probs -> (B,) log-prob of each sequence's scored tokens.
-
-    `average=False` sums them: log pi(y | x). `average=True` divides by the number of scored
-    tokens (the length normalisation of SimPO's reward, Meng et al. 2024).
-    """
-    if token_logps.dim() != 2:
-        raise ValueError(f"token_logps must be (B, T), got shape {tuple(token_logps.shape)}")
-    reduce = masked_mean if average else masked_sum
-    return reduce(token_logps, mask, dim=-1)  # (B,)

@@ -219,10 +219,15 @@ def rating_ordinal(
     return losses, metrics
 
 
+# The rating losses a reward-model config names (`reward.rating_loss`).
+RATING_LOSSES = {
+    "regression": rating_regression,
+    "ordinal": rating_ordinal,
+}
+
 # Reward-model losses by the kind of feedback they learn from.
 REWARD_LOSSES = {
     "bradley_terry": bradley_terry,
     "plackett_luce": plackett_luce,
-    "rating_regression": rating_regression,
-    "rating_ordinal": rating_ordinal,
+    **{f"rating_{name}": loss for name, loss in RATING_LOSSES.items()},
 }

@@ -32,6 +32,11 @@ from pathlib import Path
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+try:
+    from transformers.initialization import no_init_weights
+except ImportError:  # other transformers versions: correct, only slower
+    no_init_weights = None
+
 from alignloop.models.cache import alignloop_home, write_folder_atomically
 from alignloop.models.tokenizer import ensure_pad_token, load_tokenizer_folder
 
@@ -235,11 +240,7 @@ def _convert_gguf_model(gguf: Path, folder: Path) -> None:
 
 def _skip_random_init():
     """Random init of 135M weights takes seconds and is overwritten at once; skip it."""
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # other transformers versions: correct, only slower
-        return contextlib.nullcontext()
-    return no_init_weights()
+    return no_init_weights() if no_init_weights is not None else contextlib.nullcontext()
 
 
 def prepare_builtin(name: str, force: bool = False, log: Callable[[str], None] | None = None) -> Path:

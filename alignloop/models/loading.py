@@ -214,8 +214,6 @@ def load_model_and_tokenizer(
 
 
 def load_trainable_adapter(network: PreTrainedModel, adapter: str) -> torch.nn.Module:
-    from peft import PeftModel
-
     folder = Path(adapter).expanduser()
     if not (folder / "adapter_config.json").is_file():
         raise ModelLoadError(f"model.adapter {adapter!r}: no adapter_config.json there (expected a saved LoRA adapter folder)")

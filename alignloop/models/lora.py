@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from accelerate.utils import extract_model_from_parallel
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft.tuners.lora import LoraLayer
 from pydantic import Field
 
 from alignloop.config import Section
@@ -99,8 +100,6 @@ def without_redundant_input_casts(model: torch.nn.Module) -> torch.nn.Module:
     Adapters of another dtype than their base (a bf16 model with float32 adapters) keep the
     cast, which they need.
     """
-    from peft.tuners.lora import LoraLayer
-
     for module in _unwrap(model).modules():
         if isinstance(module, LoraLayer) and isinstance(module.base_layer, torch.nn.Linear):
             adapter_dtypes = {p.dtype for part in (module.lora_A, module.lora_B) for p in part.parameters()}
@@ -187,8 +186,6 @@ def lora_merged_for_inference(model: torch.nn.Module, dtype: torch.dtype | None 
     a variant such as DoRA (not a plain sum) stay as they are. With `dtype`, the merged weights
     are rounded to it once the sum is taken (sampling in bf16: `alignloop.models.inference`).
     """
-    from peft.tuners.lora import LoraLayer
-
     swapped: list[tuple[LoraLayer, torch.nn.Parameter]] = []
     try:
         with torch.no_grad():

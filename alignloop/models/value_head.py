@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignloop.models.saving import save_trained_model
-from alignloop.ops import response_outputs, token_logp_grid
+from alignloop.models.forward import response_outputs
+from alignloop.ops import token_logp_grid
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+import alignloop
+
 __all__ = ["method_name", "model_card_text", "write_model_card"]
 
 # Training metrics worth a line in the card, in this order, when the run logged them.
@@ -50,6 +52,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _last_values(metrics_file: Path) -> dict[str, float]:
     """Each metric's last logged value (the run's metrics.jsonl, as `read_metrics` reads it)."""
+    # lazy: keeps torch out of `alignloop report` (alignloop.engine's __init__ imports the trainer)
     from alignloop.engine.metrics import read_metrics
 
     values: dict[str, float] = {}
@@ -60,6 +63,7 @@ def _last_values(metrics_file: Path) -> dict[str, float]:
 
 def _base_model(config: dict[str, Any]) -> tuple[str, str]:
     """(hub id or name for the card's metadata, a sentence about where the weights came from)."""
+    # lazy: keeps torch out of `alignloop report` (alignloop.models imports torch)
     from alignloop.models.builtin import BUILTIN_MODELS
 
     name = str((config.get("model") or {}).get("name", "unknown"))
@@ -102,9 +106,8 @@ def _eval_table(result: dict[str, Any]) -> list[str]:
 
 def model_card_text(run_dir: Path, final_dir: Path) -> str:
     """The card of `final_dir`, trained in `run_dir` (see the module docstring)."""
+    # lazy: huggingface_hub loads only when a card is written, not for every report page
     from huggingface_hub import ModelCardData
-
-    import alignloop
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     config = config or {}

@@ -67,6 +67,7 @@ def _staged(model_run: Path, folder: Path) -> list[str]:
 def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, endpoint: str | None = None,
              token: str | None = None, message: str | None = None) -> PushResult:
     """Upload the model of `run_dir` to `repo_id` (created if needed); see the module docstring."""
+    # lazy: huggingface_hub loads only to push, not for every report page
     from huggingface_hub import HfApi
 
     model_run = model_run_of(Path(run_dir))

@@ -34,6 +34,7 @@ ToxicityStyle = Literal["one_minus", "negated"]
 
 @cache
 def _sentiment_analyzer() -> Any:
+    # lazy: an optional package, needed only by the sentiment source
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     return SentimentIntensityAnalyzer()
@@ -43,7 +44,8 @@ def toxicity_probability(texts: Sequence[str]) -> list[float]:
     """The probability, in [0, 1], that each text is toxic / profane (alt-profanity-check)."""
     if not texts:
         return []
-    from profanity_check import predict_prob  # loads the shipped model on first import
+    # lazy: an optional package that loads its shipped model when imported (seconds)
+    from profanity_check import predict_prob
 
     return [float(p) for p in predict_prob(list(texts))]
 

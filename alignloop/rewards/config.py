@@ -27,6 +27,11 @@ from pydantic_core import PydanticCustomError
 
 from alignloop.config import Section
 from alignloop.rewards.base import RewardSource
+from alignloop.rewards.classifiers import SentimentRewardSource, ToxicityRewardSource
+from alignloop.rewards.function import FunctionRewardSource
+from alignloop.rewards.learned import LearnedRewardSource
+from alignloop.rewards.mix import MixedRewardSource
+from alignloop.rewards.remote import RemoteRewardSource
 
 __all__ = ["RewardSourceConfig", "build_reward_source", "REWARD_SOURCE_TYPES"]
 
@@ -89,8 +94,6 @@ class RewardSourceConfig(Section):
 
 
 def _reward_model(config: RewardSourceConfig) -> RewardSource:
-    from alignloop.rewards.learned import LearnedRewardSource
-
     options = dict(dtype=config.dtype, batch_size=config.batch_size, normalize=config.normalize,
                    aggregate=config.aggregate, penalty=config.penalty)
     return LearnedRewardSource.load(
@@ -99,33 +102,23 @@ def _reward_model(config: RewardSourceConfig) -> RewardSource:
 
 
 def _toxicity(config: RewardSourceConfig) -> RewardSource:
-    from alignloop.rewards.classifiers import ToxicityRewardSource
-
     return ToxicityRewardSource(style=config.style, name=config.name or "toxicity")
 
 
 def _sentiment(config: RewardSourceConfig) -> RewardSource:
-    from alignloop.rewards.classifiers import SentimentRewardSource
-
     return SentimentRewardSource(name=config.name or "sentiment")
 
 
 def _function(config: RewardSourceConfig) -> RewardSource:
-    from alignloop.rewards.function import FunctionRewardSource
-
     return FunctionRewardSource(config.function, name=config.name)
 
 
 def _remote(config: RewardSourceConfig) -> RewardSource:
-    from alignloop.rewards.remote import RemoteRewardSource
-
     options = dict(timeout_s=config.timeout_s, retries=config.retries, backoff_s=config.backoff_s)
     return RemoteRewardSource(config.url, name=config.name or "remote", **options)
 
 
 def _mix(config: RewardSourceConfig) -> RewardSource:
-    from alignloop.rewards.mix import MixedRewardSource
-
     parts = [(part.weight, build_reward_source(part)) for part in config.sources]
     return MixedRewardSource(parts, name=config.name or "mix")
 

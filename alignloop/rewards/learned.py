@@ -27,6 +27,7 @@ class LearnedRewardSource(RewardSource):
     def load(cls, path: str | Path, *, name: str = "reward_model", **options: Any) -> LearnedRewardSource:
         """The reward model saved at `path`; `options` go to `RewardScorer.load` (dtype,
         base_model, batch_size, normalize, max_length, ...)."""
+        # lazy: torch loads when a reward model is loaded, not when the web server or annotators import this
         from alignloop.models.reward_scoring import RewardScorer
 
         return cls(RewardScorer.load(str(path), **options), name=name)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 
+import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -81,6 +82,4 @@ def create_reward_app(source: RewardSource) -> FastAPI:
 def serve_reward_source(source: RewardSource, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     """Serve `source` with uvicorn until interrupted. The default host answers only this
     machine; pass host="0.0.0.0" to serve the network."""
-    import uvicorn
-
     uvicorn.run(create_reward_app(source), host=host, port=port, log_level=log_level)

@@ -66,7 +66,7 @@ def test_simpo_needs_no_reference_and_learns(tiny_model_dir, tmp_path):
     (["dpo.loss=ipo", "dpo.label_smoothing=0.1"], "loss 'ipo' refuses label_smoothing = 0.1"),
     (["dpo.loss=hinge", "dpo.label_smoothing=0.2"], "loss 'hinge' refuses label_smoothing = 0.2"),
     (["dpo.loss=simpo", "dpo.label_smoothing=0.1"], "label_smoothing is not a setting of loss 'simpo'"),
-    (["dpo.loss=sigmoid", "dpo.simpo_gamma=1.0"], "simpo_gamma is a setting of loss 'simpo' only, not of 'sigmoid'"),
+    (["dpo.loss=sigmoid", "dpo.simpo_gamma=1.0"], "simpo_gamma is not a setting of loss 'sigmoid' (only of 'simpo')"),
 ])
 def test_a_setting_the_variant_does_not_take_is_refused_when_the_recipe_is_read(overrides, named):
     from alignloop.config import ConfigError
@@ -77,3 +77,12 @@ def test_a_setting_the_variant_does_not_take_is_refused_when_the_recipe_is_read(
     # the settings a variant does take still load
     assert load_config(DPOConfig, RECIPE, ["dpo.loss=robust", "dpo.label_smoothing=0.1"]).dpo.label_smoothing == 0.1
     assert load_config(DPOConfig, RECIPE, ["dpo.loss=simpo", "dpo.simpo_gamma=1.0"]).dpo.simpo_gamma == 1.0
+
+
+def test_the_variants_a_recipe_may_name_are_the_keys_of_the_table():
+    from alignloop.config import ConfigError
+    from alignloop.losses import DPO_LOSSES
+
+    with pytest.raises(ConfigError, match="dpo") as caught:
+        load_config(DPOConfig, RECIPE, ["dpo.loss=sigmod"])
+    assert all(repr(name) in str(caught.value) for name in DPO_LOSSES)

@@ -112,5 +112,13 @@ def test_a_reward_model_ensemble_is_watched_for_over_optimisation(tiny_model_dir
     assert "over-optimisation alarm rang" in method.stop_reason({})
     # The watch is in the checkpoint: a run resumed after the alarm stopped it stops again.
     resumed = method_with(GroupSettings(stop_on_overoptimisation=True))
-    resumed.load_watch_state(method.watch_state())
+    resumed.load_state_dict(method.state_dict())
     assert "over-optimisation alarm rang" in resumed.stop_reason({})
+
+
+def test_a_setting_the_baseline_does_not_take_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="scale_by_std is not a setting of advantage 'rloo' \\(only of 'grpo'\\)"):
+        GroupSettings(advantage="rloo", scale_by_std=False)
+    assert GroupSettings(advantage="grpo", scale_by_std=False).scale_by_std is False

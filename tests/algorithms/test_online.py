@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignloop.algorithms.online import PromptDataConfig, read_prompts, rollout_batch, select_rows, update_micro_batches
+from alignloop.algorithms.online import select_rows, update_micro_batches
+from alignloop.data.prompts import PromptDataConfig, read_prompts
+from alignloop.engine.rollout import rollout_batch
 from alignloop.engine.rollout import Rollout
 from alignloop.models import build_tiny_causal_lm, disable_dropout
 from alignloop.ops import IGNORE_INDEX

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from alignloop.engine import LossOutput, NonFiniteLossError, ResumeError, TrainConfig, Trainer, read_metrics
+from alignloop.engine import LossOutput, NonFiniteLossError, ResumeError, TrainConfig, Trainer, TrainingMethod, read_metrics
 from alignloop.engine.trainer import epoch_order, micro_batch_indices
 
 
@@ -23,7 +23,7 @@ class Regressor(torch.nn.Module):
         return self.out(self.dropout(torch.tanh(self.hidden(x)))).squeeze(-1)
 
 
-class SquaredError:
+class SquaredError(TrainingMethod):
     """Sum of squared errors; can be told to crash or go NaN at a given call, like a bad step."""
 
     def __init__(self, crash_at_call: int | None = None, nan_at_call: int | None = None):

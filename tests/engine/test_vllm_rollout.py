@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignloop.engine.rollout import SamplingConfig, rollout_engine_factory
+from alignloop.engine.rollout import SamplingConfig
+from alignloop.engine.rollout_factory import rollout_engine_factory
 from alignloop.engine.vllm_rollout import VLLMUnavailableError, vllm_parameter_name
 from alignloop.models import LoraSettings, apply_lora, build_tiny_causal_lm
 

@@ -18,10 +18,10 @@ from live_server import serving
 
 from alignloop.config import ConfigError, validate_config
 from alignloop.feedback import imports, security, service
-from alignloop.feedback.annotators import (
+from alignloop.loop.annotators import (
     AnnotatorsConfig, ScriptedAnnotator, answer, answer_from_scores, create_annotators, malicious_count, run_annotators,
 )
-from alignloop.feedback.annotator_checks import annotator_quality_rows, gold_items_from_scores
+from alignloop.loop.annotator_checks import annotator_quality_rows, gold_items_from_scores
 from alignloop.feedback.database import make_engine, make_session_factory, transaction, upgrade
 from alignloop.feedback.models import Candidate, Item, Judgement
 from alignloop.rewards import ToxicityRewardSource
@@ -389,7 +389,7 @@ def test_in_turns_with_a_seeded_server_two_runs_store_the_same_judgements(tmp_pa
 
 
 def test_annotation_stats_read_as_a_sentence():
-    from alignloop.feedback.annotators import AnnotationStats
+    from alignloop.loop.annotators import AnnotationStats
 
     stats = AnnotationStats(336, {"a": 41, "b": 45, "c": 40}, {"ranking": 330, "rating": 6}, 8.3758)
     assert str(stats) == "336 judgements (ranking 330, rating 6) by 3 annotators (40-45 each) in 8.4 s"

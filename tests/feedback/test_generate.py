@@ -7,9 +7,9 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from alignloop.engine.rollout import HFRolloutEngine, SamplingConfig
-from alignloop.feedback import generate as generate_module
+from alignloop.loop import generate as generate_module
 from alignloop.feedback.database import upgrade
-from alignloop.feedback.generate import CampaignNotFoundError, generate_candidates, model_label
+from alignloop.loop.generate import CampaignNotFoundError, generate_candidates, model_label
 from alignloop.feedback.models import Campaign, Candidate, Item
 
 SAMPLING = SamplingConfig(temperature=1.0, max_new_tokens=6, batch_size=3)

@@ -125,7 +125,7 @@ def test_grpo_rloo_and_dpo_rounds_update_the_policy(tiny_model_dir, tmp_path):
 
 
 def test_a_campaign_round_waits_for_people_and_resumes_when_they_have_answered(tiny_model_dir, tmp_path):
-    from alignloop.feedback import annotators as scripted
+    from alignloop.loop import annotators as scripted
     from alignloop.feedback import service
     from alignloop.feedback.database import make_engine, make_session_factory, transaction
     from alignloop.loop.server import feedback_server

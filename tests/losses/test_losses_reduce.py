@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-from alignloop.losses import masked_mean, masked_sum, sequence_logps
+from alignloop.losses import masked_mean, masked_sum
 
 VALUES = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 MASK = torch.tensor([[True, True, False], [False, False, False]])
@@ -40,18 +39,6 @@ def test_nan_and_inf_in_masked_slots_do_not_leak_into_value_or_gradient():
     assert values.grad.tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
-def test_sequence_logps_sum_and_length_normalised_mean():
-    token_logps = torch.tensor([[math.log(0.5), math.log(0.25), -7.0], [math.log(0.1), -3.0, -3.0]])
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    assert_close(sequence_logps(token_logps, mask), torch.tensor([math.log(0.5 * 0.25), math.log(0.1)]))
-    assert_close(
-        sequence_logps(token_logps, mask, average=True),
-        torch.tensor([math.log(0.5 * 0.25) / 2, math.log(0.1)]),
-    )
-
-
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match=r"shape of values: values \(2, 3\), mask \(2, 2\)"):
         masked_mean(VALUES, MASK[:, :2])
-    with pytest.raises(ValueError, match=r"token_logps must be \(B, T\)"):
-        sequence_logps(VALUES[0], MASK[0])

@@ -12,17 +12,13 @@ take 1/N of the time. Sequences are batched longest first to keep padding small.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-from collections.abc import Iterator
-
 import torch
 from accelerate.utils import gather_object
 
 from alignloop.data import EncodedExample, pad_batch
 from alignloop.engine.progress import TrainingProgress
-from alignloop.models import adapters_disabled, is_lora_model
-from alignloop.ops import response_logps
+from alignloop.models.forward import response_logps
+from alignloop.models.lora import adapters_disabled
 
 
 @torch.no_grad()
@@ -46,22 +42,3 @@ def reference_logps(model, sequences: list[EncodedExample], pad_token_id: int, b
     model.train(was_training)
     gathered = sorted(gather_object(results) if world > 1 else results)
     return [logps for _, logps in gathered]
-
-
-def frozen_copy_unless_lora(model: torch.nn.Module, needed: bool = True) -> torch.nn.Module | None:
-    """A frozen copy of the starting model to serve as the reference during training, or None
-    when none is needed (LoRA: the reference is the same network with its adapters off)."""
-    if not needed or is_lora_model(model):
-        return None
-    return copy.deepcopy(model).eval().requires_grad_(False)
-
-
-@contextlib.contextmanager
-def reference_network(model: torch.nn.Module, frozen_copy: torch.nn.Module | None) -> Iterator[torch.nn.Module]:
-    """The network that computes reference log-probs now: the frozen copy if there is one,
-    otherwise `model` itself with its LoRA adapters switched off for the duration."""
-    if frozen_copy is not None:
-        yield frozen_copy
-        return
-    with adapters_disabled(model):
-        yield model

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from alignloop.feedback.annotators import ScriptedAnnotator
+from alignloop.loop.annotators import ScriptedAnnotator
 from alignloop.feedback.quality import QualityThresholds, campaign_report, quality_weight
 from alignloop.feedback.reliability import campaign_reliability
 

@@ -38,7 +38,9 @@ campaign answered by scripted annotators is created with `min_seconds=0` (the lo
 
 How well the quality checks catch them, and the gold items that help: `annotator_checks.py`.
 
-This module imports no torch (a reward-model scorer loads torch only when it is built).
+It lives with the loop, not in the store package: it is a client of the web API (httpx) and of
+the reward sources, which the store must not depend on. It imports no torch itself (a
+reward-model scorer loads torch only when it is built).
 """
 
 from __future__ import annotations

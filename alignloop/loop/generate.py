@@ -1,8 +1,9 @@
 """Fill a campaign with model outputs: K sampled responses per prompt, stored as candidates.
 
-This is the one feedback module that imports torch (through the model and rollout code), so it
-runs as its own process (`alignloop feedback generate`), never inside the web server, which
-must stay light. The server and this job meet only in the database.
+It imports torch (through the model and rollout code), so it lives with the loop, not in the
+store package (`alignloop.feedback`, which the web server imports and keeps torch-free): it runs
+as a loop stage or as its own process (`alignloop feedback generate`), never inside the web
+server. The server and this job meet only in the database.
 
 The job is idempotent: an item is topped up to K candidates *from this model*, so a rerun after
 an interruption (or after new prompts were imported) generates only what is missing. Each batch
