@@ -194,10 +194,10 @@ def alignloop_side(reference, policy, tokenizer, pairs, cases):
                 # TRL's IPO formula through alignloop's dpo_ipo: per-token average log-probs.
                 chosen_len, rejected_len = split_rows(lengths.clamp(min=1).to(logps.dtype))
                 chosen, rejected = split_rows(logps)
-                losses, _ = dpo_ipo(chosen / chosen_len, rejected / rejected_len,
-                                    batch["reference_chosen_logps"] / chosen_len,
-                                    batch["reference_rejected_logps"] / rejected_len, beta=beta)
-                results[case["key"]] = {"loss": losses.mean().item()}
+                loss_sum, _ = dpo_ipo(chosen / chosen_len, rejected / rejected_len,
+                                      batch["reference_chosen_logps"] / chosen_len,
+                                      batch["reference_rejected_logps"] / rejected_len, beta=beta)
+                results[case["key"]] = {"loss": loss_sum.item() / count}
                 continue
             settings = DPOSettings(loss=case["alignloop"], beta=beta, label_smoothing=case["label_smoothing"])
             out = DPOMethod(settings).loss(policy, batch)  # the trainer's call: sums over the pairs

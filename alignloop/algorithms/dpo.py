@@ -135,10 +135,10 @@ class DPOMethod(TrainingMethod):
         chosen, rejected = split_rows(logps)
         chosen_length, rejected_length = split_rows(counts.clamp(min=1).to(logps.dtype))
         reference = self._reference(model, batch) if self.settings.uses_reference() else (None, None)
-        losses, metrics = call_variant(DPO_LOSSES[self.settings.loss],
-                                       **variant_inputs(chosen, rejected, chosen_length, rejected_length, *reference),
-                                       **self.settings.loss_settings())
-        return LossOutput(losses.sum(), {name: value.sum() for name, value in metrics.items()})
+        loss_sum, metrics = call_variant(DPO_LOSSES[self.settings.loss],
+                                         **variant_inputs(chosen, rejected, chosen_length, rejected_length, *reference),
+                                         **self.settings.loss_settings())
+        return LossOutput(loss_sum, metrics)
 
     def _reference(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.settings.reference == "precompute":

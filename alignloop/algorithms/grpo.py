@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from alignloop.algorithms.online import OnlineRL, StopRules, per_sequence_mean, start_online_run
+from alignloop.algorithms.online import OnlineRL, StopRules, per_sequence_mean, response_mask, start_online_run
 from alignloop.data.prompts import PromptDataConfig
 from alignloop.algorithms.online import update_micro_batches
 from alignloop.algorithms.run import RunContext, TrainingJob, run_method
@@ -35,6 +35,7 @@ from alignloop.config import Section
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig
 from alignloop.losses import GROUP_ADVANTAGES, entropy_from_logits, grpo_kl_term, kl_penalty, policy_gradient_loss
+from alignloop.losses import policy_loss_items
 from alignloop.losses.variants import call_variant, refuse_settings_not_taken
 from alignloop.models import ModelConfig, save_trained_model
 from alignloop.models.forward import response_token_logps
@@ -70,6 +71,10 @@ class GRPOConfig(Section):
     save_merged: bool = Field(False, description="with LoRA, also write the base model with adapters merged")
 
 
+# An item is a sequence: the loss averages each response's tokens (GRPO's 1/|o_i|).
+AGGREGATION = "sequence-mean"
+
+
 @dataclass(kw_only=True)
 class GroupPolicyGradient(OnlineRL):
     settings: GroupSettings
@@ -81,7 +86,7 @@ class GroupPolicyGradient(OnlineRL):
         return self.settings.num_iterations
 
     def count_items(self, batch: dict[str, Any]) -> int:
-        return int(batch["input_ids"].shape[0])  # sequences: the loss averages each one's tokens
+        return policy_loss_items(response_mask(batch), AGGREGATION)
 
     def collect(self, model: torch.nn.Module, micro_batches: list[dict[str, Any]]) -> Experience:
         items = [item for batch in micro_batches for item in batch["prompts"]]
@@ -109,13 +114,13 @@ class GroupPolicyGradient(OnlineRL):
         logps, mask, logits = response_token_logps(model, batch, self.temperature)  # (R, T-1)
         advantages = batch["advantages"].unsqueeze(-1).expand_as(logps)  # (R, T-1)
         old_logps = batch.get("old_logps")
-        loss_sum, _, metrics = policy_gradient_loss(
+        loss_sum, metrics = policy_gradient_loss(
             logps, advantages, mask, old_logps=old_logps,
-            clip_range=self.settings.clip_range if old_logps is not None else None, aggregation="sequence-mean",
+            clip_range=self.settings.clip_range if old_logps is not None else None, aggregation=AGGREGATION,
         )
         if self.settings.kl_in == "loss" and self.settings.kl_coef > 0:
-            kl_sum, _, kl_metrics = grpo_kl_term(logps, batch["ref_logps"], mask, self.settings.kl_coef,
-                                                 aggregation="sequence-mean")
+            kl_sum, kl_metrics = grpo_kl_term(logps, batch["ref_logps"], mask, self.settings.kl_coef,
+                                              aggregation=AGGREGATION)
             loss_sum, metrics = loss_sum + kl_sum, {**metrics, **kl_metrics}
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.entropy_coef > 0):  # else a metric
             entropy = per_sequence_mean(on_grid(entropy_from_logits(logits), mask), mask)  # (R,)

@@ -170,12 +170,12 @@ class KTOMethod(TrainingMethod):
             reference_logps = batch["reference_logps"]  # (B,)
         else:
             reference_logps = self._reference_logps(model, batch)  # (B,)
-        losses, metrics = kto(
+        loss_sum, metrics = kto(
             policy_logps, reference_logps, batch["label"], self.reference_point(model, batch),
             beta=self.settings.beta, desirable_weight=self.settings.desirable_weight,
             undesirable_weight=self.settings.undesirable_weight,
         )
-        return LossOutput(losses.sum(), {name: value.sum() for name, value in metrics.items()})
+        return LossOutput(loss_sum, metrics)
 
     @torch.no_grad()
     def reference_point(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:

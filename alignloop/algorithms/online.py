@@ -82,6 +82,11 @@ def in_row_chunks(batch: dict[str, torch.Tensor], rows: int, fn: Callable[[dict]
     return torch.cat([fn({k: v[i : i + rows] for k, v in batch.items()}) for i in range(0, size, rows)])
 
 
+def response_mask(tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(R, T-1) true on the scored response tokens of prompt + response rows (the losses' mask)."""
+    return tokens["labels"][:, 1:] != IGNORE_INDEX
+
+
 def per_sequence_mean(grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(R, T) values -> (R,) mean over each row's masked entries (0 for an empty row)."""
     return (grid * mask).sum(-1) / mask.sum(-1).clamp(min=1)
@@ -97,7 +102,7 @@ class ScoredRollout:
 
     @property
     def mask(self) -> torch.Tensor:
-        return self.tokens["labels"][:, 1:] != IGNORE_INDEX  # (R, T-1)
+        return response_mask(self.tokens)  # (R, T-1)
 
 
 def rollout_statistics(rollout: dict[str, torch.Tensor]) -> dict[str, float]:

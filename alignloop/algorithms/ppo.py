@@ -28,16 +28,15 @@ import torch
 from pydantic import Field
 
 from alignloop.algorithms.kl_control import adaptive_kl_coef
-from alignloop.algorithms.online import OnlineRL, StopRules, start_online_run, update_micro_batches
+from alignloop.algorithms.online import OnlineRL, StopRules, response_mask, start_online_run, update_micro_batches
 from alignloop.data.prompts import PromptDataConfig
 from alignloop.algorithms.run import RunContext, TrainingJob, run_method
 from alignloop.config import Section
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig
 from alignloop.losses import KL_ESTIMATORS, entropy_from_logits, gae, kl_penalty, per_token_rewards, ppo_policy_loss
-from alignloop.losses import value_loss, whiten
+from alignloop.losses import policy_loss_items, value_loss, whiten
 from alignloop.models import ModelConfig, PolicyWithValueHead, save_policy_with_value_head
-from alignloop.ops import IGNORE_INDEX
 from alignloop.rewards import RewardSourceConfig
 
 class PPOSettings(StopRules):
@@ -81,6 +80,10 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     return float(1.0 - (returns - values).var(unbiased=False) / variance) if variance > 0 else 0.0
 
 
+# An item is a response token (the entropy bonus below sums over them too).
+AGGREGATION = "token-mean"
+
+
 @dataclass(kw_only=True)
 class PPO(OnlineRL):
     settings: PPOSettings
@@ -100,7 +103,7 @@ class PPO(OnlineRL):
         return self.settings.epochs * self.settings.num_minibatches
 
     def count_items(self, batch: dict[str, Any]) -> int:
-        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # response tokens
+        return policy_loss_items(response_mask(batch), AGGREGATION)
 
     def collect(self, model: torch.nn.Module, micro_batches: list[dict[str, Any]]) -> Experience:
         s = self.settings
@@ -136,10 +139,10 @@ class PPO(OnlineRL):
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
         s = self.settings
         logps, mask, logits, values = model(batch, self.temperature)  # through DDP when distributed
-        policy_sum, _, metrics = ppo_policy_loss(logps, batch["old_logps"], batch["advantages"], mask,
-                                                 clip_range=s.clip_range)
-        value_sum, _, value_metrics = value_loss(values, batch["old_values"], batch["returns"], mask,
-                                                 clip_range=s.value_clip_range)
+        policy_sum, metrics = ppo_policy_loss(logps, batch["old_logps"], batch["advantages"], mask,
+                                              clip_range=s.clip_range, aggregation=AGGREGATION)
+        value_sum, value_metrics = value_loss(values, batch["old_values"], batch["returns"], mask,
+                                              clip_range=s.value_clip_range, aggregation=AGGREGATION)
         with torch.set_grad_enabled(torch.is_grad_enabled() and s.entropy_coef > 0):  # else only a metric
             entropy_sum = entropy_from_logits(logits).sum()  # over the response tokens
         loss_sum = policy_sum + s.vf_coef * value_sum - s.entropy_coef * entropy_sum

@@ -145,9 +145,9 @@ class RewardMethod(TrainingMethod):
                                  ("rankings", self._rankings, self.settings.ranking_weight),
                                  ("ratings", self._ratings, self.settings.rating_weight)):
             if name in batch:
-                losses, parts = fn(model, batch[name])
-                total = total + weight * losses.sum()
-                metrics.update({key: value.sum() for key, value in parts.items()})
+                loss_sum, parts = fn(model, batch[name])
+                total = total + weight * loss_sum
+                metrics.update(parts)
         return LossOutput(total, metrics)
 
     def _member_scores(self, model, sub) -> torch.Tensor:
@@ -159,34 +159,39 @@ class RewardMethod(TrainingMethod):
         return model(features=self.frozen_features(getattr(model, "module", model), *rows), members=True)  # DDP: .module
 
     def _over_members(self, model, sub, loss_of):
-        """`loss_of((rows,) one member's scores) -> (losses (B,), metrics)`, for every member:
-        the members' bootstrap-weighted losses averaged (while training), and their metrics
-        averaged: an ensemble's training metrics are its members' mean, not the ensemble's. One
-        member without weights is the plain loss."""
+        """(loss_sum, metrics) of a sub-batch, sums over its examples like the losses', from
+        `loss_of((rows,) one member's scores) -> (losses (B,), metrics (B,))`, a loss's
+        `per_example` form: the bootstrap weights are per example and member. Every member's
+        weighted losses (while training) and its metrics are averaged over the members: an
+        ensemble's training metrics are its members' mean, not the ensemble's. One member
+        without weights is the plain loss."""
         scores = self._member_scores(model, sub)  # (rows, K)
         results = [loss_of(scores[:, member]) for member in range(scores.shape[-1])]
         losses = torch.stack([member_losses for member_losses, _ in results], -1)  # (B, members)
         if "member_weights" in sub and model.training:  # the held-out loss is every member's plain loss
             losses = losses * sub["member_weights"].to(losses)
-        metrics = {key: torch.stack([parts[key] for _, parts in results], -1).mean(-1) for key in results[0][1]}
-        return losses.mean(-1), metrics
+        metrics = {key: torch.stack([parts[key] for _, parts in results], -1).mean(-1).sum()  # over members, then examples
+                   for key in results[0][1]}
+        return losses.mean(-1).sum(), metrics
 
     def _pairs(self, model, sub):
         half = sub["input_ids"].shape[0] // 2  # chosen rows, then rejected rows
         margin = torch.where(sub["has_margin"], sub["margin"], torch.zeros_like(sub["margin"]))
-        return self._over_members(model, sub, lambda scores: bradley_terry(scores[:half], scores[half:], margin=margin))
+        return self._over_members(model, sub, lambda scores: bradley_terry.per_example(scores[:half], scores[half:],
+                                                                                       margin=margin))
 
     def _rankings(self, model, sub):
         slots = sub["slot_index"].clamp(min=0)  # (B, slots): each ranked response's row
-        return self._over_members(model, sub, lambda scores: plackett_luce(scores[slots], sub["ranks"],
-                                                                           mask=sub["ranking_mask"]))
+        return self._over_members(model, sub, lambda scores: plackett_luce.per_example(scores[slots], sub["ranks"],
+                                                                                       mask=sub["ranking_mask"]))
 
     def _ratings(self, model, sub):
         loss_fn = RATING_LOSSES[self.settings.rating_loss]
         inputs = {"score": sub["score"], "scale_min": sub["scale_min"], "scale_max": sub["scale_max"]}
         if takes(loss_fn, "thresholds"):  # ordinal: the rating as a class between learned cut points
             inputs.update(score_index=(sub["score"] - sub["scale_min"]).round().long(), thresholds=model_thresholds(model))
-        return self._over_members(model, sub, lambda scores: call_variant(loss_fn, predicted=scores, **inputs))
+        return self._over_members(model, sub,
+                                  lambda scores: call_variant(loss_fn.per_example, predicted=scores, **inputs))
 
 
 def learns_thresholds(settings: RewardSettings) -> bool:

@@ -1,14 +1,24 @@
-"""Losses as plain functions over tensors: tensors and numbers in, `(losses, metrics)` out.
+"""Losses as plain functions over tensors: tensors and numbers in, `(loss_sum, metrics)` out.
 
-`losses` is per example (B,); the caller sums it and the engine divides by the item count of
-the whole optimizer step. `metrics` are detached per-example tensors (B,) named `group/name`.
+One convention for every loss of the package: `loss_sum` is a () *sum* over the loss's items,
+never a mean, and `metrics` are () detached sums over the same items, named `group/name`. The
+engine sums them over the micro-batches of an optimizer step and divides by the step's item
+count, which a method states once, in its `count_items` (see `engine/method.py`), before any
+forward pass:
+
+- preference and reward losses: an item is an example (a pair, a ranking, a rating, a labelled
+  response), so the count is the batch size. They are written per example and summed by
+  `reduce.sums_over_examples`; `loss.per_example` gives the (B,) values.
+- policy losses: an item is a token or a sequence (`aggregation`); `policy.policy_loss_items`
+  counts them from the mask, the one definition of an item the methods call.
+
 This package imports torch only: never transformers, never the config layer.
 
-- `reduce`: masked sums and means, per-token -> per-sequence log-probs.
+- `reduce`: masked sums and means; `sums_over_examples`, a per-example loss as sums.
 - `preference`: the DPO family (`DPO_LOSSES`), SimPO, KTO.
 - `reward`: reward-model losses for comparisons, rankings and ratings (`REWARD_LOSSES`).
-- `policy`: token-level PPO / GRPO / RLOO losses (`POLICY_LOSSES`, `KL_ESTIMATORS`); these return
-  `(loss_sum, num_items, metrics)` over tokens or sequences, see that module's docstring.
+- `policy`: token-level PPO / GRPO / RLOO losses (`POLICY_LOSSES`, `KL_ESTIMATORS`) and
+  `policy_loss_items`; see that module's docstring for tokens versus sequences.
 - `advantages`: GAE, whitening, group baselines (`ADVANTAGE_ESTIMATORS`); detached targets.
 """
 
@@ -28,6 +38,7 @@ from alignloop.losses.policy import (
     grpo_kl_term,
     kl_penalty,
     policy_gradient_loss,
+    policy_loss_items,
     ppo_policy_loss,
     value_loss,
 )
@@ -79,6 +90,7 @@ __all__ = [
     "per_token_rewards",
     "plackett_luce",
     "policy_gradient_loss",
+    "policy_loss_items",
     "ppo_policy_loss",
     "rating_ordinal",
     "rating_regression",

@@ -8,27 +8,29 @@ true (or 1) on real response tokens. Padding may hold anything, NaN and -inf inc
 selected away (`torch.where`) before any arithmetic. Advantages, returns, old log-probs and old
 values are targets: they are detached here, whatever the caller passes.
 
-What the losses return: `(loss_sum, num_items, metrics)`.
+What the losses return: `(loss_sum, metrics)`, the package's convention (see
+`alignloop/losses/__init__.py`); the items they sum over are counted by `policy_loss_items`.
 
 The engine sums the losses of every micro-batch of an optimizer step and divides by the item
 count of the whole step (see `engine/method.py`), so that the gradient does not depend on how a
 batch is split into micro-batches or processes. A loss therefore returns the *sum* over its
-items and how many items it summed, never a mean; `aggregation` says what an item is:
+items, never a mean; `aggregation` says what an item is:
 
-- "token-mean": an item is a token. `loss_sum` sums the per-token losses of every masked token,
-  `num_items` counts the masked tokens; divided by the step's token count, every token weighs
-  the same and a long response weighs more (DAPO, Yu et al. 2025, sec. 3.3; Dr. GRPO, Liu et al.
-  2025). The default.
+- "token-mean": an item is a token. `loss_sum` sums the per-token losses of every masked token;
+  divided by the step's token count, every token weighs the same and a long response weighs
+  more (DAPO, Yu et al. 2025, sec. 3.3; Dr. GRPO, Liu et al. 2025). The default.
 - "sequence-mean": an item is a sequence. `loss_sum` sums, over the sequences, each sequence's
-  mean over its own tokens; `num_items` counts the sequences with at least one masked token (a
-  row without any contributes nothing and is not counted). Every response weighs the same, so
-  a token of a short response weighs more: the 1/|o_i| of GRPO (Shao et al. 2024, eq. 3).
+  mean over its own tokens; a row without any masked token contributes nothing and is not an
+  item. Every response weighs the same, so a token of a short response weighs more: the 1/|o_i|
+  of GRPO (Shao et al. 2024, eq. 3).
 
-`num_items` is a () int64 tensor; the method's `count_items` must report the same number.
+The trainer needs the step's item count before any forward pass, so the count is not returned
+with the loss: `policy_loss_items(mask, aggregation)` gives it from the mask alone, and a
+method's `count_items` calls it with the aggregation its losses use.
 
 `metrics` are () detached *sums over the same items* as `loss_sum`, named `group/name`: divide by
-`num_items` for this micro-batch's mean, or hand them to `LossOutput.metric_sums`, which the
-engine divides by the step's item count. Under "token-mean", `policy/clipfrac / num_items` is the
+the item count for this micro-batch's mean, or hand them to `LossOutput.metric_sums`, which the
+engine divides by the step's item count. Under "token-mean", `policy/clipfrac / items` is the
 fraction of clipped tokens; under "sequence-mean" it is the mean over sequences of each
 sequence's clipped fraction.
 
@@ -40,11 +42,9 @@ from __future__ import annotations
 
 import torch
 
-from alignloop.losses.reduce import masked_mean, masked_sum
+from alignloop.losses.reduce import Metrics, masked_mean, masked_sum
 from alignloop.losses.shapes import require_shapes
 from alignloop.ops import logit_slabs
-
-Metrics = dict[str, torch.Tensor]
 
 AGGREGATIONS = ("token-mean", "sequence-mean")
 
@@ -65,16 +65,24 @@ def _select(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, values, torch.zeros_like(values))
 
 
-def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) per-token values -> (sum over items (), number of items () int64)."""
+def policy_loss_items(mask: torch.Tensor, aggregation: str) -> int:
+    """How many items the policy losses sum over for this (B, T) mask: the masked tokens under
+    "token-mean", the sequences with at least one masked token under "sequence-mean" (see the
+    module docstring). The one definition of an item; a method's `count_items` calls it."""
+    _require_aggregation("policy_loss_items", aggregation)
+    mask = mask.bool()
+    return int(mask.sum() if aggregation == "token-mean" else mask.any(-1).sum())
+
+
+def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """(B, T) per-token values -> () sum over the items `policy_loss_items` counts."""
     if aggregation == "token-mean":
-        return masked_sum(per_token, mask), mask.sum()
-    per_sequence = masked_mean(per_token, mask, dim=-1)  # (B,), 0 for a row without tokens
-    return per_sequence.sum(), mask.any(-1).sum()
+        return masked_sum(per_token, mask)
+    return masked_mean(per_token, mask, dim=-1).sum()  # each sequence's mean; 0 for a row without tokens
 
 
 def _metric(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str) -> torch.Tensor:
-    return _aggregate(per_token.detach(), mask, aggregation)[0]
+    return _aggregate(per_token.detach(), mask, aggregation)
 
 
 def _kl_k1(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
@@ -120,13 +128,13 @@ def ppo_policy_loss(
     *,
     clip_range: float,
     aggregation: str = "token-mean",
-) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+) -> tuple[torch.Tensor, Metrics]:
     """PPO's clipped surrogate, Schulman et al. 2017, "Proximal Policy Optimization
     Algorithms", eq. 7, per token: -min(rho A, clip(rho, 1 - eps, 1 + eps) A), rho = exp(logps - old_logps).
 
     The minimum is a pessimistic bound: once rho has moved past 1 + eps (A > 0) or below 1 - eps
     (A < 0), the clipped term is the smaller one and the token gives no gradient; a move that
-    makes the objective *worse* is never clipped. Returns (loss_sum, num_items, metrics), see the
+    makes the objective *worse* is never clipped. Returns (loss_sum, metrics), see the
     module docstring for `aggregation`. Metrics (sums over items):
     `policy/clipfrac` (1 where the clipped term was the one taken, so the gradient is 0),
     `policy/approx_kl` (k3 estimate of KL(pi_old || pi): rho - 1 - log rho, from tokens sampled
@@ -142,13 +150,13 @@ def ppo_policy_loss(
     unclipped = -advantages * ratio  # (B, T)
     clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)  # (B, T)
     per_token = torch.maximum(unclipped, clipped)  # (B, T): -min(rho A, clip(rho) A)
-    loss_sum, num_items = _aggregate(per_token, mask, aggregation)
+    loss_sum = _aggregate(per_token, mask, aggregation)
     metrics = {
         "policy/clipfrac": _metric((clipped > unclipped).to(per_token.dtype), mask, aggregation),
         "policy/approx_kl": _metric(ratio - 1 - log_ratio, mask, aggregation),
         "policy/ratio_mean": _metric(ratio, mask, aggregation),
     }
-    return loss_sum, num_items, metrics
+    return loss_sum, metrics
 
 
 def policy_gradient_loss(
@@ -159,7 +167,7 @@ def policy_gradient_loss(
     old_logps: torch.Tensor | None = None,
     clip_range: float | None = None,
     aggregation: str = "token-mean",
-) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+) -> tuple[torch.Tensor, Metrics]:
     """REINFORCE (Williams 1992) per token: -A * logps, for GRPO / RLOO with one update per batch.
 
     With a single gradient step per batch of samples the policy is still the one that sampled
@@ -170,7 +178,7 @@ def policy_gradient_loss(
 
     With `old_logps` (several updates per batch, GRPO's mu > 1, Shao et al. 2024, eq. 3) this is
     the clipped-ratio objective, i.e. exactly `ppo_policy_loss`, and `clip_range` is required.
-    Returns (loss_sum, num_items, metrics), see the module docstring; metric `policy/logps`.
+    Returns (loss_sum, metrics), see the module docstring; metric `policy/logps`.
     """
     if old_logps is not None:
         if clip_range is None:
@@ -183,8 +191,8 @@ def policy_gradient_loss(
     mask = mask.bool()
     logps = _select(logps, mask)  # (B, T)
     per_token = -_select(advantages.detach(), mask) * logps  # (B, T)
-    loss_sum, num_items = _aggregate(per_token, mask, aggregation)
-    return loss_sum, num_items, {"policy/logps": _metric(logps, mask, aggregation)}
+    loss_sum = _aggregate(per_token, mask, aggregation)
+    return loss_sum, {"policy/logps": _metric(logps, mask, aggregation)}
 
 
 def grpo_kl_term(
@@ -194,7 +202,7 @@ def grpo_kl_term(
     coef: float,
     *,
     aggregation: str = "token-mean",
-) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+) -> tuple[torch.Tensor, Metrics]:
     """GRPO's KL penalty, Shao et al. 2024, eq. 4, per token: coef * [r - log r - 1] with
     r = pi_ref / pi, the k3 estimator (see `kl_penalty`).
 
@@ -208,8 +216,8 @@ def grpo_kl_term(
     _require_aggregation("grpo_kl_term", aggregation)
     mask = mask.bool()
     kl = _kl_k3(_select(logps, mask), _select(ref_logps.detach(), mask))  # (B, T), 0 on padding
-    loss_sum, num_items = _aggregate(coef * kl, mask, aggregation)
-    return loss_sum, num_items, {"kl/mean": _metric(kl, mask, aggregation)}
+    loss_sum = _aggregate(coef * kl, mask, aggregation)
+    return loss_sum, {"kl/mean": _metric(kl, mask, aggregation)}
 
 
 def value_loss(
@@ -220,7 +228,7 @@ def value_loss(
     *,
     clip_range: float | None,
     aggregation: str = "token-mean",
-) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+) -> tuple[torch.Tensor, Metrics]:
     """Clipped value loss per token: 1/2 max((V - R)^2, (clip(V, V_old - eps, V_old + eps) - R)^2).
 
     Not in the PPO paper: it is the form of OpenAI's baselines (ppo2) that PPO-RLHF
@@ -228,7 +236,7 @@ def value_loss(
     Optimization", detail 9). Like the policy's clip, the max is pessimistic: a value that has
     moved more than eps from V_old gets no gradient when the move does not lower its error.
     Andrychowicz et al. 2021 found the clip no help; `clip_range=None` gives 1/2 (V - R)^2.
-    Returns (loss_sum, num_items, metrics), see the module docstring. Metrics (sums over items):
+    Returns (loss_sum, metrics), see the module docstring. Metrics (sums over items):
     `value/clipfrac` (1 where the clipped error was the larger), `value/mean` (V),
     `value/error` ((V - R)^2).
     """
@@ -247,13 +255,13 @@ def value_loss(
         clipped_values = old_values + (values - old_values).clamp(-clip_range, clip_range)  # (B, T)
         clipped_error = (clipped_values - returns) ** 2  # (B, T)
     per_token = 0.5 * torch.maximum(error, clipped_error)  # (B, T)
-    loss_sum, num_items = _aggregate(per_token, mask, aggregation)
+    loss_sum = _aggregate(per_token, mask, aggregation)
     metrics = {
         "value/clipfrac": _metric((clipped_error > error).to(per_token.dtype), mask, aggregation),
         "value/mean": _metric(values, mask, aggregation),
         "value/error": _metric(error, mask, aggregation),
     }
-    return loss_sum, num_items, metrics
+    return loss_sum, metrics
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,11 @@ KTO is not in the table: it takes unpaired examples labelled desirable or undesi
 reference point estimated from the batch; it is its own method (`algorithms/kto.py`).
 
 Inputs are sequence log-probs, one per example: summed over the response tokens (the method
-computes them with `models.forward.response_logps`), or their mean for SimPO. Every loss returns
-per-example losses (B,) and detached per-example metrics (B,) named `group/name`
-(the convention of the whole package, see `alignloop/losses/__init__.py`).
+computes them with `models.forward.response_logps`), or their mean for SimPO. An item is an
+example (a pair; for KTO one labelled response): every loss returns `(loss_sum, metrics)`, sums
+over the examples (the convention of the whole package, see `alignloop/losses/__init__.py`). Each
+is written per example, as below, and summed by `reduce.sums_over_examples`; `loss.per_example`
+(e.g. `dpo_sigmoid.per_example`) gives the losses (B,) and metrics (B,) of each example.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-Metrics = dict[str, torch.Tensor]
+from alignloop.losses.reduce import Metrics, sums_over_examples
 
 
 def _require_vectors(loss_name: str, **tensors: torch.Tensor) -> None:
@@ -99,6 +101,7 @@ def _logratio_difference(
     return chosen_logratios - rejected_logratios, metrics
 
 
+@sums_over_examples
 def dpo_sigmoid(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -125,6 +128,7 @@ def dpo_sigmoid(
     return losses, metrics
 
 
+@sums_over_examples
 def dpo_robust(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -154,6 +158,7 @@ def dpo_robust(
     return losses, metrics
 
 
+@sums_over_examples
 def dpo_ipo(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -180,6 +185,7 @@ def dpo_ipo(
     return losses, metrics
 
 
+@sums_over_examples
 def dpo_hinge(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -206,6 +212,7 @@ def dpo_hinge(
     return losses, metrics
 
 
+@sums_over_examples
 def simpo(
     chosen_avg_logps: torch.Tensor,
     rejected_avg_logps: torch.Tensor,
@@ -248,6 +255,7 @@ def kto_reference_point(policy_kl_logps: torch.Tensor, reference_kl_logps: torch
     return (policy_kl_logps - reference_kl_logps).mean().clamp(min=0).detach()  # ()
 
 
+@sums_over_examples
 def kto(
     policy_logps: torch.Tensor,
     reference_logps: torch.Tensor,
@@ -272,7 +280,8 @@ def kto(
     lambda_D n_D / (lambda_U n_U) lies in [1, 4/3] for n_D desirable and n_U undesirable examples.
     Metrics: `rewards/implicit` = beta r, `rewards/margins` = beta (r - z0) signed towards the
     label (positive when the example is on its label's side of z0), `rewards/accuracies` = that
-    margin > 0, `logps/policy`, `kl/reference_point` (z0 repeated per example).
+    margin > 0, `logps/policy`, `kl/reference_point` (z0 for each example, so that the sum divided
+    by the example count is z0).
     """
     _require_vectors("kto", policy_logps=policy_logps, reference_logps=reference_logps, desirable=desirable)
     _require_positive(

@@ -11,9 +11,11 @@ What the evaluators gave decides the loss:
   learns the cut points between classes, without assuming the steps of the scale are equal.
 
 For comparisons and rankings only differences of scores matter: adding a constant to every
-response of a prompt changes nothing. Every loss returns per-example losses (B,), which the
-caller sums (the engine divides by the example count of the optimizer step), and detached
-per-example metrics (B,) named `group/name`.
+response of a prompt changes nothing. An item is an example (a comparison, a ranking, a rating):
+every loss returns `(loss_sum, metrics)`, sums over the examples (the engine divides by the example
+count of the optimizer step; see `alignloop/losses/__init__.py`). Each is written per example, as
+below, and summed by `reduce.sums_over_examples`; `loss.per_example` gives the losses (B,) and
+metrics (B,) of each example, which the reward ensemble weights by its bootstrap.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-Metrics = dict[str, torch.Tensor]
+from alignloop.losses.reduce import Metrics, sums_over_examples
 
 
 def _require_shapes(loss_name: str, dims: int, **tensors: torch.Tensor) -> None:
@@ -43,6 +45,7 @@ def _per_example(loss_name: str, name: str, value, like: torch.Tensor) -> torch.
     return value
 
 
+@sums_over_examples
 def bradley_terry(
     chosen_rewards: torch.Tensor,
     rejected_rewards: torch.Tensor,
@@ -88,6 +91,7 @@ def _ranking_metrics(scores: torch.Tensor, ranks: torch.Tensor, valid: torch.Ten
     }
 
 
+@sums_over_examples
 def plackett_luce(
     scores: torch.Tensor,
     ranks: torch.Tensor,
@@ -130,6 +134,7 @@ def plackett_luce(
     return losses, _ranking_metrics(scores, ranks, valid)
 
 
+@sums_over_examples
 def rating_regression(
     predicted: torch.Tensor,
     score: torch.Tensor,
@@ -188,6 +193,7 @@ def ordinal_log_probs(predicted: torch.Tensor, thresholds: torch.Tensor) -> torc
     return log_upper + log_lower + log_gap  # (B, C)
 
 
+@sums_over_examples
 def rating_ordinal(
     predicted: torch.Tensor,
     score_index: torch.Tensor,

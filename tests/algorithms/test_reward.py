@@ -39,9 +39,9 @@ def test_mixed_batch_loss_is_the_sum_of_its_parts(tiny_model_dir, tmp_path):
         ranking_scores = model(batch["rankings"]["input_ids"], batch["rankings"]["attention_mask"])
         rating_scores = model(batch["ratings"]["input_ids"], batch["ratings"]["attention_mask"])
     expected = (
-        bradley_terry(pair_scores[:2], pair_scores[2:])[0].sum()
-        + plackett_luce(ranking_scores[None, :], torch.tensor([[1, 2, 3]]))[0].sum()
-        + rating_regression(rating_scores, torch.tensor([5.0]), 1.0, 5.0)[0].sum()
+        bradley_terry(pair_scores[:2], pair_scores[2:])[0]
+        + plackett_luce(ranking_scores[None, :], torch.tensor([[1, 2, 3]]))[0]
+        + rating_regression(rating_scores, torch.tensor([5.0]), 1.0, 5.0)[0]
     )
     torch.testing.assert_close(out.loss_sum, expected, atol=1e-5, rtol=1e-5)
 

@@ -19,6 +19,7 @@ from alignloop.losses import (
     grpo_kl_term,
     kl_penalty,
     policy_gradient_loss,
+    policy_loss_items,
     ppo_policy_loss,
     value_loss,
 )
@@ -73,9 +74,9 @@ PPO_MASK = torch.ones(1, 4, dtype=torch.bool)
 
 
 def test_ppo_clip_by_hand():
-    loss_sum, num_items, metrics = ppo_policy_loss(PPO_LOGPS, PPO_OLD, PPO_ADV, PPO_MASK, clip_range=0.2)
+    loss_sum, metrics = ppo_policy_loss(PPO_LOGPS, PPO_OLD, PPO_ADV, PPO_MASK, clip_range=0.2)
     assert_close(loss_sum, scalar(-1.1 * 2 + -1.2 * 1 + 0.8 + 1.5))
-    assert num_items.item() == 4 and num_items.dtype == torch.int64
+    assert policy_loss_items(PPO_MASK, "token-mean") == 4
     assert_close(metrics["policy/clipfrac"], scalar(0.0 + 1.0 + 1.0 + 0.0))
     assert_close(metrics["policy/ratio_mean"], scalar(1.1 + 1.5 + 0.5 + 1.5))
     # k3 of KL(old || new): rho - 1 - log rho
@@ -93,7 +94,7 @@ def test_ppo_clipped_tokens_get_no_gradient():
 def test_ppo_at_ratio_one_is_the_policy_gradient():
     logps = rows([-1.0, -2.0], [-0.5, NAN]).requires_grad_()
     advantages, mask = rows([2.0, -1.0], [3.0, 0.0]), torch.tensor([[1, 1], [1, 0]])
-    loss_sum, _, metrics = ppo_policy_loss(logps, logps.detach(), advantages, mask, clip_range=0.2)
+    loss_sum, metrics = ppo_policy_loss(logps, logps.detach(), advantages, mask, clip_range=0.2)
     assert_close(loss_sum, scalar(-(2.0 - 1.0 + 3.0)))  # rho = 1: -sum A
     assert_close(metrics["policy/approx_kl"], scalar(0.0))
     loss_sum.backward()
@@ -107,15 +108,15 @@ def test_sequence_mean_and_token_mean_count_different_items():
     old = torch.zeros(3, 3, dtype=torch.float64)
     advantages = rows([2.0, 1.0, -1.0], [-1.0, 5.0, 5.0], [5.0, 5.0, 5.0])
     mask = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 0, 0]])
-    token_sum, tokens, token_metrics = ppo_policy_loss(logps, old, advantages, mask, clip_range=0.2)
+    token_sum, token_metrics = ppo_policy_loss(logps, old, advantages, mask, clip_range=0.2)
     assert_close(token_sum, scalar(-2.2 - 1.2 + 0.8 + 1.5))
-    assert tokens.item() == 4
+    assert policy_loss_items(mask, "token-mean") == 4
     assert_close(token_metrics["policy/clipfrac"], scalar(2.0))  # two clipped tokens
-    seq_sum, sequences, seq_metrics = ppo_policy_loss(
+    seq_sum, seq_metrics = ppo_policy_loss(
         logps, old, advantages, mask, clip_range=0.2, aggregation="sequence-mean"
     )
     assert_close(seq_sum, scalar((-2.2 - 1.2 + 0.8) / 3 + 1.5))
-    assert sequences.item() == 2  # the empty row is not an item
+    assert policy_loss_items(mask, "sequence-mean") == 2  # the empty row is not an item
     assert_close(seq_metrics["policy/clipfrac"], scalar(2 / 3 + 0.0))  # per-sequence fractions, summed
 
 
@@ -124,19 +125,19 @@ def test_padding_never_leaks():
     old = torch.cat([PPO_OLD, rows([-math.inf, -math.inf, NAN, 0.0])])
     advantages = torch.cat([PPO_ADV, rows([NAN, 1.0, NAN, 1e30])])
     mask = torch.cat([PPO_MASK, torch.zeros(1, 4, dtype=torch.bool)])
-    loss_sum, num_items, metrics = ppo_policy_loss(logps, old, advantages, mask, clip_range=0.2)
+    loss_sum, metrics = ppo_policy_loss(logps, old, advantages, mask, clip_range=0.2)
     alone = ppo_policy_loss(PPO_LOGPS, PPO_OLD, PPO_ADV, PPO_MASK, clip_range=0.2)
     assert_close(loss_sum, alone[0])
-    assert num_items.item() == 4
+    assert policy_loss_items(mask, "token-mean") == 4
     for name, value in metrics.items():
-        assert_close(value, alone[2][name])
+        assert_close(value, alone[1][name])
 
 
 def test_metrics_are_detached():
     logps = PPO_LOGPS.clone().requires_grad_()
-    _, _, metrics = ppo_policy_loss(logps, PPO_OLD, PPO_ADV, PPO_MASK, clip_range=0.2)
+    _, metrics = ppo_policy_loss(logps, PPO_OLD, PPO_ADV, PPO_MASK, clip_range=0.2)
     values = torch.tensor([[1.0, 2.0]], dtype=torch.float64, requires_grad=True)
-    _, _, value_metrics = value_loss(values, rows([1.0, 2.0]), rows([0.0, 0.0]), torch.ones(1, 2), clip_range=0.2)
+    _, value_metrics = value_loss(values, rows([1.0, 2.0]), rows([0.0, 0.0]), torch.ones(1, 2), clip_range=0.2)
     assert not any(m.requires_grad for m in {**metrics, **value_metrics}.values())
 
 
@@ -148,9 +149,9 @@ def test_value_loss_by_hand():
     # Token 3: V 1.5 clipped to 1.2, R 0.0: max(2.25, 1.44) = 2.25, the unclipped error.
     values = rows([1.1, 1.5, 1.5]).requires_grad_()
     old_values, returns = rows([1.0, 1.0, 1.0]), rows([2.0, 2.0, 0.0])
-    loss_sum, num_items, metrics = value_loss(values, old_values, returns, torch.ones(1, 3), clip_range=0.2)
+    loss_sum, metrics = value_loss(values, old_values, returns, torch.ones(1, 3), clip_range=0.2)
     assert_close(loss_sum, scalar(0.5 * 0.81 + 0.5 * 0.64 + 0.5 * 2.25))
-    assert num_items.item() == 3
+    assert policy_loss_items(torch.ones(1, 3), "token-mean") == 3
     assert_close(metrics["value/clipfrac"], scalar(0.0 + 1.0 + 0.0))
     assert_close(metrics["value/mean"], scalar(1.1 + 1.5 + 1.5))
     assert_close(metrics["value/error"], scalar(0.81 + 0.25 + 2.25))
@@ -162,9 +163,9 @@ def test_value_loss_by_hand():
 def test_value_loss_without_clipping_and_with_padding():
     values, old_values, returns = rows([1.5, NAN]), rows([1.0, NAN]), rows([2.0, NAN])
     mask = torch.tensor([[True, False]])
-    loss_sum, num_items, metrics = value_loss(values, old_values, returns, mask, clip_range=None)
+    loss_sum, metrics = value_loss(values, old_values, returns, mask, clip_range=None)
     assert_close(loss_sum, scalar(0.5 * 0.25))
-    assert num_items.item() == 1 and metrics["value/clipfrac"].item() == 0.0
+    assert policy_loss_items(mask, "token-mean") == 1 and metrics["value/clipfrac"].item() == 0.0
 
 
 # --- entropy -------------------------------------------------------------------------------
@@ -194,20 +195,20 @@ def test_entropy_upcasts_half_precision():
 def test_policy_gradient_by_hand():
     logps, advantages = rows([-1.0, -2.0], [-3.0, NAN]), rows([2.0, -1.0], [0.5, NAN])
     mask = torch.tensor([[1, 1], [1, 0]])
-    loss_sum, num_items, metrics = policy_gradient_loss(logps, advantages, mask)
+    loss_sum, metrics = policy_gradient_loss(logps, advantages, mask)
     assert_close(loss_sum, scalar(-(2.0 * -1.0) - (-1.0 * -2.0) - (0.5 * -3.0)))
-    assert num_items.item() == 3
+    assert policy_loss_items(mask, "token-mean") == 3
     assert_close(metrics["policy/logps"], scalar(-1.0 - 2.0 - 3.0))
-    seq_sum, sequences, _ = policy_gradient_loss(logps, advantages, mask, aggregation="sequence-mean")
+    seq_sum, _ = policy_gradient_loss(logps, advantages, mask, aggregation="sequence-mean")
     assert_close(seq_sum, scalar((2.0 - 2.0) / 2 + 1.5))
-    assert sequences.item() == 2
+    assert policy_loss_items(mask, "sequence-mean") == 2
 
 
 def test_policy_gradient_with_old_logps_is_ppo():
     with_old = policy_gradient_loss(PPO_LOGPS, PPO_ADV, PPO_MASK, old_logps=PPO_OLD, clip_range=0.2)
     ppo = ppo_policy_loss(PPO_LOGPS, PPO_OLD, PPO_ADV, PPO_MASK, clip_range=0.2)
     assert_close(with_old[0], ppo[0])
-    assert with_old[2].keys() == ppo[2].keys()
+    assert with_old[1].keys() == ppo[1].keys()
     with pytest.raises(ValueError, match="needs clip_range"):
         policy_gradient_loss(PPO_LOGPS, PPO_ADV, PPO_MASK, old_logps=PPO_OLD)
 
@@ -215,10 +216,10 @@ def test_policy_gradient_with_old_logps_is_ppo():
 def test_grpo_kl_term_by_hand():
     logps, ref = rows([-1.0, -2.0, NAN]), rows([-1.5, -2.0, 0.0])
     mask = torch.tensor([[True, True, False]])
-    loss_sum, num_items, metrics = grpo_kl_term(logps, ref, mask, 0.1)
+    loss_sum, metrics = grpo_kl_term(logps, ref, mask, 0.1)
     k3 = math.exp(-0.5) - 1 + 0.5  # pi_ref / pi - log(pi_ref / pi) - 1 with log-ratio -0.5; 0 for equal
     assert_close(loss_sum, scalar(0.1 * k3 + 0.0))
-    assert num_items.item() == 2
+    assert policy_loss_items(mask, "token-mean") == 2
     assert_close(metrics["kl/mean"], scalar(k3))
 
 
@@ -238,3 +239,5 @@ def test_bad_inputs_raise_clear_errors():
         value_loss(PPO_LOGPS, PPO_OLD, PPO_ADV, PPO_MASK, clip_range=0.2, aggregation="mean")
     with pytest.raises(ValueError, match="coef must be >= 0"):
         grpo_kl_term(PPO_LOGPS, PPO_OLD, PPO_MASK, -0.1)
+    with pytest.raises(ValueError, match="policy_loss_items: aggregation must be one of"):
+        policy_loss_items(PPO_MASK, "mean")

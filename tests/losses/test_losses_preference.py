@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from losses_per_example import per_example
 from torch.testing import assert_close
 
 from alignloop.losses import (
@@ -43,12 +44,12 @@ def pairs_requiring_grad():
 
 
 def test_dpo_sigmoid_by_hand():
-    losses, _ = dpo_sigmoid(**PAIRS, beta=BETA)
+    losses, _ = per_example(dpo_sigmoid, **PAIRS, beta=BETA)
     assert_close(losses, tensor(math.log(1 + math.exp(-1)), math.log(2), math.log(1 + math.exp(1))))
 
 
 def test_paired_metrics_by_hand():
-    _, metrics = dpo_sigmoid(**PAIRS, beta=BETA)
+    _, metrics = per_example(dpo_sigmoid, **PAIRS, beta=BETA)
     assert_close(metrics["rewards/chosen"], tensor(0.5 * 1, 0.0, 0.5 * -1))
     assert_close(metrics["rewards/rejected"], tensor(0.5 * -1, 0.0, 0.5 * 1))
     assert_close(metrics["rewards/margins"], tensor(1.0, 0.0, -1.0))
@@ -58,7 +59,7 @@ def test_paired_metrics_by_hand():
 
 
 def test_conservative_dpo_by_hand_and_zero_smoothing_is_plain_dpo():
-    losses, _ = dpo_sigmoid(**PAIRS, beta=BETA, label_smoothing=0.25)
+    losses, _ = per_example(dpo_sigmoid, **PAIRS, beta=BETA, label_smoothing=0.25)
     expected = 0.75 * math.log(1 + math.exp(-1)) + 0.25 * math.log(1 + math.exp(1))
     assert_close(losses[0], torch.tensor(expected, dtype=torch.float64))
     assert_close(losses[1], torch.tensor(math.log(2), dtype=torch.float64))  # both labels cost log 2 at h = 0
@@ -67,7 +68,7 @@ def test_conservative_dpo_by_hand_and_zero_smoothing_is_plain_dpo():
 
 
 def test_robust_dpo_by_hand_and_zero_noise_is_dpo():
-    losses, _ = dpo_robust(**PAIRS, beta=BETA, label_smoothing=0.25)
+    losses, _ = per_example(dpo_robust, **PAIRS, beta=BETA, label_smoothing=0.25)
     assert_close(
         losses,
         tensor(
@@ -80,18 +81,18 @@ def test_robust_dpo_by_hand_and_zero_noise_is_dpo():
 
 
 def test_ipo_by_hand_uses_summed_log_ratios():
-    losses, _ = dpo_ipo(**PAIRS, beta=BETA)
+    losses, _ = per_example(dpo_ipo, **PAIRS, beta=BETA)
     # 1 / (2 beta) = 1: (2 - 1)^2, (0 - 1)^2, (-2 - 1)^2
     assert_close(losses, tensor(1.0, 1.0, 9.0))
 
 
 def test_hinge_by_hand():
-    losses, _ = dpo_hinge(**PAIRS, beta=BETA)
+    losses, _ = per_example(dpo_hinge, **PAIRS, beta=BETA)
     assert_close(losses, tensor(0.0, 1.0, 2.0))  # max(0, 1 - beta h) for beta h = 1, 0, -1
 
 
 def test_simpo_by_hand():
-    losses, metrics = simpo(tensor(-1.0, -0.5), tensor(-1.5, -2.0), beta=2.0, gamma=1.0)
+    losses, metrics = per_example(simpo, tensor(-1.0, -0.5), tensor(-1.5, -2.0), beta=2.0, gamma=1.0)
     # 2(-1) - 2(-1.5) - 1 = 0 and 2(-0.5) - 2(-2) - 1 = 2
     assert_close(losses, tensor(math.log(2), math.log(1 + math.exp(-2))))
     assert_close(metrics["rewards/chosen"], tensor(-2.0, -1.0))
@@ -103,7 +104,7 @@ def test_kto_by_hand():
     policy, reference = tensor(-2.0, -2.0, -4.0, -6.0), tensor(-5.0, -5.0, -5.0, -5.0)  # r = 3, 3, 1, -1
     desirable = torch.tensor([True, False, False, True])
     z0 = torch.tensor(1.0)
-    losses, metrics = kto(policy, reference, desirable, z0, beta=0.5, desirable_weight=1.0, undesirable_weight=2.0)
+    losses, metrics = per_example(kto, policy, reference, desirable, z0, beta=0.5, desirable_weight=1.0, undesirable_weight=2.0)
     # desirable: 1 - sigma(0.5 (r - 1)); undesirable: 2 (1 - sigma(0.5 (1 - r)))
     sigma = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     assert_close(losses, tensor(1 - sigma(1), 2 * (1 - sigma(-1)), 2 * (1 - sigma(0)), 1 - sigma(-1)))
@@ -133,14 +134,14 @@ def test_all_losses_have_finite_gradients():
         if loss is simpo:  # no reference, average log-probs: below
             continue
         inputs = pairs_requiring_grad()
-        loss(**inputs, beta=BETA)[0].sum().backward()
+        loss(**inputs, beta=BETA)[0].backward()
         for value in inputs.values():
             assert torch.isfinite(value.grad).all(), name
     chosen, rejected = tensor(-1.0, -0.5).requires_grad_(), tensor(-1.5, -2.0).requires_grad_()
-    simpo(chosen, rejected, beta=2.0, gamma=1.0)[0].sum().backward()
+    simpo(chosen, rejected, beta=2.0, gamma=1.0)[0].backward()
     assert torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all()
     policy = tensor(-2.0, -4.0).requires_grad_()
-    kto(policy, tensor(-3.0, -3.0), torch.tensor([True, False]), 0.5, beta=0.5)[0].sum().backward()
+    kto(policy, tensor(-3.0, -3.0), torch.tensor([True, False]), 0.5, beta=0.5)[0].backward()
     assert torch.isfinite(policy.grad).all() and (policy.grad != 0).all()
 
 

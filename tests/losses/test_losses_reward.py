@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from losses_per_example import per_example
 from torch.testing import assert_close
 
 from alignloop.losses import (
@@ -32,11 +33,11 @@ LOG_321 = [math.log(3), math.log(2), math.log(1)]
 def pl_loss(scores, ranks, mask=None):
     scores = torch.tensor([scores], dtype=torch.float64)
     mask = None if mask is None else torch.tensor([mask])
-    return plackett_luce(scores, torch.tensor([ranks]), mask)[0][0].item()
+    return plackett_luce(scores, torch.tensor([ranks]), mask)[0].item()  # one ranking: the sum is its loss
 
 
 def test_bradley_terry_by_hand():
-    losses, metrics = bradley_terry(tensor(2.0, 0.0), tensor(1.0, 0.0))
+    losses, metrics = per_example(bradley_terry, tensor(2.0, 0.0), tensor(1.0, 0.0))
     assert_close(losses, tensor(math.log(1 + math.exp(-1)), math.log(2)))
     assert_close(metrics["rewards/margins"], tensor(1.0, 0.0))
     assert_close(metrics["rewards/accuracies"], tensor(1.0, 0.0))
@@ -45,11 +46,11 @@ def test_bradley_terry_by_hand():
 
 
 def test_bradley_terry_with_llama2_margin_by_hand():
-    losses, metrics = bradley_terry(tensor(2.0, 0.0), tensor(1.0, 0.0), margin=tensor(1.0, -1.0))
+    losses, metrics = per_example(bradley_terry, tensor(2.0, 0.0), tensor(1.0, 0.0), margin=tensor(1.0, -1.0))
     # -log sigma(1 - 1), -log sigma(0 + 1)
     assert_close(losses, tensor(math.log(2), math.log(1 + math.exp(-1))))
     assert_close(metrics["rewards/margins"], tensor(1.0, 0.0))  # the raw margin, before m
-    assert_close(bradley_terry(tensor(2.0), tensor(1.0), margin=1.0)[0], tensor(math.log(2)))
+    assert_close(per_example(bradley_terry, tensor(2.0), tensor(1.0), margin=1.0)[0], tensor(math.log(2)))
 
 
 def test_plackett_luce_three_items_by_hand():
@@ -73,8 +74,8 @@ def test_plackett_luce_with_two_items_is_bradley_terry():
     ranks = torch.tensor([[1, 2], [2, 1]] * 3)
     chosen = torch.where(ranks[:, 0] == 1, scores[:, 0], scores[:, 1])
     rejected = torch.where(ranks[:, 0] == 1, scores[:, 1], scores[:, 0])
-    pl_losses, pl_metrics = plackett_luce(scores, ranks)
-    bt_losses, bt_metrics = bradley_terry(chosen, rejected)
+    pl_losses, pl_metrics = per_example(plackett_luce, scores, ranks)
+    bt_losses, bt_metrics = per_example(bradley_terry, chosen, rejected)
     assert_close(pl_losses, bt_losses, rtol=0, atol=1e-12)
     assert_close(pl_metrics["ranking/top1_accuracy"], bt_metrics["rewards/accuracies"])
     assert_close(pl_metrics["ranking/pairwise_accuracy"], bt_metrics["rewards/accuracies"])
@@ -85,7 +86,7 @@ def test_plackett_luce_ignores_padded_slots():
     scores = torch.tensor([[math.log(3), math.log(2), nan], LOG_321], dtype=torch.float64, requires_grad=True)
     ranks = torch.tensor([[1, 2, 0], [1, 2, 3]])
     mask = torch.tensor([[True, True, False], [True, True, True]])
-    losses, _ = plackett_luce(scores, ranks, mask)
+    losses, _ = per_example(plackett_luce, scores, ranks, mask)
     assert losses[0].item() == pytest.approx(-math.log(3 / 5))
     assert losses[0].item() == pytest.approx(pl_loss(LOG_321[:2], [1, 2]))
     assert losses[1].item() == pytest.approx(pl_loss(LOG_321, [1, 2, 3]))
@@ -95,7 +96,7 @@ def test_plackett_luce_ignores_padded_slots():
 
 def test_plackett_luce_metrics_by_hand():
     scores = torch.tensor([LOG_321, LOG_321], dtype=torch.float64)
-    _, metrics = plackett_luce(scores, torch.tensor([[3, 1, 2], [1, 3, 2]]))
+    _, metrics = per_example(plackett_luce, scores, torch.tensor([[3, 1, 2], [1, 3, 2]]))
     assert_close(metrics["ranking/top1_accuracy"], tensor(0.0, 1.0))
     # row 0: of the pairs (2 over 3), (2 over 1), (3 over 1) only the first is scored in order;
     # row 1: (1 over 3) and (1 over 2) are, (3 over 2) is not.
@@ -104,17 +105,17 @@ def test_plackett_luce_metrics_by_hand():
 
 def test_rating_regression_by_hand():
     scale_min, scale_max = tensor(1.0, 0.0), tensor(5.0, 10.0)  # 1-5 stars, 0-10
-    losses, metrics = rating_regression(tensor(0.5, 0.0), torch.tensor([4, 7]), scale_min, scale_max)
+    losses, metrics = per_example(rating_regression, tensor(0.5, 0.0), torch.tensor([4, 7]), scale_min, scale_max)
     assert_close(metrics["rating/target"], tensor(3 / 4, 7 / 10))
     assert_close(losses, tensor((0.5 - 0.75) ** 2, (0.0 - 0.7) ** 2))
-    assert_close(rating_regression(tensor(1.0), tensor(3.0), 1.0, 5.0)[0], tensor((1.0 - 0.5) ** 2))
+    assert_close(per_example(rating_regression, tensor(1.0), tensor(3.0), 1.0, 5.0)[0], tensor((1.0 - 0.5) ** 2))
 
 
 THRESHOLDS = tensor(-1.0, 1.0)  # three classes
 
 
 def test_rating_ordinal_by_hand():
-    losses, metrics = rating_ordinal(tensor(0.0, 0.0, 0.0), torch.tensor([0, 1, 2]), THRESHOLDS)
+    losses, metrics = per_example(rating_ordinal, tensor(0.0, 0.0, 0.0), torch.tensor([0, 1, 2]), THRESHOLDS)
     # P(0) = sigma(-1) = 1 / (1 + e); P(1) = sigma(1) - sigma(-1) = (e - 1) / (e + 1); P(2) = sigma(-1)
     e = math.e
     assert_close(losses, tensor(math.log(1 + e), -math.log((e - 1) / (e + 1)), math.log(1 + e)))
@@ -137,7 +138,7 @@ def test_ordinal_is_finite_for_extreme_scores_in_float32():
     scores = torch.tensor([-1e4, -50.0, 50.0, 1e4, 1e4, -1e4], requires_grad=True)
     thresholds = torch.tensor([-1.0, 1.0, 1.0001], requires_grad=True)
     index = torch.tensor([3, 0, 2, 0, 3, 1])
-    losses, _ = rating_ordinal(scores, index, thresholds)
+    losses, _ = per_example(rating_ordinal, scores, index, thresholds)
     losses.sum().backward()
     assert torch.isfinite(losses).all()
     assert torch.isfinite(scores.grad).all() and torch.isfinite(thresholds.grad).all()
@@ -148,13 +149,13 @@ def test_ordinal_is_finite_for_extreme_scores_in_float32():
 
 def test_reward_losses_have_finite_gradients():
     chosen, rejected = tensor(0.3, -2.0).requires_grad_(), tensor(1.0, 5.0).requires_grad_()
-    bradley_terry(chosen, rejected, margin=0.5)[0].sum().backward()
+    bradley_terry(chosen, rejected, margin=0.5)[0].backward()
     assert torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all()
     scores = torch.tensor([LOG_321], dtype=torch.float64, requires_grad=True)
-    plackett_luce(scores, torch.tensor([[2, 1, 2]]))[0].sum().backward()
+    plackett_luce(scores, torch.tensor([[2, 1, 2]]))[0].backward()
     assert torch.isfinite(scores.grad).all()
     predicted = tensor(0.2, 0.9).requires_grad_()
-    rating_regression(predicted, tensor(2.0, 3.0), 1.0, 5.0)[0].sum().backward()
+    rating_regression(predicted, tensor(2.0, 3.0), 1.0, 5.0)[0].backward()
     assert torch.isfinite(predicted.grad).all()
 
 

@@ -213,8 +213,8 @@ def test_full_reward_model_gradient_reaches_backbone_and_thresholds(smol_tokeniz
 
     model = RewardModel(build_tiny_causal_lm(smol_tokenizer, seed=4)[0], num_rating_classes=3).train()
     scores = model(*_padded(_encoded(smol_tokenizer), smol_tokenizer.pad_token_id, "right"))
-    losses, _ = rating_ordinal(scores, torch.tensor([0, 1, 2]), model.rating_thresholds)
-    losses.sum().backward()
+    loss_sum, _ = rating_ordinal(scores, torch.tensor([0, 1, 2]), model.rating_thresholds)
+    loss_sum.backward()
     assert model.head.weight.grad.abs().sum() > 0
     assert model.rating_threshold_first.grad.abs().sum() > 0
     assert model.rating_threshold_gaps.grad.abs().sum() > 0

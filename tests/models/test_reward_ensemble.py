@@ -64,7 +64,7 @@ def test_the_ensemble_loss_is_the_mean_of_each_members_weighted_loss(tiny_model_
         training, held_out = method.loss(model.train(), batch), method.loss(model.eval(), batch)
     assert members.shape[-1] == 3 and not torch.allclose(members[:, 0], members[:, 1])  # heads start apart
     grid = members[sub["slot_index"].clamp(min=0)]  # (B, K, 3)
-    losses = [plackett_luce(grid[..., k], sub["ranks"], sub["ranking_mask"])[0] for k in range(3)]
+    losses = [plackett_luce.per_example(grid[..., k], sub["ranks"], sub["ranking_mask"])[0] for k in range(3)]
     expected = sum((sub["member_weights"][:, k] * losses[k]).sum() for k in range(3)) / 3
     torch.testing.assert_close(training.loss_sum, expected, atol=1e-5, rtol=1e-5)
     # Held out, every member's plain loss: the bootstrap is how members train, not how they are judged.
