@@ -41,16 +41,18 @@ DEGENERATION = "possible degeneration"
 
 
 def run_demo(seed: int, work: Path, overrides: list[str]) -> dict[str, Any]:
-    """Run one seed's demo in a child process: (exit code, wall seconds, peak RSS in MiB)."""
-    folder = work / f"seed-{seed}"
+    """Run one seed's demo in a child process: its command, loop folder, log, exit code, wall
+    seconds and peak RSS in MiB."""
+    folder, log = work / f"seed-{seed}", work / f"seed-{seed}.log"
     command = ["alignloop", "demo", f"output_dir={folder}", f"seed={seed}", *overrides]
-    log = (work / f"seed-{seed}.log").open("w")
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(child.pid, 0)
+    with log.open("w") as output:
+        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
-    return {"command": " ".join(command), "exit_code": os.waitstatus_to_exitcode(status),
-            "wall_seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
+    return {"command": " ".join(command), "folder": str(folder), "log": str(log),
+            "exit_code": os.waitstatus_to_exitcode(status), "wall_seconds": round(seconds, 1),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024)}
 
 
 def feedback_sha256(folder: Path) -> str | None:
@@ -65,10 +67,15 @@ def stage_seconds(folder: Path) -> dict[str, float]:
     return {key.removeprefix("seconds_"): value for key, value in artifacts.items() if key.startswith("seconds_")}
 
 
+def reduction(summary: dict[str, Any]) -> float:
+    """The held-out toxicity's relative reduction (0 where the loop scored no toxicity)."""
+    return summary.get("relative_reduction") or 0.0
+
+
 def meets_bar(summary: dict[str, Any]) -> dict[str, bool]:
     """Each part of the demo's quality bar, judged from its summary.json."""
     return {
-        "reduction": (summary.get("relative_reduction") or 0.0) >= BAR_REDUCTION,
+        "reduction": reduction(summary) >= BAR_REDUCTION,
         "kl": summary["kl"] <= BAR_KL,
         "no_degeneration": not any(DEGENERATION in warning for warning in summary["warnings"]),
         "annotators": (summary["malicious_flagged"] == summary["malicious_annotators"]
@@ -78,9 +85,9 @@ def meets_bar(summary: dict[str, Any]) -> dict[str, bool]:
 
 def seed_result(seed: int, work: Path, overrides: list[str]) -> dict[str, Any]:
     run = run_demo(seed, work, overrides)
-    folder = work / f"seed-{seed}"
+    folder = Path(run["folder"])
     if run["exit_code"] != 0:
-        return {**run, "error": f"alignloop demo exited with {run['exit_code']}: see {work / f'seed-{seed}.log'}"}
+        return {**run, "error": f"alignloop demo exited with {run['exit_code']}: see {run['log']}"}
     summary = json.loads((folder / "summary.json").read_text())
     bar = meets_bar(summary)
     return {**run, "summary": summary, "bar": bar, "meets_bar": all(bar.values()),
@@ -100,13 +107,13 @@ def markdown(results: dict[str, Any]) -> str:
         accuracy = "–" if s["reward_model_accuracy"] is None else f"{s['reward_model_accuracy']:.2f}"
         failed = [part for part, ok in entry["bar"].items() if not ok]
         lines.append(
-            f"| {seed} | {s['toxicity_before']:.3f} → {s['toxicity_after']:.3f} | {100 * s['relative_reduction']:.0f} % "
+            f"| {seed} | {s['toxicity_before']:.3f} → {s['toxicity_after']:.3f} | {100 * reduction(s):.0f} % "
             f"| {s['kl']:.2f} | {accuracy} | {s['malicious_flagged']} of {s['malicious_annotators']} "
             f"({s['honest_flagged']}) | {entry['wall_seconds'] / 60:.1f} min | {entry['peak_rss_mib'] / 1024:.1f} GB "
             f"| {'yes' if entry['meets_bar'] else 'no: ' + ', '.join(failed)} | {'; '.join(s['warnings']) or 'none'} |")
     done = [entry for entry in results["seeds"].values() if "error" not in entry]
     if done:
-        reductions = [entry["summary"]["relative_reduction"] for entry in done]
+        reductions = [reduction(entry["summary"]) for entry in done]
         lines += ["", f"Bar met in {sum(entry['meets_bar'] for entry in done)} of {len(done)} seeds; median "
                       f"reduction {100 * statistics.median(reductions):.0f} %, median wall time "
                       f"{statistics.median(entry['wall_seconds'] for entry in done) / 60:.1f} min."]

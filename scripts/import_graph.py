@@ -8,7 +8,8 @@ A *package* is the first name under `alignloop` (`alignloop/ops.py` is package `
 (docs/architecture.md explains each); a package may import its own layer and the layers below.
 An import of a higher layer is *upward*. Imports under `if TYPE_CHECKING:` do not run and are
 not counted. A function-level import is one written inside a function body; the ones that must
-stay (import cost, an optional dependency) say why on the line before: `# lazy: <reason>`.
+stay (import cost, an optional dependency) say why on the line before or at the end of the
+same line: `# lazy: <reason>`.
 
 tests/test_import_graph.py reads this file and fails on an upward import or a cycle between
 packages that is not in its allow-list.
@@ -115,7 +116,7 @@ class _Visitor(ast.NodeVisitor):
         self.generic_visit(node)
         self.depth -= 1
 
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+    visit_FunctionDef = visit_AsyncFunctionDef = _function
 
     def visit_If(self, node: ast.If) -> None:
         test = ast.unparse(node.test)

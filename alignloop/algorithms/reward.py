@@ -188,7 +188,7 @@ class RewardMethod(TrainingMethod):
     def _ratings(self, model, sub):
         loss_fn = RATING_LOSSES[self.settings.rating_loss]
         inputs = {"score": sub["score"], "scale_min": sub["scale_min"], "scale_max": sub["scale_max"]}
-        if takes(loss_fn, "thresholds"):  # ordinal: the rating as a class between learned cut points
+        if learns_thresholds(self.settings):  # ordinal: the rating as a class between learned cut points
             inputs.update(score_index=(sub["score"] - sub["scale_min"]).round().long(), thresholds=model_thresholds(model))
         return self._over_members(model, sub,
                                   lambda scores: call_variant(loss_fn.per_example, predicted=scores, **inputs))

@@ -21,8 +21,7 @@ from typer.core import TyperCommand
 
 from alignloop.cli.errors import friendly_errors
 
-__all__ = ["RECIPE_COMMANDS", "ConfigOption", "Overrides", "RecipeCommand", "Resume", "ResumeFrom", "add_recipe_commands",
-           "options_epilog", "recipe_command"]
+__all__ = ["RECIPE_COMMANDS", "Overrides", "RecipeCommand", "Resume", "add_recipe_commands"]
 
 TRAINING_OPTIONS = ("config", "overrides", "resume", "resume_from")
 
@@ -95,7 +94,7 @@ def overrides_argument(example: str) -> Any:
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", exists=False,
                                                       help="YAML recipe; overrides follow as KEY=VALUE")]
-Overrides = overrides_argument("train.lr=1e-4 model.lora.r=16")
+Overrides = overrides_argument(RecipeCommand.overrides_example)
 Resume = Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in train.output_dir")]
 ResumeFrom = Annotated[Optional[Path], typer.Option("--resume-from", help="continue from this checkpoint folder instead")]
 

@@ -13,7 +13,10 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from alignloop.algorithms.reward import RewardConfig
 from alignloop.config import nested_recipe_errors
+from alignloop.evaluation.policy_eval import EvalConfig
+from alignloop.loop.annotators import AnnotatorsConfig
 
 if TYPE_CHECKING:
     from pydantic_core import InitErrorDetails
@@ -99,14 +102,8 @@ def stage_recipe_errors(cfg: LoopConfig) -> list[InitErrorDetails]:
     """Every stage recipe of rounds 1 and 2 (round 2 continues an adapter) validated by its
     stage's config class, with stand-in paths for what earlier stages make; the errors name
     the loop's keys in full (`rl.recipe.group.kl_coef`)."""
-    # lazy: the stages' config classes sit with their methods (torch); `alignloop --help` reads none
-    from alignloop.algorithms.reward import RewardConfig
-    # lazy: as above
-    from alignloop.evaluation.policy_eval import EvalConfig
-    # lazy: as above
-    from alignloop.loop.annotators import AnnotatorsConfig
-
     errors: list[InitErrorDetails] = []
+    seen: set[tuple] = set()  # round 2 repeats round 1's errors
     for number in range(1, min(cfg.rounds, 2) + 1):
         folder = Path(cfg.output_dir) / "rounds" / f"round-{number}"
         exports = [str(folder / "feedback" / "preferences.jsonl")]
@@ -119,6 +116,8 @@ def stage_recipe_errors(cfg: LoopConfig) -> list[InitErrorDetails]:
              rl_recipe(cfg, previous, exports, reward_model, folder / "rl", cfg.seed + number)),
             ("eval.", EvalConfig, eval_recipe(cfg, reward_model, adapter, folder / "eval.json")),
         ):
-            errors += [e for e in nested_recipe_errors(config_class, recipe, key)
-                       if e["loc"] not in {seen["loc"] for seen in errors}]  # round 2 repeats round 1's
+            for error in nested_recipe_errors(config_class, recipe, key):
+                if error["loc"] not in seen:
+                    seen.add(error["loc"])
+                    errors.append(error)
     return errors
