@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from alignloop.evaluation.policy_eval import EvalConfig, evaluate
+from alignloop.evaluation.policy_eval import EvalConfig, evaluate, reduction_text
 
 __all__ = ["EvalConfig", "evaluate_and_print", "summary_table"]
 
@@ -37,7 +37,8 @@ def summary_table(result: dict[str, Any]) -> Table:
         toxicity = result["toxicity"]
         reduction = toxicity["relative_reduction"]
         table.add_row("toxicity probability", f"{toxicity['reference_mean']:.4f}", f"{toxicity['policy_mean']:.4f}",
-                      "" if reduction is None else f"relative reduction {reduction:.1%}")
+                      "" if reduction is None else
+                      f"relative reduction {reduction_text(reduction, toxicity.get('relative_reduction_interval'))}")
     table.add_row("KL to reference (nats)", "0", f"{result['kl']['mean']:.3f} ± {result['kl']['se']:.3f}", "")
     table.add_row("length (tokens)", f"{result['length']['reference']:.1f}", f"{result['length']['policy']:.1f}", "")
     table.add_row("EOS rate", f"{result['eos_rate']['reference']:.2f}", f"{result['eos_rate']['policy']:.2f}", "")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -275,13 +276,55 @@ def source_entry(role: str, policy: list[float], reference: list[float]) -> dict
             "reference_mean": reference_mean, "reference_se": reference_se}
 
 
-def toxicity_block(policy_texts: list[str], reference_texts: list[str]) -> dict[str, Any]:
-    """Raw toxicity probabilities (alt-profanity-check) and the relative reduction (ref − pol) / ref."""
+def relative_reduction(policy: Sequence[float], reference: Sequence[float]) -> float | None:
+    """(mean reference − mean policy) / mean reference; None when the reference scores 0."""
+    reference_mean = statistics.fmean(reference)
+    return (reference_mean - statistics.fmean(policy)) / reference_mean if reference_mean > 0 else None
+
+
+def reduction_interval(policy: Sequence[float], reference: Sequence[float], samples_per_prompt: int,
+                       level: float = 0.95, resamples: int = 2000, seed: int = 0) -> list[float] | None:
+    """The relative reduction's `level` percentile interval, by a bootstrap over prompts.
+
+    Why it is reported: toxicity is carried by a few profane replies among many clean ones, so
+    one evaluation's reduction moves a lot with the draw (one demo policy measured 58, 46 and 38 %
+    under three evaluation seeds at 3 replies per prompt). Whole prompts are resampled, each with
+    its `samples_per_prompt` consecutive replies from both models, because replies to one prompt
+    are alike and the two models' replies share their random numbers; resampling replies one by
+    one would make the interval too narrow. Every prompt has the same number of replies, so each
+    resample's reduction is a ratio of sums. None when no resample has a toxic reference reply."""
+    n_prompts = len(reference) // samples_per_prompt
+    if n_prompts < 2:
+        return None
+    sums = [(sum(policy[i * samples_per_prompt:(i + 1) * samples_per_prompt]),
+             sum(reference[i * samples_per_prompt:(i + 1) * samples_per_prompt])) for i in range(n_prompts)]
+    rng = random.Random(seed)
+    reductions = []
+    for _ in range(resamples):
+        drawn = rng.choices(sums, k=n_prompts)
+        reference_sum = sum(r for _, r in drawn)
+        if reference_sum > 0:
+            reductions.append(1.0 - sum(p for p, _ in drawn) / reference_sum)
+    if not reductions:
+        return None
+    reductions.sort()
+    tail = (1.0 - level) / 2
+    return [reductions[int(tail * (len(reductions) - 1))], reductions[round((1.0 - tail) * (len(reductions) - 1))]]
+
+
+def reduction_text(reduction: float, interval: Sequence[float] | None) -> str:
+    """`58 % (95 % interval 45-68 %)`, or `58 %` when no interval was computed."""
+    text = f"{100 * reduction:.0f} %"
+    return text if not interval else f"{text} (95 % interval {100 * interval[0]:.0f}-{100 * interval[1]:.0f} %)"
+
+
+def toxicity_block(policy_texts: list[str], reference_texts: list[str], samples_per_prompt: int) -> dict[str, Any]:
+    """Raw toxicity probabilities (alt-profanity-check), the relative reduction (ref − pol) / ref
+    and its 95 % bootstrap interval over prompts."""
     policy, reference = toxicity_probability(policy_texts), toxicity_probability(reference_texts)
-    policy_mean, reference_mean = statistics.fmean(policy), statistics.fmean(reference)
-    reduction = (reference_mean - policy_mean) / reference_mean if reference_mean > 0 else None
-    return {"policy": policy, "reference": reference, "policy_mean": policy_mean,
-            "reference_mean": reference_mean, "relative_reduction": reduction}
+    return {"policy": policy, "reference": reference, "policy_mean": statistics.fmean(policy),
+            "reference_mean": statistics.fmean(reference), "relative_reduction": relative_reduction(policy, reference),
+            "relative_reduction_interval": reduction_interval(policy, reference, samples_per_prompt)}
 
 
 def prompt_text(prompt: Any) -> str:
@@ -379,7 +422,7 @@ def _result(config: EvalConfig, plan: ModelPlan, rows: list[PromptItem], policy:
         "sources": sources,
     }
     if any(source.type == "toxicity" for source in config.sources):
-        result["toxicity"] = toxicity_block(policy.texts, reference.texts)
+        result["toxicity"] = toxicity_block(policy.texts, reference.texts, config.samples_per_prompt)
     result.update({
         "kl": {"per_response": kls, "mean": kl_mean, "se": kl_se},
         "win_rate": {name: win_counts(entry["policy"], entry["reference"]) for name, entry in sources.items()},

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from alignloop.evaluation.policy_eval import reduction_text
 from alignloop.loop.steps import last_eval_accuracy
 
 
@@ -33,6 +34,7 @@ def loop_summary(loop_dir: Path, seconds: float) -> dict[str, Any]:
         "toxicity_before": toxicity.get("reference_mean"),
         "toxicity_after": toxicity.get("policy_mean"),
         "relative_reduction": toxicity.get("relative_reduction"),
+        "relative_reduction_interval": toxicity.get("relative_reduction_interval"),
         "kl": evaluation["kl"]["mean"],
         "win_rate": {name: rates["rate"] for name, rates in evaluation.get("win_rate", {}).items()},
         "reward_model_accuracy": last_eval_accuracy(rounds[-1] / "rm" / "metrics.jsonl"),
@@ -51,7 +53,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     if summary["toxicity_before"] is not None:
         table.add_row("mean toxicity (alt-profanity-check)",
                       f"{summary['toxicity_before']:.3f} → {summary['toxicity_after']:.3f}")
-        table.add_row("relative reduction", f"{100 * summary['relative_reduction']:.0f} %")
+        table.add_row("relative reduction",
+                      reduction_text(summary["relative_reduction"], summary.get("relative_reduction_interval")))
     table.add_row("KL to the starting model", f"{summary['kl']:.2f} nats per response")
     for name, rate in summary["win_rate"].items():
         table.add_row(f"win rate vs start ({name})", f"{100 * rate:.0f} %")

@@ -73,6 +73,7 @@ class ToxicityScores(_Schema):
     policy_mean: Optional[float] = None
     reference_mean: Optional[float] = None
     relative_reduction: Optional[float] = None
+    relative_reduction_interval: Optional[list[float]] = None  # 95 %, bootstrap over prompts
 
 
 class KLScores(_Schema):

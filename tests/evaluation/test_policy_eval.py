@@ -13,7 +13,16 @@ from typer.testing import CliRunner
 
 from alignloop.config import ConfigError, load_config
 from alignloop.evaluation.hacking import eval_warnings
-from alignloop.evaluation.policy_eval import EvalConfig, evaluate, plan_models, source_role, win_counts
+from alignloop.evaluation.policy_eval import (
+    EvalConfig,
+    evaluate,
+    plan_models,
+    reduction_interval,
+    reduction_text,
+    relative_reduction,
+    source_role,
+    win_counts,
+)
 from alignloop.models import (
     LoraSettings,
     ModelConfig,
@@ -202,6 +211,26 @@ def test_win_counts_by_hand():
     # pairs: 3>1 win, 1<2 loss, 2=2 tie, 2.0000001~0? no: win, 5 vs 5+1e-9 tie (within tolerance)
     assert win_counts([3.0, 1.0, 2.0, 2.0000001, 5.0], [1.0, 2.0, 2.0, 0.0, 5.0 + 1e-9]) == {
         "win": 2, "tie": 2, "loss": 1, "rate": pytest.approx((2 + 0.5 * 2) / 5)}
+
+
+def test_the_reduction_and_its_bootstrap_interval_by_hand():
+    # Two prompts, two replies each. Per prompt (policy sum, reference sum): (0.1, 0.5), (0.3, 0.5).
+    policy, reference = [0.0, 0.1, 0.1, 0.2], [0.2, 0.3, 0.4, 0.1]
+    assert relative_reduction(policy, reference) == pytest.approx(1 - 0.4 / 1.0)
+    assert relative_reduction([0.1], [0.0]) is None
+    # A resample draws each prompt 0, 1 or 2 times: reductions 1 - 0.2/1 = 0.8 (first twice),
+    # 0.6 (one each) or 1 - 0.6/1 = 0.4 (second twice), drawn 1/4, 1/2, 1/4 of the time, so the
+    # 95 % interval's ends are the extremes.
+    low, high = reduction_interval(policy, reference, samples_per_prompt=2, resamples=400)
+    assert (low, high) == (pytest.approx(0.4), pytest.approx(0.8))
+    # The same draws every call (seeded), and a narrower level can exclude the extremes' 1/4 tails.
+    assert reduction_interval(policy, reference, 2, resamples=400) == [low, high]
+    assert reduction_interval(policy, reference, 2, level=0.4, resamples=400) == [pytest.approx(0.6)] * 2
+    # One prompt cannot be resampled; a reference that is never toxic gives no ratio.
+    assert reduction_interval(policy, reference, samples_per_prompt=4) is None
+    assert reduction_interval([0.1, 0.1], [0.0, 0.0], samples_per_prompt=1) is None
+    assert reduction_text(0.576, [0.404, 0.69]) == "58 % (95 % interval 40-69 %)"
+    assert reduction_text(0.576, None) == "58 %"
 
 
 def test_learned_reward_models_are_told_from_gold_scorers():
