@@ -292,7 +292,8 @@ def reduction_interval(policy: Sequence[float], reference: Sequence[float], samp
     its `samples_per_prompt` consecutive replies from both models, because replies to one prompt
     are alike and the two models' replies share their random numbers; resampling replies one by
     one would make the interval too narrow. Every prompt has the same number of replies, so each
-    resample's reduction is a ratio of sums. None when no resample has a toxic reference reply."""
+    resample's reduction is a ratio of sums. None for fewer than two prompts, or when no resample
+    has a toxic reference reply."""
     n_prompts = len(reference) // samples_per_prompt
     if n_prompts < 2:
         return None
@@ -372,7 +373,8 @@ def evaluate(config: EvalConfig, console: Console | None = None) -> dict[str, An
 
     policy, reference, prompts, samples_per_prompt, created_at, sources (per source: role,
     higher_is_better, per-response policy / reference scores, means and standard errors),
-    toxicity (raw probabilities, when a toxicity source is present), kl (per_response, mean, se),
+    toxicity (raw probabilities, the relative reduction and its 95 % bootstrap interval, when a
+    toxicity source is present), kl (per_response, mean, se),
     win_rate (per source: win, tie, loss, rate), length, eos_rate, distinct (distinct_1 / 2 per
     model), warnings, examples, and config (the resolved settings). The caller's random state is
     left as it was.
