@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alignloop.evaluation.policy_eval import reduction_text
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from roofline import cpu_description, results_dir  # noqa: E402
 
@@ -72,13 +74,6 @@ def reduction(summary: dict[str, Any]) -> float:
     return summary.get("relative_reduction") or 0.0
 
 
-def reduction_cell(summary: dict[str, Any]) -> str:
-    """`58 % (40-69)`: the reduction and its 95 % bootstrap interval over prompts, where recorded."""
-    interval = summary.get("relative_reduction_interval")
-    low_high = f" ({100 * interval[0]:.0f}-{100 * interval[1]:.0f})" if interval else ""
-    return f"{100 * reduction(summary):.0f} %{low_high}"
-
-
 def meets_bar(summary: dict[str, Any]) -> dict[str, bool]:
     """Each part of the demo's quality bar, judged from its summary.json."""
     return {
@@ -104,7 +99,7 @@ def seed_result(seed: int, work: Path, overrides: list[str]) -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"# The detox demo over seeds: {results['cpu_model']} ({results['isa']}), {results['created']}", "",
              f"`{results['command']}`", "",
-             "| seed | toxicity before → after | reduction (95 % interval) | KL | RM held-out acc | flagged (honest) | wall | peak RSS "
+             "| seed | toxicity before → after | reduction | KL | RM held-out acc | flagged (honest) | wall | peak RSS "
              "| bar | warnings |", "|---|---|---:|---:|---:|---|---:|---:|---|---|"]
     for seed, entry in results["seeds"].items():
         if "error" in entry:
@@ -114,7 +109,7 @@ def markdown(results: dict[str, Any]) -> str:
         accuracy = "–" if s["reward_model_accuracy"] is None else f"{s['reward_model_accuracy']:.2f}"
         failed = [part for part, ok in entry["bar"].items() if not ok]
         lines.append(
-            f"| {seed} | {s['toxicity_before']:.3f} → {s['toxicity_after']:.3f} | {reduction_cell(s)} "
+            f"| {seed} | {s['toxicity_before']:.3f} → {s['toxicity_after']:.3f} | {reduction_text(reduction(s), s.get('relative_reduction_interval'))} "
             f"| {s['kl']:.2f} | {accuracy} | {s['malicious_flagged']} of {s['malicious_annotators']} "
             f"({s['honest_flagged']}) | {entry['wall_seconds'] / 60:.1f} min | {entry['peak_rss_mib'] / 1024:.1f} GB "
             f"| {'yes' if entry['meets_bar'] else 'no: ' + ', '.join(failed)} | {'; '.join(s['warnings']) or 'none'} |")

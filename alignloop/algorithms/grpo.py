@@ -28,10 +28,10 @@ import torch
 from pydantic import Field, model_validator
 
 from alignloop.algorithms.online import OnlineRL, StopRules, per_sequence_mean, response_mask, start_online_run
-from alignloop.data.prompts import PromptDataConfig
 from alignloop.algorithms.online import update_micro_batches
 from alignloop.algorithms.run import RunContext, TrainingJob, run_method
 from alignloop.config import Section
+from alignloop.data.prompts import PromptDataConfig
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig
 from alignloop.losses import GROUP_ADVANTAGES, entropy_from_logits, grpo_kl_term, kl_penalty, policy_gradient_loss

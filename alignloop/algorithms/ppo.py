@@ -29,9 +29,9 @@ from pydantic import Field
 
 from alignloop.algorithms.kl_control import adaptive_kl_coef
 from alignloop.algorithms.online import OnlineRL, StopRules, response_mask, start_online_run, update_micro_batches
-from alignloop.data.prompts import PromptDataConfig
 from alignloop.algorithms.run import RunContext, TrainingJob, run_method
 from alignloop.config import Section
+from alignloop.data.prompts import PromptDataConfig
 from alignloop.engine import Experience, LossOutput, TrainConfig, TrainResult
 from alignloop.engine.rollout import SamplingConfig
 from alignloop.losses import KL_ESTIMATORS, entropy_from_logits, gae, kl_penalty, per_token_rewards, ppo_policy_loss

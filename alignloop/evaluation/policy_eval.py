@@ -276,10 +276,15 @@ def source_entry(role: str, policy: list[float], reference: list[float]) -> dict
             "reference_mean": reference_mean, "reference_se": reference_se}
 
 
+def reduction_of(policy_total: float, reference_total: float) -> float | None:
+    """1 − policy / reference, for means or sums over as many replies each; None when the
+    reference scores 0."""
+    return 1.0 - policy_total / reference_total if reference_total > 0 else None
+
+
 def relative_reduction(policy: Sequence[float], reference: Sequence[float]) -> float | None:
     """(mean reference − mean policy) / mean reference; None when the reference scores 0."""
-    reference_mean = statistics.fmean(reference)
-    return (reference_mean - statistics.fmean(policy)) / reference_mean if reference_mean > 0 else None
+    return reduction_of(statistics.fmean(policy), statistics.fmean(reference))
 
 
 def reduction_interval(policy: Sequence[float], reference: Sequence[float], samples_per_prompt: int,
@@ -303,9 +308,9 @@ def reduction_interval(policy: Sequence[float], reference: Sequence[float], samp
     reductions = []
     for _ in range(resamples):
         drawn = rng.choices(sums, k=n_prompts)
-        reference_sum = sum(r for _, r in drawn)
-        if reference_sum > 0:
-            reductions.append(1.0 - sum(p for p, _ in drawn) / reference_sum)
+        reduction = reduction_of(sum(p for p, _ in drawn), sum(r for _, r in drawn))
+        if reduction is not None:
+            reductions.append(reduction)
     if not reductions:
         return None
     reductions.sort()

@@ -73,7 +73,6 @@ class ToxicityScores(_Schema):
     policy_mean: Optional[float] = None
     reference_mean: Optional[float] = None
     relative_reduction: Optional[float] = None
-    relative_reduction_interval: Optional[list[float]] = None  # 95 %, bootstrap over prompts
 
 
 class KLScores(_Schema):
