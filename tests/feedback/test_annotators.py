@@ -24,6 +24,7 @@ from alignloop.loop.annotators import (
 from alignloop.loop.annotator_checks import annotator_quality_rows, gold_items_from_scores
 from alignloop.feedback.database import make_engine, make_session_factory, transaction, upgrade
 from alignloop.feedback.models import Candidate, Item, Judgement
+from alignloop.feedback.quality import QualityThresholds
 from alignloop.rewards import ToxicityRewardSource
 
 # Hand-written replies; the toxicity scorer gives the clean ones p < 0.02 and the rude ones p > 0.99
@@ -235,9 +236,10 @@ class Store:
         return {(position[j.evaluator_id], prompts[j.item_id]): preferred_text(j, texts)
                 for j, texts in self.judgements(campaign_id)}
 
-    def quality(self, campaign_id: int, annotators: list[ScriptedAnnotator]) -> dict[str, Any]:
+    def quality(self, campaign_id: int, annotators: list[ScriptedAnnotator],
+                thresholds: QualityThresholds | None = None) -> dict[str, Any]:
         with transaction(self.factory) as session:
-            return annotator_quality_rows(session, campaign_id, annotators)
+            return annotator_quality_rows(session, campaign_id, annotators, thresholds)
 
 
 @pytest.fixture
@@ -300,7 +302,12 @@ def test_malicious_annotators_are_flagged_by_the_quality_checks_and_honest_ones_
     from the seed, so the gold accuracies below are exact. Which items each annotator shares
     with whom is the server's random choice too; the consensus margins (honest annotators
     disagree with the others on about 0.1-0.3 of their answers, malicious ones on about 0.95,
-    threshold 0.5) leave that no room to flip a flag."""
+    threshold 0.5) leave that no room to flip a flag. The position-bias check is a binomial test
+    at p < 0.01 on each evaluator's ~22 pairwise answers, whose display order is the server's
+    random choice: an honest one fails it by chance in about 1 run of 230 (18 or more of 22
+    first-shown, either way: p = 0.0043), one of the four in about 1 of 60 (seen in a fresh
+    clone's CI run), so here it asks p < 1e-4; test_position_bias_one_always_picks_the_first_shown
+    covers the check itself."""
     scorer = ToxicityRewardSource()
     gold_source = clean_vs_rude(10, start=100)
     gold_rows = gold_items_from_scores(
@@ -317,7 +324,7 @@ def test_malicious_annotators_are_flagged_by_the_quality_checks_and_honest_ones_
 
     # per task type: 30 items x overlap 3 regular answers, plus every gold item for each of the 6
     assert stats.per_task_type == {"pairwise": 30 * 3 + 10 * 6, "ranking": 30 * 3 + 10 * 6}
-    quality = store.quality(campaign_id, annotators)
+    quality = store.quality(campaign_id, annotators, QualityThresholds(max_position_bias_p=1e-4))
     assert (quality["malicious"], quality["malicious_flagged"], quality["honest_flagged"]) == (2, 2, 0)
     # The reliability model finds the same two from the judgements alone (gold answers not read).
     assert (quality["malicious_found_by_model"], quality["honest_called_malicious_by_model"]) == (2, 0)
