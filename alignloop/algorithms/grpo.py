@@ -93,9 +93,11 @@ class GroupPolicyGradient(OnlineRL):
         scored = self.sample(model, items, self.settings.group_size)
         mask = scored.mask
         ref_logps = self.reference_logps(model, scored.tokens)
-        # Log-probs at sampling time are needed for the ratio only when the samples are reused.
+        # Log-probs at sampling time are needed for the ratio when the samples are reused, for
+        # the KL in the reward, and for a KL budget, which must read the KL before the update.
         reused = self.settings.num_iterations > 1
-        logps = self.policy_logps(model, scored.tokens) if reused or self.settings.kl_in == "reward" else None
+        measured = reused or self.settings.kl_in == "reward" or self.settings.kl_stop is not None
+        logps = self.policy_logps(model, scored.tokens) if measured else None
         kl = kl_penalty(logps, ref_logps, "k1") if logps is not None else torch.zeros_like(ref_logps)
         rewards = scored.scores
         if self.settings.kl_in == "reward":

@@ -35,11 +35,13 @@ from alignloop.rewards import build_reward_source, penalize_unfinished
 class StopRules(Section):
     """When an online method ends a run before its last step, and the alarm that may do it."""
 
-    kl_stop: float | None = Field(None, gt=0, description="stop early after a step whose replies are this many "
-                                  "nats (per reply) from the reference: a KL budget (null: none)")
+    kl_stop: float | None = Field(None, gt=0, description="end the run at the first step whose replies are this "
+                                  "many nats (per reply) from the reference, without its update: a KL budget "
+                                  "(null: none)")
     overoptimisation_bound: float = Field(DEFAULT_BOUND, gt=1, description="the alarm rings when a reward-model "
                                           "ensemble disagrees this many times as much as on the first step's replies")
-    stop_on_overoptimisation: bool = Field(False, description="stop early after the step the alarm rings")
+    stop_on_overoptimisation: bool = Field(False, description="end the run at the step the alarm rings, "
+                                           "without its update")
 
 
 def select_rows(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
@@ -142,10 +144,11 @@ class OnlineRL(OnPolicyMethod):
         raise NotImplementedError
 
     def stop_reason(self, metrics: dict[str, float]) -> str | None:
-        """Why training should end after this step, or None. A KL budget: a step whose replies
-        (sampled before its update) are `kl_stop` nats from the reference ends the run, so that
-        a reward model the policy climbs fast cannot pull it further in the steps left (a fixed
-        β and step count suit one reward model's pace, not every one's)."""
+        """Why training should end at this step, or None. The engine asks with the step's rollout
+        figures, before its updates, and then skips them. A KL budget: a step whose replies are
+        `kl_stop` nats from the reference ends the run, so that a reward model the policy climbs
+        fast cannot pull it further in the steps left (a fixed β and step count suit one reward
+        model's pace, not every one's)."""
         # The watch remembers the alarm, so a run resumed after the alarm stopped it stops again.
         if self.settings.stop_on_overoptimisation and self.watch is not None and self.watch.rang_at is not None:
             return "the over-optimisation alarm rang (stop_on_overoptimisation)"

@@ -69,7 +69,9 @@ def test_rloo_command_with_lora_runs_end_to_end(tiny_model_dir, tmp_path):
     assert (tmp_path / "final" / "adapter_config.json").is_file()
 
 
-def test_a_kl_budget_ends_the_run_after_the_step_that_reaches_it(tiny_model_dir, tmp_path, capsys):
+def test_a_kl_budget_ends_the_run_at_the_step_that_reaches_it_without_its_update(tiny_model_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
     method = method_with(GroupSettings(kl_stop=2.0))
     assert method.stop_reason({"kl/sequence": 1.99}) is None
     assert method.stop_reason({"kl/sequence": 2.0}) == (
@@ -78,15 +80,24 @@ def test_a_kl_budget_ends_the_run_after_the_step_that_reaches_it(tiny_model_dir,
     # the training and reference forwards add in different orders). A large step size carries
     # the policy well past 0.3 nats within a few steps (0.06, 0.71 at steps 2 and 3 on an AMD
     # EPYC); the k1 estimate is noisy and may dip below zero on the way, so the test checks the
-    # rule, not the step it fires at: every step before the last is under the budget, the last
-    # reaches it, and the run ends there.
-    records = run(tiny_model_dir, tmp_path, "train.max_steps=8", "train.lr=1e-1", "group.kl_stop=0.3")
+    # rule, not the step it fires at: every step before the last is under the budget and
+    # updated the weights, the last reaches it and updated nothing, and the run ends there.
+    common = ["train.lr=1e-1", "train.schedule=constant"]
+    run(tiny_model_dir, tmp_path / "budget", "train.max_steps=8", "group.kl_stop=0.3", *common)
+    records = [r for r in read_metrics(tmp_path / "budget" / "metrics.jsonl") if "kl/sequence" in r]
     steps = [r["step"] for r in records]
-    assert steps == list(range(1, len(steps) + 1)) and len(steps) < 8
-    assert all(r["kl/sequence"] < 0.3 for r in records[:-1]) and records[-1]["kl/sequence"] >= 0.3
+    assert steps == list(range(1, len(steps) + 1)) and 2 <= len(steps) < 8
+    stopped = records[-1]
+    assert all(r["kl/sequence"] < 0.3 and "train/loss" in r for r in records[:-1])
+    assert stopped["kl/sequence"] >= 0.3 and "train/loss" not in stopped and stopped["train/updates_skipped"] == 1
     out = " ".join(capsys.readouterr().out.split())
-    assert f"stopped early after step {steps[-1]} of 8: its replies were" in out
-    assert (tmp_path / "final" / "adapter_config.json").is_file() or (tmp_path / "final" / "config.json").is_file()
+    assert f"stopped at step {steps[-1]} of 8 without its update: its replies were" in out
+    # The final weights are those the last replies measured: the same seed's run that ends
+    # one step earlier, without a budget, saves the same numbers.
+    run(tiny_model_dir, tmp_path / "before", f"train.max_steps={steps[-1] - 1}", *common)
+    final, before = (load_file(tmp_path / name / "final" / "model.safetensors") for name in ("budget", "before"))
+    assert final.keys() == before.keys()
+    assert all(torch.equal(final[name], before[name]) for name in final)
 
 
 def test_a_reward_model_ensemble_is_watched_for_over_optimisation(tiny_model_dir, tmp_path):
