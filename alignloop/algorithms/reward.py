@@ -80,6 +80,10 @@ class RewardSettings(Section):
     pooling: Literal["last", "mean"] = Field(
         "last", description="read the score at the last token, or from the mean over the response's tokens "
                             "(learns from fewer judgements what lives in the reply's words; see models/reward_model.py)")
+    feature_layers: list[int] | None = Field(
+        None, description="the hidden states the head reads, each RMS-normalised per token, pooled and side by "
+                          "side: 0 = the token embeddings, i = block i's output (null: the last, after the final "
+                          "norm; [0, 8] learnt toxicity from the demo's feedback better, see models/reward_model.py)")
     ensemble: int = Field(1, ge=1, le=64, description="members: K heads, each trained on its own bootstrap of the "
                                                       "judgements (K > 1 needs backbone: frozen)")
 
@@ -253,7 +257,7 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
 def prepare_reward(config: RewardConfig, context: RunContext) -> TrainingJob:
     classes = config.reward.rating_classes if learns_thresholds(config.reward) else None
     model, tokenizer = build_reward_model(config.model, num_rating_classes=classes, pooling=config.reward.pooling,
-                                          members=config.reward.ensemble)
+                                          members=config.reward.ensemble, feature_layers=config.reward.feature_layers)
     frozen = config.reward.backbone == "frozen"
     if frozen:
         model.backbone.requires_grad_(False)  # LoRA adapters too: they stay as built (B = 0)

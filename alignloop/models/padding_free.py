@@ -22,6 +22,7 @@ gradients of a shared token sum over the rows that read it, as they would over t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -134,8 +135,11 @@ def last_hidden_states(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     prefix_groups: torch.Tensor | None = None,
+    layers: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """(B, T, H) hidden states after the final norm.
+    """(B, T, H) hidden states after the final norm; with `layers`, (len(layers), B, T, H) those
+    of the given layers instead (transformers' numbering: 0 is the token embeddings, i the output
+    of block i, the last one after the final norm).
 
     A batch with padding, or with `prefix_groups` (B,) naming rows that share a prompt, runs
     packed when the model's attention supports it; rows are then independent sequences whose
@@ -146,19 +150,22 @@ def last_hidden_states(
     padded = attention_mask is not None and not bool(attention_mask.bool().all())
     if not ((padded or share) and supports_padding_free(model)):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        return _hidden(model, {k: v for k, v in inputs.items() if v is not None})
+        return _hidden(model, {k: v for k, v in inputs.items() if v is not None}, layers)
     mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
     packed = PackedBatch.of(input_ids, mask, prefix_groups if share else None)
     token = PACKED_FORWARD.set(True)
     try:
-        hidden = _hidden(model, packed.model_inputs(input_ids))  # (1, N, H)
+        hidden = _hidden(model, packed.model_inputs(input_ids), layers)  # (1, N, H) or (len(layers), 1, N, H)
     finally:
         PACKED_FORWARD.reset(token)
-    return packed.repad(hidden)
+    if layers is None:
+        return packed.repad(hidden)
+    return torch.stack([packed.repad(layer) for layer in hidden])
 
 
-def _hidden(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-    """The last hidden states, without the LM head where that is allowed.
+def _hidden(model: torch.nn.Module, inputs: dict, layers: Sequence[int] | None = None) -> torch.Tensor:
+    """The last hidden states (or those of `layers`, stacked), without the LM head where that is
+    allowed.
 
     A DDP-wrapped model must run its own forward, where DDP prepares the gradient sync; there
     logits_to_keep=1 projects one position. Otherwise the decoder body alone runs (LoRA layers are
@@ -166,5 +173,10 @@ def _hidden(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
     reward-model step of the built-in model on CPU.
     """
     if hasattr(model, "module"):
-        return model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-    return _unwrapped(model).get_decoder()(**inputs, use_cache=False).last_hidden_state
+        states = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states
+    elif layers is None:
+        return _unwrapped(model).get_decoder()(**inputs, use_cache=False).last_hidden_state
+    else:
+        states = _unwrapped(model).get_decoder()(**inputs, use_cache=False, output_hidden_states=True).hidden_states
+    return states[-1] if layers is None else torch.stack([states[i] for i in layers])
+

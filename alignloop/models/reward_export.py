@@ -82,6 +82,10 @@ def export_sequence_classifier(model: RewardModel, tokenizer: PreTrainedTokenize
         # transformers' sequence classifiers read the score at the last token, nothing else.
         raise ModelLoadError(f"a reward model with pooling {model.pooling!r} has no transformers sequence-classifier "
                              f"form (they read the last token); use it through alignloop's own folder")
+    if model.feature_layers:
+        raise ModelLoadError(f"a reward model reading layers {list(model.feature_layers)} has no transformers "
+                             f"sequence-classifier form (they read the last layer); use it through alignloop's own "
+                             f"folder")
     if model.members > 1:
         raise ModelLoadError(f"an ensemble of {model.members} reward models has no single sequence-classifier form "
                              f"(one score head); use it through alignloop's own folder")

@@ -94,6 +94,7 @@ def _metadata(model: RewardModel, extra: dict[str, Any] | None) -> dict[str, Any
         "hidden_size": model.hidden_size,
         "num_rating_classes": model.num_rating_classes,
         "pooling": model.pooling,
+        "feature_layers": list(model.feature_layers) if model.feature_layers else None,
         "members": model.members,
         "score_mean": mean,
         "score_std": std,
@@ -212,6 +213,7 @@ def load_reward_model(
         backbone, num_rating_classes=metadata.get("num_rating_classes"), base_model_name=metadata.get("base_model"),
         pooling=metadata.get("pooling", "last"),  # folders saved before pooling existed read at the last token
         members=metadata.get("members", 1),
+        feature_layers=metadata.get("feature_layers"),  # None in folders saved before it existed: the last layer
     )
     _load_head(model, head_file, metadata)
     if not trainable:

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from alignloop.algorithms.reward import RewardConfig, RewardMethod, RewardSettings, collate_judgements, run_reward
@@ -142,14 +143,16 @@ def test_frozen_features_are_the_models_own_and_computed_once_per_distinct_row(t
     assert passes == [] and torch.equal(shuffled, cached[order]) and torch.equal(single, cached[:1])
 
 
-def test_a_frozen_backbone_trains_the_head_alone_with_the_same_loss_as_uncached(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("layers", [None, [0, 2]], ids=["last-layer", "feature-layers"])
+def test_a_frozen_backbone_trains_the_head_alone_with_the_same_loss_as_uncached(tiny_model_dir, tmp_path, layers):
     from alignloop.models.frozen_features import FrozenFeatures
 
     from accelerate.utils import set_seed
 
-    cfg = config(tiny_model_dir, tmp_path, "train.max_steps=8", "train.lr=1e-2", "reward.backbone=frozen")
+    cfg = config(tiny_model_dir, tmp_path, "train.max_steps=8", "train.lr=1e-2", "reward.backbone=frozen",
+                 f"reward.feature_layers={layers}".replace("None", "null"))
     set_seed(cfg.train.seed)  # as run_reward does: the same initial head
-    model, tokenizer = build_reward_model(cfg.model)
+    model, tokenizer = build_reward_model(cfg.model, feature_layers=cfg.reward.feature_layers)
     initial_head = model.head.weight.detach().clone()
     encoded, _ = encode_preference_records(tokenizer, read_preference_data(cfg.data).train, max_length=128)
     batch = collate_judgements([encoded.pairs[0], encoded.rankings[0], encoded.ratings[0]], tokenizer.pad_token_id)
@@ -164,6 +167,7 @@ def test_a_frozen_backbone_trains_the_head_alone_with_the_same_loss_as_uncached(
     assert all(torch.equal(value, before[name]) for name, value in trained.backbone.state_dict().items())
     assert torch.equal(model.head.weight, initial_head) and not torch.equal(trained.head.weight, initial_head)
     assert read_reward_metadata(result.final_model_dir)["extra"]["backbone"] == "frozen"
+    assert trained.feature_layers == (tuple(layers) if layers else None)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert len(losses) == 8 and losses[-1] < losses[0]

@@ -266,3 +266,50 @@ def test_pooling_is_saved_with_the_reward_model_and_refused_by_the_classifier_ex
         export_sequence_classifier(loaded, smol_tokenizer, tmp_path / "hf")
     with pytest.raises(ValueError, match="pooling must be one of"):
         RewardModel(build_tiny_causal_lm(smol_tokenizer, seed=4)[0], pooling="max")
+
+
+def test_feature_layers_score_each_layers_normalised_mean_side_by_side(smol_tokenizer):
+    """A float64 backbone's embeddings (layer 0) and final hidden states (layer 2 of the tiny
+    model's 2), each token RMS-normalised by hand, averaged over the response, side by side,
+    then the head; score_texts (shared prompts, padding: the packed forward) must agree to
+    float32's ulps, as in the mean-pooling test above."""
+    backbone, _ = build_tiny_causal_lm(smol_tokenizer, seed=3)
+    model = RewardModel(backbone.double(), pooling="mean", feature_layers=[0, 2]).eval()
+    assert model.hidden_size == 2 * backbone.config.hidden_size and model.feature_layers == (0, 2)
+    pairs = [encode_prompt_response(smol_tokenizer, p if isinstance(p, str) else [Message(**m) for m in p], r)
+             for p, r in zip(PROMPTS[:3], RESPONSES[:3])]
+    expected = []
+    for prompt_ids, response_ids in pairs:
+        with torch.no_grad():
+            states = backbone(torch.tensor([prompt_ids + response_ids]), output_hidden_states=True).hidden_states
+            pooled = []
+            for layer in (0, 2):
+                response = states[layer][0, len(prompt_ids):]  # (R, H)
+                rms = (response.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+                pooled.append((response / rms).mean(0))
+            feature = torch.cat(pooled)  # (2H,)
+            expected.append(float(feature @ model.head.weight[0].double() + model.head.bias.double()))
+    got = score_texts(model, smol_tokenizer, PROMPTS[:3], RESPONSES[:3], normalize=False, batch_size=3)
+    assert got == pytest.approx(expected, abs=2e-6)
+    one_layer = RewardModel(backbone, pooling="mean").eval()  # the last layer, not normalised again
+    with torch.no_grad():
+        one_layer.head.weight.copy_(model.head.weight[:, backbone.config.hidden_size:])
+    assert score_texts(one_layer, smol_tokenizer, PROMPTS[:3], RESPONSES[:3], normalize=False) != pytest.approx(
+        got, abs=1e-3)
+
+
+def test_feature_layers_are_saved_checked_and_refused_by_the_classifier_export(tmp_path, smol_tokenizer):
+    from alignloop.errors import UserError
+    from alignloop.models import ModelLoadError, export_sequence_classifier, load_reward_model, save_reward_model
+
+    model = RewardModel(build_tiny_causal_lm(smol_tokenizer, seed=4)[0], feature_layers=[1, 0]).eval()
+    save_reward_model(model, tmp_path / "rm", smol_tokenizer)
+    loaded, _ = load_reward_model(tmp_path / "rm")
+    assert loaded.feature_layers == (1, 0) and loaded.pooling == "last"
+    assert score_texts(loaded, smol_tokenizer, PROMPTS[:2], RESPONSES[:2]) == pytest.approx(
+        score_texts(model, smol_tokenizer, PROMPTS[:2], RESPONSES[:2]), abs=1e-6)
+    with pytest.raises(ModelLoadError, match=r"reading layers \[1, 0\] has no transformers sequence-classifier"):
+        export_sequence_classifier(loaded, smol_tokenizer, tmp_path / "hf")
+    for wrong in ([0, 3], [1, 1], [-1]):
+        with pytest.raises(UserError, match=r"reward.feature_layers: .* from 0 \(the token embeddings\) to 2"):
+            RewardModel(build_tiny_causal_lm(smol_tokenizer, seed=4)[0], feature_layers=wrong)
