@@ -58,7 +58,7 @@ __all__ = [
     "QualityThresholds", "JudgementFacts", "PositionBias", "Agreement", "EvaluatorQuality", "CampaignQuality",
     "TIE_CHOICES", "LEVELS", "preferred_candidate", "dense_ranks", "top_choice", "rated_candidate", "Vote",
     "agreement_votes", "consensus_votes", "krippendorff_alpha", "pairwise_kappas", "gold_verdict",
-    "binomial_two_sided_p", "consensus_counts",
+    "binomial_two_sided_p", "holm_adjusted", "consensus_counts",
     "quality_weight", "evaluator_flags", "assess", "load_judgement_facts", "campaign_report",
 ]
 
@@ -74,7 +74,7 @@ class QualityThresholds:
     min_shared_items: int = 5  # an evaluator pair needs this many shared units for a kappa
     min_gold_accuracy: float = 0.6  # flag below this accuracy on gold items ...
     min_gold_answers: int = 3  # ... once there are at least this many gold answers
-    max_position_bias_p: float = 0.01  # flag a first-shown preference this unlikely by chance ...
+    max_position_bias_p: float = 0.01  # flag a first-shown preference this unlikely by chance (Holm) ...
     min_pairwise_answers: int = 20  # ... once there are at least this many decided pairwise answers
     max_fast_share: float = 0.3  # flag when more than this share of answers is implausibly fast
     max_consensus_disagreement: float = 0.5  # flag when disagreeing with the others more often ...
@@ -247,12 +247,28 @@ def binomial_two_sided_p(successes: int, trials: int) -> float:
     return min(1.0, 2 * tail / 2**trials)
 
 
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input's order. Flagging those below
+    α keeps the chance of flagging any evaluator who has no bias at most α over the whole
+    campaign: with 0.01 per evaluator unadjusted, about one honest evaluator in a hundred was
+    flagged by chance."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 @dataclass(frozen=True)
 class PositionBias:
-    """How often decided pairwise answers picked the candidate shown first (left)."""
+    """How often decided pairwise answers picked the candidate shown first (left); `adjusted_p`
+    is the test's p-value adjusted over the `family` evaluators tested in the campaign."""
 
     first_shown: int = 0
     answers: int = 0
+    adjusted_p: float | None = None
+    family: int = 1
 
     @property
     def share(self) -> float | None:
@@ -339,9 +355,11 @@ def evaluator_flags(row: EvaluatorQuality, thresholds: QualityThresholds) -> tup
         flags.append(f"gold accuracy {row.gold_accuracy:.0%} on {row.gold_answers} gold answers "
                      f"(below {thresholds.min_gold_accuracy:.0%})")
     bias = row.position
-    if bias.answers >= thresholds.min_pairwise_answers and bias.p_value < thresholds.max_position_bias_p:
+    p_value = bias.adjusted_p if bias.adjusted_p is not None else bias.p_value
+    if bias.answers >= thresholds.min_pairwise_answers and p_value < thresholds.max_position_bias_p:
+        family = f", {p_value:.2g} adjusted for {bias.family} evaluators" if bias.family > 1 else ""
         flags.append(f"position bias: first shown chosen in {bias.first_shown}/{bias.answers} "
-                     f"pairwise answers (p = {bias.p_value:.2g})")
+                     f"pairwise answers (p = {bias.p_value:.2g}{family})")
     if row.fast_share is not None and row.fast_share > thresholds.max_fast_share:
         flags.append(f"{row.fast_share:.0%} of answers implausibly fast (above {thresholds.max_fast_share:.0%})")
     disagreement = row.consensus_disagreement
@@ -392,8 +410,19 @@ def _evaluator_row(
         consensus_compared=consensus[0], consensus_differing=consensus[1],
         mean_kappa=_mean(kappas), kappa_pairs=len(kappas),
     )
-    weight = quality_weight(row.gold_correct, row.gold_answers, row.fast_share, thresholds.gold_prior_answers)
-    return replace(row, flags=evaluator_flags(row, thresholds), weight=weight)
+    return replace(row, weight=quality_weight(row.gold_correct, row.gold_answers, row.fast_share,
+                                              thresholds.gold_prior_answers))
+
+
+def with_family_adjusted_position_tests(rows: list[EvaluatorQuality], min_answers: int) -> list[EvaluatorQuality]:
+    """The rows with their position-bias p-values Holm-adjusted over every evaluator who gave
+    at least `min_answers` decided pairwise answers (the ones the check tests)."""
+    tested = [i for i, row in enumerate(rows) if row.position.answers >= min_answers]
+    rows = list(rows)
+    for index, adjusted in zip(tested, holm_adjusted([rows[i].position.p_value for i in tested])):
+        rows[index] = replace(rows[index], position=replace(rows[index].position, adjusted_p=adjusted,
+                                                            family=len(tested)))
+    return rows
 
 
 def assess(
@@ -420,7 +449,8 @@ def assess(
                        consensus.get(evaluator, (0, 0)), kappas_of[evaluator], thresholds)
         for evaluator, own in sorted(by_evaluator.items())
     ]
-    return agreements, rows
+    rows = with_family_adjusted_position_tests(rows, thresholds.min_pairwise_answers)
+    return agreements, [replace(row, flags=evaluator_flags(row, thresholds)) for row in rows]
 
 
 # ---------------------------------------------------------------- per campaign, from the database

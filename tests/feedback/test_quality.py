@@ -20,6 +20,7 @@ from alignloop.feedback.quality import (
     consensus_counts,
     consensus_votes,
     gold_verdict,
+    holm_adjusted,
     krippendorff_alpha,
     pairwise_kappas,
     quality_weight,
@@ -163,6 +164,37 @@ def test_position_bias_is_flagged_from_twenty_answers():
     assert lefty.flags == ("position bias: first shown chosen in 20/20 pairwise answers (p = 1.9e-06)",)
     _, [few] = assess(always_left(2, 19), min_seconds=3)
     assert few.position.p_value < 0.01 and few.flags == ()  # too few answers to call it
+
+
+def left_in(evaluator: int, left: int, answers: int) -> list[JudgementFacts]:
+    """An evaluator who picks the first-shown candidate in `left` of `answers` items of their own."""
+    return [pairwise(evaluator, 1000 * evaluator + i, (2 * i, 2 * i + 1), 2 * i if i < left else 2 * i + 1)
+            for i in range(answers)]
+
+
+def test_holm_adjusted_p_values_by_hand():
+    # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04, raised to 0.06
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm_adjusted([]) == []
+
+
+def test_position_bias_is_tested_over_the_campaigns_evaluators():
+    """18 of 22 first-shown: p = 0.0043, flagged when tested alone; beside an always-left
+    evaluator and two balanced ones (4 tested, it ranks second), Holm's adjusted p is 3 x 0.0043
+    = 0.013, not below 0.01, while the always-left one's 4 x 1.9e-6 still is."""
+    p_alone = binomial_two_sided_p(18, 22)
+    assert p_alone == pytest.approx(0.00434, abs=1e-5)
+    _, [alone] = assess(left_in(1, 18, 22), min_seconds=3)
+    assert alone.position.family == 1 and alone.flags == (
+        f"position bias: first shown chosen in 18/22 pairwise answers (p = {p_alone:.2g})",)
+    facts = left_in(1, 18, 22) + always_left(2, 20) + left_in(3, 11, 22) + left_in(4, 11, 22) + left_in(5, 19, 19)
+    _, rows = assess(facts, min_seconds=3)
+    mostly_left, lefty, *balanced, untested = rows
+    assert mostly_left.position.adjusted_p == pytest.approx(3 * p_alone) and mostly_left.flags == ()
+    assert lefty.flags == ("position bias: first shown chosen in 20/20 pairwise answers "
+                           "(p = 1.9e-06, 7.6e-06 adjusted for 4 evaluators)",)
+    assert all(row.flags == () and row.position.family == 4 for row in balanced)
+    assert untested.position.adjusted_p is None and untested.flags == ()  # 19 answers: not tested
 
 
 def test_ties_do_not_count_towards_position_bias():
