@@ -15,7 +15,8 @@ a trap on the second, so the default is `auto`:
   be read): a measurement alone can be fooled by a noisy neighbour, the flags alone by a
   kernel library that does not use them.
 
-Probes are cached per machine (CPU model + torch version) under `$ALIGNLOOP_HOME/hardware/`,
+Probes are cached per machine (CPU model + torch version + the kernels torch may use, which
+`ATEN_CPU_CAPABILITY` and `ONEDNN_MAX_CPU_ISA` can lower) under `$ALIGNLOOP_HOME/hardware/`,
 so each machine pays for them once; `choose_cpu_precision` and `matmul_attention_max_keys_from`
 are the pure decisions, tested with given timings.
 """
@@ -208,7 +209,17 @@ def _cache_path(cpu: CpuInfo) -> Path:
     # lazy: alignloop.models imports this module (models/attention asks it for the crossover)
     from alignloop.models.cache import alignloop_home
 
-    return alignloop_home() / "hardware" / f"{cpu.slug}-torch-{torch.__version__.replace('+', '-')}.json"
+    return alignloop_home() / "hardware" / f"{cpu.slug}-torch-{torch.__version__.replace('+', '-')}-{kernel_tag()}.json"
+
+
+def kernel_tag() -> str:
+    """The kernels torch may use on this CPU: its ATen capability and oneDNN's ISA cap, lowered by
+    `ATEN_CPU_CAPABILITY=avx2` / `ONEDNN_MAX_CPU_ISA=AVX2` (on an AMD EPYC with avx512_bf16,
+    those two make bf16 products 0.5 GFLOP/s instead of 102, as on an AVX2-only CPU). The same
+    CPU under other caps must not read the other's probes."""
+    tag = torch.backends.cpu.get_cpu_capability().lower()
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return f"{tag}-onednn-{onednn.lower()}" if onednn else tag
 
 
 def _read_cache(cpu: CpuInfo) -> dict[str, Any]:
@@ -402,7 +413,7 @@ def hardware_report(precision: PrecisionChoice | None = None) -> dict[str, Any]:
     precision and attention kernel chosen (with the measurements behind them)."""
     cpu = cpu_info()
     report: dict[str, Any] = {"cpu_model": cpu.model, "cpu_flags": cpu.reported_flags, "cpu_threads": torch.get_num_threads(),
-                              "platform": platform.platform()}
+                              "cpu_kernels": kernel_tag(), "platform": platform.platform()}
     if torch.cuda.is_available():
         report["gpu"] = torch.cuda.get_device_name(0)
     if precision is not None:

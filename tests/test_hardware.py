@@ -135,6 +135,10 @@ def test_the_probe_is_cached_per_machine_and_torch_version(fresh_probe_cache, mo
     hardware.cpu_matmul_probe.cache_clear()
     monkeypatch.setattr(hardware, "probe_matmul", lambda *a, **k: pytest.fail("probed again"))
     assert hardware.cpu_matmul_probe() == first
+    # The same CPU with oneDNN capped to AVX2 (bf16 emulated: its speed is another machine's)
+    # probes anew into a file of its own.
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert hardware.kernel_tag().endswith("-onednn-avx2") and hardware._cache_path(hardware.cpu_info()) != path
 
 
 def test_a_cache_written_for_another_cpu_is_not_used(fresh_probe_cache, monkeypatch):
@@ -193,7 +197,7 @@ def test_auto_on_a_cpu_whose_probe_found_bf16_slow_trains_in_float32_and_says_so
     machine = info["machine"]
     assert machine["cpu_model"] == hardware.cpu_info().model
     assert machine["cpu_flags"] == hardware.cpu_info().reported_flags
-    assert machine["cpu_threads"] == torch.get_num_threads()
+    assert machine["cpu_threads"] == torch.get_num_threads() and machine["cpu_kernels"] == hardware.kernel_tag()
     assert machine["precision"]["mixed_precision"] == "no" and "40x slower" in machine["precision"]["reason"]
     # measured before the first step, so even the machine's first run records it
     assert machine["attention"]["matmul_attention_max_keys"] == {"float32": 64}
