@@ -267,7 +267,8 @@ class RewardModel(nn.Module):
         if self.pooling == "last":
             pooled = hidden_at_last_token(hidden, attention_mask)
         else:
-            pooled = mean_over_response(hidden, response_mask.to(hidden.device) & attention_mask.to(hidden.device).bool())
+            mask = response_mask.to(hidden.device) & attention_mask.to(hidden.device).bool()  # (B, T)
+            pooled = mean_over_response(hidden, mask)
         return torch.cat(pooled.unbind(0), dim=-1) if self.feature_layers else pooled
 
     def member_scores(self, features: torch.Tensor) -> torch.Tensor:
