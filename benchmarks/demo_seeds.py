@@ -109,7 +109,8 @@ def markdown(results: dict[str, Any]) -> str:
         accuracy = "–" if s["reward_model_accuracy"] is None else f"{s['reward_model_accuracy']:.2f}"
         failed = [part for part, ok in entry["bar"].items() if not ok]
         lines.append(
-            f"| {seed} | {s['toxicity_before']:.3f} → {s['toxicity_after']:.3f} | {reduction_text(reduction(s), s.get('relative_reduction_interval'))} "
+            f"| {seed} | {s['toxicity_before']:.3f} → {s['toxicity_after']:.3f} "
+            f"| {reduction_text(reduction(s), s.get('relative_reduction_interval'))} "
             f"| {s['kl']:.2f} | {accuracy} | {s['malicious_flagged']} of {s['malicious_annotators']} "
             f"({s['honest_flagged']}) | {entry['wall_seconds'] / 60:.1f} min | {entry['peak_rss_mib'] / 1024:.1f} GB "
             f"| {'yes' if entry['meets_bar'] else 'no: ' + ', '.join(failed)} | {'; '.join(s['warnings']) or 'none'} |")

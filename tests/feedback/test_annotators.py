@@ -303,11 +303,11 @@ def test_malicious_annotators_are_flagged_by_the_quality_checks_and_honest_ones_
     with whom is the server's random choice too; the consensus margins (honest annotators
     disagree with the others on about 0.1-0.3 of their answers, malicious ones on about 0.95,
     threshold 0.5) leave that no room to flip a flag. The position-bias check is a binomial test
-    at p < 0.01 on each evaluator's ~22 pairwise answers, whose display order is the server's
-    random choice: an honest one fails it by chance in about 1 run of 230 (18 or more of 22
-    first-shown, either way: p = 0.0043), one of the four in about 1 of 60 (seen in a fresh
-    clone's CI run), so here it asks p < 1e-4; test_position_bias_one_always_picks_the_first_shown
-    covers the check itself."""
+    on each evaluator's ~22 pairwise answers, whose display order is the server's random choice:
+    at p < 0.01 unadjusted, an honest one failed it by chance in about 1 run of 230 (18 or more
+    of 22 first-shown, either way: p = 0.0043), one of the four in about 1 of 60 (seen in a fresh
+    clone's CI run). Holm's adjustment over the six now lowers that; here it asks p < 1e-4 as
+    well. test_position_bias_one_always_picks_the_first_shown_over_http covers the check itself."""
     scorer = ToxicityRewardSource()
     gold_source = clean_vs_rude(10, start=100)
     gold_rows = gold_items_from_scores(
