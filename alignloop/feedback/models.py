@@ -24,7 +24,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -126,7 +126,11 @@ class Campaign(Base):
 
 class Item(Base):
     """A prompt to judge, with its candidate responses. Gold items carry the known answer
-    (`gold`: e.g. {"pairwise": {"better": <candidate id>}}), mixed in to measure accuracy."""
+    (`gold`: e.g. {"pairwise": {"better": <candidate id>}}), mixed in to measure accuracy.
+
+    Active selection (`feedback/selection.py`) scores more items than people will judge:
+    `selection_score` is what the reward model stood to learn from the item (None: not scored),
+    and an item it did not choose is `held_back`: kept with its candidates, never assigned."""
 
     __tablename__ = "items"
 
@@ -137,6 +141,8 @@ class Item(Base):
     gold: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     source: Mapped[str] = mapped_column(String(255), default="")  # file:line it was imported from
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    selection_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    held_back: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     campaign: Mapped[Campaign] = relationship(back_populates="items")
     candidates: Mapped[list["Candidate"]] = relationship(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -238,13 +239,37 @@ class CampaignProgress:
 
 
 def campaign_progress(session: Session, campaign: Campaign) -> CampaignProgress:
-    items = session.scalar(select(func.count()).where(Item.campaign_id == campaign.id)) or 0
-    gold = session.scalar(select(func.count()).where(Item.campaign_id == campaign.id, Item.is_gold)) or 0
+    in_campaign = (Item.campaign_id == campaign.id, Item.held_back.is_(False))  # held-back items are never judged
+    items = session.scalar(select(func.count()).where(*in_campaign)) or 0
+    gold = session.scalar(select(func.count()).where(*in_campaign, Item.is_gold)) or 0
     counts = dict(session.execute(
         select(Judgement.task_type, func.count()).where(Judgement.campaign_id == campaign.id).group_by(Judgement.task_type)
     ).all())
     judgements = {task: counts.get(TaskType(task), 0) for task in campaign.task_types}
     return CampaignProgress(items, gold, judgements, (items - gold) * campaign.overlap)
+
+
+def record_selection(session: Session, campaign: Campaign, scores: Mapping[int, float | None],
+                     chosen: Collection[int]) -> int:
+    """Store active selection's verdict on a campaign's regular items: each item's score (None:
+    not scored) and, for every item not in `chosen`, `held_back` (never assigned). Refused once
+    an item that would be held back has been assigned: its judgements would be orphaned.
+    Returns how many items were held back."""
+    items = session.scalars(select(Item).where(Item.campaign_id == campaign.id, Item.is_gold.is_(False))).all()
+    unknown = set(scores) - {item.id for item in items}
+    if unknown:
+        raise InvalidRequest(f"items {sorted(unknown)[:5]} are not regular items of campaign {campaign.name!r}")
+    chosen = set(chosen)
+    held = [item for item in items if item.id not in chosen]
+    started = session.scalars(select(Assignment.item_id).where(
+        Assignment.item_id.in_([item.id for item in held])).limit(1)).first()
+    if started is not None:
+        raise Conflict(f"item {started} of campaign {campaign.name!r} has been assigned; it cannot be held back")
+    for item in items:
+        item.selection_score = scores.get(item.id)
+        item.held_back = item.id not in chosen
+    session.flush()
+    return len(held)
 
 
 def campaign_fingerprint(session: Session, campaign_id: int) -> tuple[int, ...]:
@@ -307,7 +332,7 @@ def _item_loads(session: Session, campaign_id: int, user: User, task_type: TaskT
     rows = session.execute(
         select(Item.id, Item.is_gold, func.coalesce(candidates.c.n, 0), func.coalesce(taken.c.n, 0))
         .outerjoin(candidates, candidates.c.item_id == Item.id).outerjoin(taken, taken.c.item_id == Item.id)
-        .where(Item.campaign_id == campaign_id, Item.id.not_in(seen)).order_by(Item.id)
+        .where(Item.campaign_id == campaign_id, Item.held_back.is_(False), Item.id.not_in(seen)).order_by(Item.id)
     )
     return [ItemLoad(item_id, is_gold, candidate_count, taken_count) for item_id, is_gold, candidate_count, taken_count in rows]
 

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from alignloop.config import Section
 from alignloop.data.config import SourceSplits
 from alignloop.engine.rollout import SamplingConfig
+from alignloop.feedback.selection import SELECTIONS
 from alignloop.loop.recipes import stage_recipe_errors
 from alignloop.models import ModelConfig
 
@@ -57,6 +58,11 @@ class FeedbackSettings(Section):
     gold_min_gap: float = Field(0.3, gt=0, description="scripted: smallest preference-score gap that makes a gold item")
     poll_seconds: float = Field(15.0, gt=0, description="campaign: how often to check for new judgements")
     wait_timeout_s: float | None = Field(None, gt=0, description="campaign: stop waiting after this long (null: wait)")
+    selection: Literal[SELECTIONS] = Field(
+        "uniform", description="which pool items people judge: uniform (at random), uncertainty (where the last round's "
+                               "reward-model ensemble disagrees most, BALD), entropy; round 1 is always uniform")
+    selection_pool: int = Field(1, ge=1, description="prompts given candidates per prompt judged: the pool selection "
+                                                     "chooses per_round from (1: every prompt is judged)")
     aggregation: Literal["all", "majority", "weighted", "model"] = Field("weighted", description="how the judgements of one item become one training record")
     exclude_flagged: bool = Field(True, description="leave flagged annotators out of the export")
     annotators: dict[str, Any] = Field(

@@ -32,6 +32,7 @@ from alignloop.loop.annotator_checks import annotator_quality_rows, gold_items_f
 from alignloop.loop.config import LoopConfig, LoopPrompts
 from alignloop.loop.generate import generate_candidates
 from alignloop.loop.recipes import annotators_recipe, eval_recipe, reward_model_recipe, rl_method, rl_recipe
+from alignloop.loop.select import select_round_items
 from alignloop.loop.server import feedback_server
 from alignloop.loop.state import LoopState
 from alignloop.report import write_loop_report
@@ -72,11 +73,13 @@ class RoundContext:
 
 
 # ------------------------------------------------------------------ generate
-def round_prompts(prompts: LoopPrompts, number: int) -> list[dict[str, Any]]:
-    """The training prompts of round `number`: the next `per_round` records, cycling through the file."""
+def round_prompts(prompts: LoopPrompts, number: int, pool: int = 1) -> list[dict[str, Any]]:
+    """The training prompts of round `number`: the next `pool` x `per_round` records (the pool
+    that active selection chooses `per_round` from), cycling through the file."""
     records = read_records(prompts.train, PromptOnly, split=prompts.train_split())
-    start = (number - 1) * prompts.per_round
-    return [{"prompt": records[(start + i) % len(records)].prompt} for i in range(min(prompts.per_round, len(records)))]
+    count = pool * prompts.per_round
+    start = (number - 1) * count
+    return [{"prompt": records[(start + i) % len(records)].prompt} for i in range(min(count, len(records)))]
 
 
 def generate(ctx: RoundContext) -> dict[str, Any]:
@@ -91,12 +94,19 @@ def generate(ctx: RoundContext) -> dict[str, Any]:
                 session, ctx.campaign, [cfg.feedback.task], overlap=cfg.feedback.overlap, guidelines=cfg.feedback.guidelines,
                 min_seconds=cfg.feedback.min_seconds,
             )
-            import_records(session, campaign, round_prompts(cfg.prompts, ctx.number),
+            import_records(session, campaign, round_prompts(cfg.prompts, ctx.number, cfg.feedback.selection_pool),
                            label=cfg.prompts.train)
     model = cfg.model.name
     stored = generate_candidates(cfg.db_url, ctx.campaign, model, cfg.candidates.k, cfg.candidates.sampling,
                                  ctx.previous_adapter(), seed=cfg.seed + ctx.number)
-    return {"campaign": ctx.campaign, "candidates": stored}
+    outcome = {"campaign": ctx.campaign, "candidates": stored}
+    if cfg.feedback.selection_pool > 1:
+        previous = ctx.state.artifact(ctx.number - 1, "reward_model") if ctx.number > 1 else None
+        outcome |= select_round_items(cfg.db_url, ctx.campaign, how=cfg.feedback.selection, keep=cfg.prompts.per_round,
+                                      reward_model=previous, seed=cfg.seed + ctx.number)
+        ctx.console.print(f"[bold]selection[/]: {outcome['selected_items']} of {outcome['pool_items']} items "
+                          f"({outcome['selection_reason']})")
+    return outcome
 
 
 # ------------------------------------------------------------------ feedback
@@ -133,7 +143,7 @@ def add_gold_items(session, campaign, scorer, limit: int, min_gap: float) -> int
     """Copies of the round's clearest pairs (by the scripted annotators' own scorer) with the
     known answer: honest annotators get them right, malicious ones wrong — what gold accuracy
     measures. Returns how many were added."""
-    items = [item for item in campaign.items if len(item.candidates) >= 2]
+    items = [item for item in campaign.items if len(item.candidates) >= 2 and not item.held_back]
     if limit == 0 or not items:
         return 0
     texts = [[c.text for c in item.candidates] for item in items]

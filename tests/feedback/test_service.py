@@ -235,6 +235,42 @@ def test_gold_items_go_to_everyone_regardless_of_overlap(store):
     assert counts == {regular.id: 1, gold.id: 3}
 
 
+def test_held_back_items_keep_their_scores_and_are_never_assigned_or_counted(store):
+    with transaction(store) as session:
+        campaign = service.create_campaign(session, "c", ["pairwise"], overlap=1)
+        kept, held, gold = add_items(session, campaign, [2, 2, 2], gold={2})
+        assert service.record_selection(session, campaign, {kept.id: 0.4, held.id: 0.1}, [kept.id]) == 1
+        (user,) = ready_evaluators(session, campaign, ["e1"])
+        progress = service.campaign_progress(session, campaign)
+    assert (progress.items, progress.gold_items, progress.target) == (2, 1, 1)  # the gold item and the kept one
+    given = []
+    while True:
+        with transaction(store) as session:
+            assignment = service.next_assignment(session, campaign.id, user, rng=random.Random(0))
+            if assignment is None:
+                break
+            given.append(assignment.item_id)
+            service.submit_judgement(session, assignment.id, user, {"choice": "a"})
+    assert sorted(given) == sorted([kept.id, gold.id])
+    with transaction(store) as session:
+        rows = {item.id: (item.selection_score, item.held_back) for item in session.scalars(select(Item))}
+    assert rows == {kept.id: (0.4, False), held.id: (0.1, True), gold.id: (None, False)}
+
+
+def test_an_item_someone_was_given_cannot_be_held_back(store):
+    with transaction(store) as session:
+        campaign = service.create_campaign(session, "c", ["pairwise"], overlap=1)
+        first, second = add_items(session, campaign, [2, 2])
+        (user,) = ready_evaluators(session, campaign, ["e1"])
+        given = service.next_assignment(session, campaign.id, user, rng=random.Random(0)).item_id
+        other = second.id if given == first.id else first.id
+        with pytest.raises(service.Conflict, match=f"item {given} .* has been assigned"):
+            service.record_selection(session, campaign, {}, [other])
+        with pytest.raises(service.InvalidRequest, match="not regular items"):
+            service.record_selection(session, campaign, {12345: 1.0}, [given])
+        assert service.record_selection(session, campaign, {}, [given, other]) == 0
+
+
 def test_display_order_is_randomised_recorded_and_complete_for_rankings(store):
     with transaction(store) as session:
         campaign = service.create_campaign(session, "c", ["pairwise", "ranking"], overlap=1)

@@ -182,6 +182,36 @@ def test_a_round_with_a_reward_model_ensemble_watches_it_and_reports_its_disagre
     assert "ensemble disagreement" in (out / "report.html").read_text()
 
 
+def test_active_selection_keeps_the_items_the_last_ensemble_disagrees_on_most(tiny_model_dir, tmp_path):
+    out = tmp_path / "loop"
+    done = loop(tiny_model_dir, out, "feedback.selection=uncertainty", "feedback.selection_pool=2",
+                "reward_model.reward={ensemble: 3, backbone: frozen, normalization_samples: 8}",
+                "feedback.aggregation=all")
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "state.json").read_text())["artifacts"]
+    assert (state["1"]["selection"], state["1"]["pool_items"], state["1"]["selected_items"]) == ("uniform", 12, 6)
+    assert "round 1 has none" in state["1"]["selection_reason"]
+    assert state["2"]["selection"] == "uncertainty" and state["2"]["selected_items"] == 6
+    engine = create_engine(f"sqlite:///{out / 'feedback.db'}")
+    with Session(engine) as session:
+        for number in (1, 2):
+            campaign = session.scalar(select(Campaign).where(Campaign.name == f"loop-round-{number}"))
+            items = [item for item in campaign.items if not item.is_gold]
+            judged = set(session.scalars(select(Judgement.item_id).where(Judgement.campaign_id == campaign.id)))
+            kept = [item for item in items if not item.held_back]
+            assert len(items) == 12 and len(kept) == 6
+            assert {item.id for item in items if item.held_back}.isdisjoint(judged)  # never shown to anyone
+            assert {item.id for item in kept} <= judged
+            scores = [item.selection_score for item in items]
+            if number == 1:
+                assert scores == [None] * 12
+            else:  # greedy: every kept item scores at least as high as every held-back one
+                assert min(item.selection_score for item in kept) >= max(
+                    item.selection_score for item in items if item.held_back)
+                assert state["2"]["selection_score_selected_mean"] > state["2"]["selection_score_held_back_mean"]
+    engine.dispose()
+
+
 def test_a_dpo_round_refuses_to_stop_on_an_alarm_nothing_would_ring():
     from pydantic import ValidationError
 

@@ -1,0 +1,29 @@
+"""Items chosen by active selection: each item's selection score, and whether it was held back.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # batch mode: SQLite cannot alter a table in place; existing items stay assignable (false).
+    with op.batch_alter_table("items") as batch:
+        batch.add_column(sa.Column("selection_score", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("held_back", sa.Boolean(), nullable=False, server_default=sa.false()))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("items") as batch:
+        batch.drop_column("held_back")
+        batch.drop_column("selection_score")
