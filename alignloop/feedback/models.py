@@ -64,6 +64,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # An LLM judge's account: an evaluator like any other, but routing (`Item.audience`) can
+    # keep an item for people or for judges.
+    is_ai_judge: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiToken(Base):
@@ -130,7 +133,8 @@ class Item(Base):
 
     Active selection (`feedback/selection.py`) scores more items than people will judge:
     `selection_score` is what the reward model stood to learn from the item (None: not scored),
-    and an item it did not choose is `held_back`: kept with its candidates, never assigned."""
+    and an item it did not choose is `held_back`: kept with its candidates, never assigned.
+    Routing sets `audience`: "any" evaluator, only "people", or only AI "judges"."""
 
     __tablename__ = "items"
 
@@ -143,6 +147,7 @@ class Item(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     selection_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     held_back: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    audience: Mapped[str] = mapped_column(String(8), default="any", server_default="any")
 
     campaign: Mapped[Campaign] = relationship(back_populates="items")
     candidates: Mapped[list["Candidate"]] = relationship(

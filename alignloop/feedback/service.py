@@ -84,7 +84,8 @@ class InvalidRequest(ValueError, UserError):
     pass
 
 
-def create_user(session: Session, username: str, password: str, role: Role | str = Role.evaluator) -> User:
+def create_user(session: Session, username: str, password: str, role: Role | str = Role.evaluator,
+                is_ai_judge: bool = False) -> User:
     if not _USERNAME.fullmatch(username):
         raise InvalidRequest(f"username {username!r}: expected 1-64 letters, digits or _ . @ -")
     if role not in {r.value for r in Role}:
@@ -92,7 +93,8 @@ def create_user(session: Session, username: str, password: str, role: Role | str
     _check_password(password)
     if user_by_name(session, username) is not None:
         raise Conflict(f"user {username!r} already exists")
-    user = User(username=username, password_hash=hash_password(password), role=Role(role), active=True)
+    user = User(username=username, password_hash=hash_password(password), role=Role(role), active=True,
+                is_ai_judge=is_ai_judge)
     session.add(user)
     session.flush()
     return user
@@ -272,6 +274,29 @@ def record_selection(session: Session, campaign: Campaign, scores: Mapping[int, 
     return len(held)
 
 
+AUDIENCES = ("any", "people", "judges")
+
+
+def record_routing(session: Session, campaign: Campaign, to_people: Collection[int]) -> dict[str, int]:
+    """Route a campaign's regular items that are not held back: those in `to_people` to people
+    only, the rest to AI judges only (gold items stay open to both: a judge's gold accuracy is
+    measured like anyone's). Refused once a regular item has been assigned. Returns the counts."""
+    items = session.scalars(select(Item).where(Item.campaign_id == campaign.id, Item.is_gold.is_(False),
+                                               Item.held_back.is_(False))).all()
+    to_people = set(to_people)
+    unknown = to_people - {item.id for item in items}
+    if unknown:
+        raise InvalidRequest(f"items {sorted(unknown)[:5]} are not open regular items of campaign {campaign.name!r}")
+    started = session.scalars(select(Assignment.item_id).where(
+        Assignment.item_id.in_([item.id for item in items])).limit(1)).first()
+    if started is not None:
+        raise Conflict(f"item {started} of campaign {campaign.name!r} has been assigned; routing comes before judging")
+    for item in items:
+        item.audience = "people" if item.id in to_people else "judges"
+    session.flush()
+    return {"people": len(to_people), "judges": len(items) - len(to_people)}
+
+
 def campaign_fingerprint(session: Session, campaign_id: int) -> tuple[int, ...]:
     """Changes whenever a judgement or an item is added to the campaign (neither is ever edited):
     (judgements, last judgement id, items, last item id)."""
@@ -332,7 +357,8 @@ def _item_loads(session: Session, campaign_id: int, user: User, task_type: TaskT
     rows = session.execute(
         select(Item.id, Item.is_gold, func.coalesce(candidates.c.n, 0), func.coalesce(taken.c.n, 0))
         .outerjoin(candidates, candidates.c.item_id == Item.id).outerjoin(taken, taken.c.item_id == Item.id)
-        .where(Item.campaign_id == campaign_id, Item.held_back.is_(False), Item.id.not_in(seen)).order_by(Item.id)
+        .where(Item.campaign_id == campaign_id, Item.held_back.is_(False), Item.id.not_in(seen),
+               Item.audience.in_(("any", "judges" if user.is_ai_judge else "people"))).order_by(Item.id)
     )
     return [ItemLoad(item_id, is_gold, candidate_count, taken_count) for item_id, is_gold, candidate_count, taken_count in rows]
 

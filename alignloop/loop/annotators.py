@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 ANSWERED_TASK_TYPES = ("pairwise", "ranking", "rating")
-Kind = Literal["honest", "malicious"]
+Kind = Literal["honest", "malicious", "judge"]  # a judge answers as an honest one without noise (loop/judges.py)
 # A gold scorer: `scorer(prompts, responses) -> list[float]`, higher = better (a RewardSource).
 Scorer = Callable[[Sequence[Any], Sequence[str]], Sequence[float]]
 _RETRIES = 3  # retries of a request after a dropped connection or a 5xx; every request here is safe to repeat
@@ -275,10 +275,12 @@ class _SharedScorer:
     def __init__(self, scorer: Scorer) -> None:
         self.scorer = scorer
         self.lock = threading.Lock()
-        self.cache: dict[tuple[str, str], float] = {}
+        self.cache: dict[tuple[str, str, tuple[str, ...]], float] = {}
 
     def __call__(self, prompts: Sequence[Any], texts: Sequence[str]) -> list[float]:
-        keys = [(json.dumps(prompt, sort_keys=True), text) for prompt, text in zip(prompts, texts)]
+        # A comparative scorer (a judge) scores a reply against the others of the call: the key holds them too.
+        shown = tuple(texts) if getattr(self.scorer, "comparative", False) else ()
+        keys = [(json.dumps(prompt, sort_keys=True), text, shown) for prompt, text in zip(prompts, texts)]
         with self.lock:
             missing = [index for index, key in enumerate(keys) if key not in self.cache]
             if missing:

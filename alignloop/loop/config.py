@@ -18,6 +18,7 @@ from alignloop.config import Section
 from alignloop.data.config import SourceSplits
 from alignloop.engine.rollout import SamplingConfig
 from alignloop.feedback.selection import SELECTIONS
+from alignloop.loop.judges import JudgeSettings
 from alignloop.loop.recipes import stage_recipe_errors
 from alignloop.models import ModelConfig
 
@@ -63,11 +64,23 @@ class FeedbackSettings(Section):
                                "reward-model ensemble disagrees most, BALD), entropy; round 1 is always uniform")
     selection_pool: int = Field(1, ge=1, description="prompts given candidates per prompt judged: the pool selection "
                                                      "chooses per_round from (1: every prompt is judged)")
+    judges: list[JudgeSettings] = Field(
+        default_factory=list, description="AI judges (loop/judges.py) who annotate through the same API: a local "
+                                          "causal LM or an OpenAI-compatible endpoint, each asked both orders")
+    route_to_people: int | None = Field(
+        None, ge=0, description="with judges: this many items per round (those the reward model is least sure of) go "
+                                "to people only, the rest to the judges only; null: everyone may judge every item")
     aggregation: Literal["all", "majority", "weighted", "model"] = Field("weighted", description="how the judgements of one item become one training record")
     exclude_flagged: bool = Field(True, description="leave flagged annotators out of the export")
     annotators: dict[str, Any] = Field(
         default_factory=dict, description="scripted: `alignloop.loop.annotators.AnnotatorsConfig` settings"
     )
+
+    @model_validator(mode="after")
+    def _routing_needs_judges(self) -> FeedbackSettings:
+        if self.route_to_people is not None and not self.judges:
+            raise ValueError("route_to_people sends the other items to AI judges: add one under feedback.judges")
+        return self
 
 
 class RLSettings(Section):

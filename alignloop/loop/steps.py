@@ -26,11 +26,12 @@ from alignloop.feedback import service
 from alignloop.feedback.database import make_engine, make_session_factory, transaction, upgrade
 from alignloop.feedback.export import export_campaign_from_url
 from alignloop.feedback.imports import import_records
-from alignloop.feedback.models import Item, Judgement
+from alignloop.feedback.models import Item, Judgement, User
 from alignloop.loop import annotators as scripted
 from alignloop.loop.annotator_checks import annotator_quality_rows, gold_items_from_scores
 from alignloop.loop.config import LoopConfig, LoopPrompts
 from alignloop.loop.generate import generate_candidates
+from alignloop.loop.judges import JudgeScorer, build_judge, create_judge_annotators, route_items
 from alignloop.loop.recipes import annotators_recipe, eval_recipe, reward_model_recipe, rl_method, rl_recipe
 from alignloop.loop.select import select_round_items
 from alignloop.loop.server import feedback_server
@@ -128,15 +129,42 @@ def scripted_feedback(ctx: RoundContext) -> dict[str, Any]:
         if not any(item.is_gold for item in campaign.items):  # absent unless a run stopped mid-step
             add_gold_items(session, campaign, scorer, cfg.feedback.gold_items, cfg.feedback.gold_min_gap)
         team = scripted.create_annotators(session, settings, prefix=f"{ctx.campaign}-annotator")
+        judges = prepare_judges(ctx, session, campaign)
     with feedback_server(cfg.db_url, assignment_seed=settings.seed) as base_url:  # the same judgements every run
         stats = scripted.run_annotators(base_url, team, campaign_id, settings, quota=None, scorer=scorer)
+        judged = run_judges(ctx, base_url, campaign_id, judges, settings)
     with store() as session:
-        quality = annotator_quality_rows(session, campaign_id, team)
+        quality = annotator_quality_rows(session, campaign_id, team + judges)
     ctx.round_dir.mkdir(parents=True, exist_ok=True)
     (ctx.round_dir / "annotators.json").write_text(json.dumps(quality, indent=2), encoding="utf-8")
     ctx.console.print(f"[bold]feedback[/]: {stats}; flagged {quality['malicious_flagged']} of "
                       f"{quality['malicious']} malicious annotators, {quality['honest_flagged']} honest ones")
-    return {"annotators": str(ctx.round_dir / "annotators.json")}
+    return {"annotators": str(ctx.round_dir / "annotators.json"), **judged}
+
+
+def prepare_judges(ctx: RoundContext, session, campaign) -> list[scripted.ScriptedAnnotator]:
+    """The round's AI judge accounts, and the routing of its items between them and people."""
+    cfg = ctx.config.feedback
+    if not cfg.judges:
+        return []
+    if cfg.route_to_people is not None:
+        previous = ctx.state.artifact(ctx.number - 1, "reward_model") if ctx.number > 1 else None
+        routed = route_items(session, campaign, cfg.route_to_people, previous, ctx.config.seed + ctx.number)
+        ctx.console.print(f"[bold]routing[/]: {routed['to_people']} items to people, {routed['to_judges']} to "
+                          f"AI judges ({routed['routing']})")
+    return create_judge_annotators(session, len(cfg.judges), f"{ctx.campaign}-judge", ctx.config.seed)
+
+
+def run_judges(ctx: RoundContext, base_url: str, campaign_id: int, judges: list[scripted.ScriptedAnnotator],
+               settings: scripted.AnnotatorsConfig) -> dict[str, Any]:
+    """Every AI judge answers what is left for it, one after the other, each with its own model."""
+    counts: dict[str, Any] = {}
+    for account, judge_settings in zip(judges, ctx.config.feedback.judges):
+        scorer = JudgeScorer(build_judge(judge_settings, ctx.config.feedback.guidelines))
+        stats = scripted.run_annotators(base_url, [account], campaign_id, settings, quota=None, scorer=scorer)
+        ctx.console.print(f"[bold]AI judge[/] {account.name} ({judge_settings.type} {judge_settings.model}): {stats}")
+        counts[f"judgements_by_{account.name}"] = stats.judgements
+    return counts
 
 
 def add_gold_items(session, campaign, scorer, limit: int, min_gap: float) -> int:
@@ -162,12 +190,20 @@ def wait_for_people(ctx: RoundContext) -> dict[str, Any]:
     """Poll the database until every item has `overlap` judgements (people answer in the web app)."""
     cfg = ctx.config
     store = make_session_factory(make_engine(cfg.db_url))
+    if cfg.feedback.judges:  # the judges answer first, through the same API
+        with transaction(store) as session:
+            campaign = service.campaign_by_name(session, ctx.campaign)
+            campaign_id, judges = campaign.id, prepare_judges(ctx, session, campaign)
+        with feedback_server(cfg.db_url) as base_url:
+            run_judges(ctx, base_url, campaign_id, judges, scripted.AnnotatorsConfig())
     started = time.monotonic()
     while True:
         with store() as session:
             campaign = service.campaign_by_name(session, ctx.campaign)
-            items = session.scalar(select(func.count()).where(Item.campaign_id == campaign.id, ~Item.is_gold)) or 0
-            judged = session.scalar(select(func.count()).where(Judgement.campaign_id == campaign.id)) or 0
+            items = session.scalar(select(func.count()).where(  # what people are asked to judge
+                Item.campaign_id == campaign.id, ~Item.is_gold, ~Item.held_back, Item.audience != "judges")) or 0
+            judged = session.scalar(select(func.count()).select_from(Judgement).join(User).where(
+                Judgement.campaign_id == campaign.id, ~User.is_ai_judge)) or 0
         wanted = items * cfg.feedback.overlap
         if judged >= wanted:
             return {"judgements": judged}

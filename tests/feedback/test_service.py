@@ -257,6 +257,31 @@ def test_held_back_items_keep_their_scores_and_are_never_assigned_or_counted(sto
     assert rows == {kept.id: (0.4, False), held.id: (0.1, True), gold.id: (None, False)}
 
 
+def test_routed_items_go_only_to_people_or_only_to_ai_judges_and_gold_to_both(store):
+    with transaction(store) as session:
+        campaign = service.create_campaign(session, "c", ["pairwise"], overlap=2)
+        for_people, for_judges, gold = add_items(session, campaign, [2, 2, 2], gold={2})
+        assert service.record_routing(session, campaign, [for_people.id]) == {"people": 1, "judges": 1}
+        person, = ready_evaluators(session, campaign, ["person"])
+        judge = service.create_user(session, "judge", "password1", is_ai_judge=True)
+        service.acknowledge_guidelines(session, judge, campaign.id)
+    given: dict[str, list[int]] = {}
+    for user in (person, judge):
+        given[user.username] = []
+        while True:
+            with transaction(store) as session:
+                assignment = service.next_assignment(session, campaign.id, user, rng=random.Random(0))
+                if assignment is None:
+                    break
+                given[user.username].append(assignment.item_id)
+                service.submit_judgement(session, assignment.id, user, {"choice": "a"})
+    assert sorted(given["person"]) == sorted([for_people.id, gold.id])
+    assert sorted(given["judge"]) == sorted([for_judges.id, gold.id])
+    with transaction(store) as session:
+        with pytest.raises(service.Conflict, match="routing comes before judging"):
+            service.record_routing(session, campaign, [])
+
+
 def test_an_item_someone_was_given_cannot_be_held_back(store):
     with transaction(store) as session:
         campaign = service.create_campaign(session, "c", ["pairwise"], overlap=1)

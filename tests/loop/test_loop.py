@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from alignloop.engine import KILL_AT_STEP_ENV
-from alignloop.feedback.models import Campaign, Candidate, Item, Judgement
+from alignloop.feedback.models import Campaign, Candidate, Item, Judgement, User
 from alignloop.loop.config import STEPS
 from cli_in_process import alignloop_in_process
 
@@ -210,6 +210,34 @@ def test_active_selection_keeps_the_items_the_last_ensemble_disagrees_on_most(ti
                     item.selection_score for item in items if item.held_back)
                 assert state["2"]["selection_score_selected_mean"] > state["2"]["selection_score_held_back_mean"]
     engine.dispose()
+
+
+def test_an_ai_judge_annotates_through_the_api_and_routing_splits_the_items_with_people(tiny_model_dir, tmp_path):
+    out = tmp_path / "loop"
+    done = loop(tiny_model_dir, out, "rounds=2", f"feedback.judges=[{{type: local, model: {tiny_model_dir}}}]",
+                "feedback.route_to_people=4", "reward_model.reward={ensemble: 3, backbone: frozen, normalization_samples: 8}",
+                "feedback.aggregation=all")
+    assert done.returncode == 0, done.stderr[-3000:]
+    engine = create_engine(f"sqlite:///{out / 'feedback.db'}")
+    with Session(engine) as session:
+        for number in (1, 2):
+            campaign = session.scalar(select(Campaign).where(Campaign.name == f"loop-round-{number}"))
+            audience = {item.id: item.audience for item in campaign.items if not item.is_gold}
+            assert sorted(audience.values()) == ["judges"] * 2 + ["people"] * 4  # 6 prompts, 4 for people
+            judge = session.scalar(select(User).where(User.username == f"loop-round-{number}-judge-1"))
+            assert judge.is_ai_judge
+            by_judge = set(session.scalars(select(Judgement.item_id).where(Judgement.evaluator_id == judge.id)))
+            by_people = set(session.scalars(select(Judgement.item_id).where(Judgement.campaign_id == campaign.id,
+                                                                             Judgement.evaluator_id != judge.id)))
+            assert {i for i, a in audience.items() if a == "judges"} <= by_judge  # every judge item, judged
+            assert not by_judge & {i for i, a in audience.items() if a == "people"}
+            assert not by_people & {i for i, a in audience.items() if a == "judges"}
+    engine.dispose()
+    state = json.loads((out / "state.json").read_text())["artifacts"]
+    assert state["1"]["judgements_by_loop-round-1-judge-1"] >= 2
+    rows = json.loads((out / "rounds" / "round-2" / "annotators.json").read_text())["rows"]
+    assert [row["kind"] for row in rows].count("judge") == 1
+    assert "BALD over the reward model's members" in done.stdout
 
 
 def test_a_dpo_round_refuses_to_stop_on_an_alarm_nothing_would_ring():

@@ -1,4 +1,5 @@
-"""Items chosen by active selection: each item's selection score, and whether it was held back.
+"""Active selection and routing: each item's selection score, whether it was held back, and who
+may judge it (anyone, only people, only AI judges); which accounts are AI judges.
 
 Revision ID: 0002
 Revises: 0001
@@ -21,9 +22,15 @@ def upgrade() -> None:
     with op.batch_alter_table("items") as batch:
         batch.add_column(sa.Column("selection_score", sa.Float(), nullable=True))
         batch.add_column(sa.Column("held_back", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch.add_column(sa.Column("audience", sa.String(length=8), nullable=False, server_default="any"))
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("is_ai_judge", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("is_ai_judge")
     with op.batch_alter_table("items") as batch:
+        batch.drop_column("audience")
         batch.drop_column("held_back")
         batch.drop_column("selection_score")
