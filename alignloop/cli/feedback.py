@@ -90,6 +90,8 @@ def create_user(
     username: str = typer.Argument(..., help="the sign-in name"),
     role: str = typer.Option("evaluator", "--role", help="admin or evaluator"),
     password: Optional[str] = typer.Option(None, "--password", help="asked for (hidden) when left out"),
+    ai_judge: bool = typer.Option(False, "--ai-judge", help="an LLM judge's account: routed items reach people or "
+                                                           "judges only"),
     db: str = DB_OPTION,
 ) -> None:
     """Create an account."""
@@ -99,8 +101,8 @@ def create_user(
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     with transaction(_session_factory(db)) as session:
-        service.create_user(session, username, password, role)
-    out.print(f"created {role} {username!r}")
+        service.create_user(session, username, password, role, is_ai_judge=ai_judge)
+    out.print(f"created {role} {username!r}{' (AI judge)' if ai_judge else ''}")
 
 
 def _user(session, username: str):

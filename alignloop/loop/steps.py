@@ -269,12 +269,16 @@ def last_eval_accuracy(metrics_file: Path) -> float | None:
     return accuracy
 
 
-def judgement_count(db_url: str, campaign: str) -> int:
+def judgement_count(db_url: str, campaign: str, by_ai_judges: bool | None = None) -> int:
+    """The campaign's judgements: all, or only those of AI judges (True) or of people (False)."""
     with make_session_factory(make_engine(db_url))() as session:
         found = service.campaign_by_name(session, campaign)
         if found is None:
             return 0
-        return session.scalar(select(func.count()).where(Judgement.campaign_id == found.id)) or 0
+        query = select(func.count()).select_from(Judgement).where(Judgement.campaign_id == found.id)
+        if by_ai_judges is not None:
+            query = query.join(User).where(User.is_ai_judge.is_(by_ai_judges))
+        return session.scalar(query) or 0
 
 
 def write_round_summary(ctx: RoundContext) -> Path:
@@ -288,6 +292,12 @@ def write_round_summary(ctx: RoundContext) -> Path:
         "preference_records": artifacts.get("preference_records"),
         "minutes": round(sum(v for k, v in artifacts.items() if k.startswith("seconds_")) / 60, 1),
     }
+    if ctx.config.feedback.judges:
+        summary["judgements_by_people"] = judgement_count(ctx.config.db_url, ctx.campaign, by_ai_judges=False)
+        summary["judgements_by_ai_judges"] = judgement_count(ctx.config.db_url, ctx.campaign, by_ai_judges=True)
+    for name in ("pool_items", "selected_items", "selection_score_selected_mean", "selection_score_held_back_mean"):
+        if artifacts.get(name) is not None:
+            summary[name] = artifacts[name]
     path = ctx.round_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return path

@@ -153,11 +153,14 @@ def test_cli_creates_users_tokens_and_campaigns_and_imports_all_or_nothing(tmp_p
     assert refused.exit_code == 2 and f"{bad}:2: not valid JSON" in refused.output and "Traceback" not in refused.output
     duplicate = runner.invoke(cli, ["feedback", "create-user", "ana", "--password", "password1", "--db", url])
     assert duplicate.exit_code == 2 and "user 'ana' already exists" in duplicate.output
+    judge = runner.invoke(cli, ["feedback", "create-user", "gpt", "--ai-judge", "--password", "password1", "--db", url])
+    assert judge.exit_code == 0 and "(AI judge)" in judge.stdout
     engine = make_engine(url)
     try:
         with transaction(make_session_factory(engine)) as session:
             campaign = service.campaign_by_name(session, "cli")
             assert (campaign.task_types, campaign.rubric_axes) == (["pairwise", "rating"], ["helpful"])
             assert session.scalar(select(func.count()).select_from(Item)) == 1  # the bad file added nothing
+            assert service.user_by_name(session, "gpt").is_ai_judge and not service.user_by_name(session, "ana").is_ai_judge
     finally:
         engine.dispose()

@@ -209,6 +209,8 @@ def test_active_selection_keeps_the_items_the_last_ensemble_disagrees_on_most(ti
                 assert min(item.selection_score for item in kept) >= max(
                     item.selection_score for item in items if item.held_back)
                 assert state["2"]["selection_score_selected_mean"] > state["2"]["selection_score_held_back_mean"]
+                summary = json.loads((out / "rounds" / "round-2" / "summary.json").read_text())
+                assert summary["pool_items"] == 12 and summary["selected_items"] == 6
     engine.dispose()
 
 
@@ -238,6 +240,9 @@ def test_an_ai_judge_annotates_through_the_api_and_routing_splits_the_items_with
     rows = json.loads((out / "rounds" / "round-2" / "annotators.json").read_text())["rows"]
     assert [row["kind"] for row in rows].count("judge") == 1
     assert "BALD over the reward model's members" in done.stdout
+    summary = json.loads((out / "rounds" / "round-2" / "summary.json").read_text())
+    assert summary["judgements_by_people"] + summary["judgements_by_ai_judges"] == summary["judgements"]
+    assert summary["judgements_by_ai_judges"] >= 2
 
 
 def test_a_dpo_round_refuses_to_stop_on_an_alarm_nothing_would_ring():
