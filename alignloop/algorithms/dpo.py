@@ -175,6 +175,10 @@ def prepare_dpo(config: DPOConfig, context: RunContext) -> TrainingJob:
     train_encoded, report = encode(replace_pairs(data.train, train_pairs))
     eval_encoded, _ = encode(replace_pairs(data.eval, eval_pairs))
     context.console.print(f"[bold]data[/]: {data.report}; encoded: {report}")
+    weighted = sum(pair.weight != 1.0 for pair in train_encoded.pairs)
+    if weighted:  # a model-aggregated export's confidence; the DPO losses have no per-pair weight yet
+        context.console.print(f"[yellow]note[/]: {weighted} training pairs carry a weight other than 1; DPO trains "
+                              "every pair once (only reward-model training reads weights)")
     train_items, eval_items = _with_reference(config, model, tokenizer, train_encoded.pairs, eval_encoded.pairs,
                                               context.accelerator)
     reference_model = frozen_copy_unless_lora(model, config.dpo.reference == "online" and config.dpo.uses_reference())

@@ -165,15 +165,17 @@ class RewardMethod(TrainingMethod):
     def _over_members(self, model, sub, loss_of):
         """(loss_sum, metrics) of a sub-batch, sums over its examples like the losses', from
         `loss_of((rows,) one member's scores) -> (losses (B,), metrics (B,))`, a loss's
-        `per_example` form: the bootstrap weights are per example and member. Every member's
-        weighted losses (while training) and its metrics are averaged over the members: an
-        ensemble's training metrics are its members' mean, not the ensemble's. One member
-        without weights is the plain loss."""
+        `per_example` form: the bootstrap weights are per example and member, a judgement's
+        `weight` per example; both apply while training, the held-out loss is the plain one.
+        Every member's losses and metrics are averaged over the members: an ensemble's training
+        metrics are its members' mean, not the ensemble's."""
         scores = self._member_scores(model, sub)  # (rows, K)
         results = [loss_of(scores[:, member]) for member in range(scores.shape[-1])]
         losses = torch.stack([member_losses for member_losses, _ in results], -1)  # (B, members)
         if "member_weights" in sub and model.training:  # the held-out loss is every member's plain loss
             losses = losses * sub["member_weights"].to(losses)
+        if "weight" in sub and model.training:  # each judgement's share (the export's confidence in it)
+            losses = losses * sub["weight"].to(losses)[:, None]
         metrics = {key: torch.stack([parts[key] for _, parts in results], -1).mean(-1).sum()  # over members, then examples
                    for key in results[0][1]}
         return losses.mean(-1).sum(), metrics

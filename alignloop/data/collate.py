@@ -144,14 +144,16 @@ def count_loss_tokens(batch: dict[str, torch.Tensor]) -> int:
 
 def collate_pairs(pairs: Sequence[EncodedPair], pad_token_id: int) -> dict[str, torch.Tensor]:
     """input_ids, attention_mask, labels (2B, T): chosen rows 0..B-1, then rejected rows B..2B-1;
-    margin (B,) float (0 where a pair has none), has_margin (B,) bool, and prefix_groups (2B,)
-    long: pair b's rows both get b (they share a prompt; alignloop/models/padding_free.py)."""
+    margin (B,) float (0 where a pair has none), has_margin (B,) bool, weight (B,) float (the
+    judgement's share in reward-model training), and prefix_groups (2B,) long: pair b's rows
+    both get b (they share a prompt; alignloop/models/padding_free.py)."""
     if not pairs:
         raise ValueError("cannot collate an empty batch")
     batch = pad_batch([pair.chosen for pair in pairs] + [pair.rejected for pair in pairs], pad_token_id)
     # A missing margin is 0, not NaN: NaN times a zero weight is still NaN in a loss.
     batch["margin"] = torch.tensor([pair.margin or 0.0 for pair in pairs], dtype=torch.float32)  # (B,)
     batch["has_margin"] = torch.tensor([pair.margin is not None for pair in pairs], dtype=torch.bool)  # (B,)
+    batch["weight"] = torch.tensor([pair.weight for pair in pairs], dtype=torch.float32)  # (B,)
     batch["prefix_groups"] = torch.arange(len(pairs)).repeat(2)  # (2B,)
     return batch
 
@@ -159,7 +161,7 @@ def collate_pairs(pairs: Sequence[EncodedPair], pad_token_id: int) -> dict[str, 
 def collate_rankings(rankings: Sequence[EncodedRanking], pad_token_id: int) -> dict[str, torch.Tensor]:
     """input_ids, attention_mask, labels (N, T): every response of every ranking, ranking by ranking;
     ranks (B, Kmax) long (0 on padding), ranking_mask (B, Kmax) bool, slot_index (B, Kmax) long;
-    prefix_groups (N,) long: the ranking of each row (its responses share a prompt).
+    weight (B,) float; prefix_groups (N,) long: the ranking of each row (its responses share a prompt).
 
     `slot_index[b, k]` is the row of ranking b's k-th response, so `row_scores[slot_index]` gives
     (B, Kmax) scores for `plackett_luce(scores, ranks, ranking_mask)`. Padding slots point at row
@@ -180,7 +182,9 @@ def collate_rankings(rankings: Sequence[EncodedRanking], pad_token_id: int) -> d
         slot_index[row, :count] = torch.arange(first_row, first_row + count)
         first_row += count
     prefix_groups = torch.repeat_interleave(torch.tensor([len(ranking.responses) for ranking in rankings]))  # (N,)
-    batch.update(ranks=ranks, ranking_mask=ranking_mask, slot_index=slot_index, prefix_groups=prefix_groups)
+    weight = torch.tensor([ranking.weight for ranking in rankings], dtype=torch.float32)  # (B,)
+    batch.update(ranks=ranks, ranking_mask=ranking_mask, slot_index=slot_index, prefix_groups=prefix_groups,
+                 weight=weight)
     return batch
 
 

@@ -56,6 +56,7 @@ class EncodedPair:
     chosen: EncodedExample
     rejected: EncodedExample
     margin: float | None
+    weight: float = 1.0  # the judgement's share in reward-model training
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class EncodedRanking:
 
     responses: list[EncodedExample]
     ranks: list[int]
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,10 @@ def _encode_responses(
     return examples, truncated, prompt_cut
 
 
+def _weight(record: Any) -> float:
+    return 1.0 if record.weight is None else float(record.weight)
+
+
 # Per kind: the responses a record holds, and how its encoded responses become the result.
 _RESPONSES: dict[str, Callable[[Any], list[str]]] = {
     "pairs": lambda pair: [pair.chosen, pair.rejected],
@@ -168,8 +174,8 @@ _RESPONSES: dict[str, Callable[[Any], list[str]]] = {
     "binary": lambda feedback: [feedback.response],
 }
 _BUILD: dict[str, Callable[[Any, list[EncodedExample]], Any]] = {
-    "pairs": lambda pair, ex: EncodedPair(ex[0], ex[1], pair.margin),
-    "rankings": lambda ranking, ex: EncodedRanking(ex, list(ranking.ranks or range(1, len(ex) + 1))),
+    "pairs": lambda pair, ex: EncodedPair(ex[0], ex[1], pair.margin, _weight(pair)),
+    "rankings": lambda ranking, ex: EncodedRanking(ex, list(ranking.ranks or range(1, len(ex) + 1)), _weight(ranking)),
     "ratings": lambda rating, ex: EncodedRating(ex[0], rating.score, rating.scale_min, rating.scale_max, rating.axis),
     "binary": lambda feedback, ex: EncodedBinary(ex[0], feedback.label),
 }
@@ -226,7 +232,8 @@ def rankings_to_pairs(rankings: Sequence[Ranking]) -> list[PreferencePair]:
     """Every two responses of a ranking with different ranks, as a pair with the better one chosen.
 
     K responses without ties give K(K-1)/2 pairs; tied responses give none (a tie says neither
-    is preferred). Responses without `ranks` are in order, best first.
+    is preferred). Responses without `ranks` are in order, best first. Each pair keeps the
+    ranking's `weight`.
     """
     pairs: list[PreferencePair] = []
     for ranking in rankings:
@@ -236,7 +243,8 @@ def rankings_to_pairs(rankings: Sequence[Ranking]) -> list[PreferencePair]:
                 # Ranks are non-decreasing (the schema checks it), so `better` is never worse.
                 if ranks[better] < ranks[worse]:
                     pairs.append(PreferencePair(
-                        prompt=ranking.prompt, chosen=ranking.responses[better], rejected=ranking.responses[worse]
+                        prompt=ranking.prompt, chosen=ranking.responses[better], rejected=ranking.responses[worse],
+                        weight=ranking.weight,
                     ))
     return pairs
 

@@ -31,6 +31,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Discriminator,
+    Field,
     FiniteFloat,
     Tag,
     ValidationError,
@@ -84,6 +85,7 @@ def _reject_bool(value: Any) -> Any:
 NonEmptyText = Annotated[str, BeforeValidator(_require_non_empty_text)]
 Number = Annotated[FiniteFloat, BeforeValidator(_reject_bool)]
 Integer = Annotated[int, BeforeValidator(_reject_bool)]
+Weight = Annotated[Number, Field(ge=0)]  # a judgement's share in training: 0 ignores it, 1 counts it once
 
 
 class Message(BaseModel):
@@ -214,20 +216,23 @@ def _check_demonstration(messages: list[Message]) -> None:
 
 
 class PreferencePair(Record):
-    """`chosen` was preferred over `rejected` for `prompt`; `margin` optionally says by how much."""
+    """`chosen` was preferred over `rejected` for `prompt`; `margin` optionally says by how much,
+    `weight` how much the judgement counts in reward-model training (none: 1)."""
 
     prompt: Prompt
     chosen: NonEmptyText
     rejected: NonEmptyText
     margin: Number | None = None
+    weight: Weight | None = None
 
 
 class Ranking(Record):
-    """K >= 2 responses ordered best first; equal `ranks` (1 = best) mark ties."""
+    """K >= 2 responses ordered best first; equal `ranks` (1 = best) mark ties; `weight` as for pairs."""
 
     prompt: Prompt
     responses: list[NonEmptyText]
     ranks: list[Integer] | None = None
+    weight: Weight | None = None
 
     @field_validator("responses")
     @classmethod

@@ -26,7 +26,10 @@ Aggregations:
     model     the same, each vote counting logit(η) of its evaluator, floored at 0, with η
               each evaluator's reliability fitted to the campaign's pairwise and ranking
               judgements without gold items (`reliability.py`); the manifest gives every
-              evaluator's η, votes and verdict (reliable / noisy / malicious)
+              evaluator's η, votes and verdict (reliable / noisy / malicious). Pairs and
+              rankings carry `weight` = 2σ(log-odds) − 1 of their order under those votes
+              (a ranking: the mean over its ordered pairs), which reward-model training
+              multiplies into each judgement's loss
 
 Rows are written in TRL's conversational format by default (`style`; trl_formats.py): prompts
 as messages, responses as assistant messages, so TRL's trainers apply the chat template to them
@@ -53,6 +56,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +172,28 @@ def _units(ballots: Iterable[_Ballot], aggregation: str) -> list[list[_Ballot]]:
     return list(groups.values())
 
 
+def _confidence(log_odds: float) -> float:
+    """2σ(x) − 1: the training weight of a record whose order the votes favour by log-odds x
+    (0 at an even split, → 1 as they agree). Near a score difference of 0, Bradley–Terry with
+    the label weighted so has the gradient of the soft label σ(x)."""
+    return 2 / (1 + math.exp(-min(max(log_odds, -50.0), 50.0))) - 1
+
+
+def _ranking_confidence(unit: Sequence[_Ballot], ranks: dict[int, int], context: _Context) -> float:
+    """The mean confidence over the exported ranking's ordered pairs, each from the logit(η)
+    votes the unit's rankings cast on it (one for it, one against, none for a tie)."""
+    pairs = [(a, b) for a, b in combinations(sorted(ranks), 2) if ranks[a] != ranks[b]]
+    if not pairs:
+        return 0.0
+    total = 0.0
+    for a, b in pairs:
+        sign = 1 if ranks[a] < ranks[b] else -1  # +1: a is exported as the better one
+        log_odds = sum(context.weight(ballot.fact) * sign * ((ballot.label[a] < ballot.label[b]) -
+                                                             (ballot.label[a] > ballot.label[b])) for ballot in unit)
+        total += max(0.0, _confidence(log_odds))
+    return total / len(pairs)
+
+
 def _vote(ballots: Sequence[_Ballot], context: _Context) -> tuple[Any, dict[Any, float]] | None:
     """(winning label, weight per label), or None when the top is tied or carries no weight."""
     totals: dict[Any, float] = defaultdict(float)
@@ -195,12 +221,14 @@ def _pairs(facts: Sequence[JudgementFacts], context: _Context) -> list[Preferenc
             context.dropped[winner] += 1
             continue
         loser = next(candidate for candidate in unit[0].fact.shown_order[:2] if candidate != winner)
-        margin = None
+        margin = weight = None
         if context.aggregation in WEIGHTED:
             margin = (totals[winner] - totals.get(loser, 0.0)) / sum(totals.values())
+        if context.aggregation == "model":  # the votes are logit(η): their difference is the log-odds
+            weight = _confidence(totals[winner] - totals.get(loser, 0.0))
         pairs.append(context.record(
             PreferencePair, prompt=context.prompts[unit[0].fact.item_id], chosen=context.texts[winner],
-            rejected=context.texts[loser], margin=margin,
+            rejected=context.texts[loser], margin=margin, weight=weight,
         ))
     return [pair for pair in pairs if pair is not None]
 
@@ -234,9 +262,10 @@ def _rankings(facts: Sequence[JudgementFacts], context: _Context) -> list[Rankin
             context.dropped["all_tied"] += 1
             continue
         order = sorted(ranks, key=lambda candidate: (ranks[candidate], candidate))
+        weight = _ranking_confidence(unit, ranks, context) if context.aggregation == "model" else None
         rankings.append(context.record(
             Ranking, prompt=context.prompts[unit[0].fact.item_id], responses=[context.texts[c] for c in order],
-            ranks=[ranks[c] for c in order],
+            ranks=[ranks[c] for c in order], weight=weight,
         ))
     return [ranking for ranking in rankings if ranking is not None]
 

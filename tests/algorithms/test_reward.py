@@ -47,6 +47,29 @@ def test_mixed_batch_loss_is_the_sum_of_its_parts(tiny_model_dir, tmp_path):
     torch.testing.assert_close(out.loss_sum, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_each_judgements_weight_scales_its_training_loss_and_not_its_held_out_loss(tiny_model_dir, tmp_path):
+    from dataclasses import replace
+
+    cfg = config(tiny_model_dir, tmp_path)
+    model, tokenizer = build_reward_model(cfg.model)
+    encoded, _ = encode_preference_records(tokenizer, read_preference_data(cfg.data).train, max_length=128)
+    pairs = [replace(encoded.pairs[0], weight=0.25), replace(encoded.pairs[1], weight=0.0)]
+    ranking = replace(encoded.rankings[0], weight=2.0)
+    batch = collate_judgements([*pairs, ranking], tokenizer.pad_token_id)
+    method = RewardMethod(RewardSettings())
+    model.eval()  # no dropout; the weights apply in training mode only
+    with torch.no_grad():
+        pair_scores = model(batch["pairs"]["input_ids"], batch["pairs"]["attention_mask"]).double()
+        ranking_scores = model(batch["rankings"]["input_ids"], batch["rankings"]["attention_mask"]).double()
+        held_out = method.loss(model, batch).loss_sum
+        model.train()
+        trained = method.loss(model, batch).loss_sum
+    pair_losses = -torch.nn.functional.logsigmoid(pair_scores[:2] - pair_scores[2:])  # (2,)
+    ranking_loss = plackett_luce(ranking_scores[None, :], torch.tensor([[1, 2, 3]]))[0]
+    torch.testing.assert_close(trained.double(), 0.25 * pair_losses[0] + 2.0 * ranking_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(held_out.double(), pair_losses.sum() + ranking_loss, atol=1e-5, rtol=1e-5)
+
+
 def test_training_saves_a_normalised_reward_model_with_its_evaluation(tiny_model_dir, tmp_path):
     result = run_reward(config(tiny_model_dir, tmp_path, "train.max_steps=12"))
     metadata = read_reward_metadata(result.final_model_dir)

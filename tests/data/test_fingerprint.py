@@ -17,7 +17,7 @@ def test_canonical_json_is_sorted_compact_and_typed():
     assert canonical_json(PromptOnly(prompt="Hi")) == '{"fields":{"prompt":"Hi"},"type":"PromptOnly"}'
     assert canonical_json(PAIRS[1]) == (
         '{"fields":{"chosen":"Hello!","margin":null,"prompt":[{"content":"Hi","role":"user"}],'
-        '"rejected":"Go away."},"type":"PreferencePair"}'
+        '"rejected":"Go away.","weight":null},"type":"PreferencePair"}'
     )
 
 
@@ -35,6 +35,7 @@ def test_any_change_changes_the_hash():
     base = dataset_fingerprint(PAIRS)
     assert dataset_fingerprint([PAIRS[0].model_copy(update={"chosen": "Blue!"}), PAIRS[1]]) != base
     assert dataset_fingerprint([PAIRS[0].model_copy(update={"margin": None}), PAIRS[1]]) != base
+    assert dataset_fingerprint([PAIRS[0].model_copy(update={"weight": 0.5}), PAIRS[1]]) != base
     assert dataset_fingerprint(list(reversed(PAIRS))) != base
     assert dataset_fingerprint(PAIRS[:1]) != base
     assert dataset_fingerprint([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

@@ -175,6 +175,7 @@ def test_ranking_with_ties():
          "field 'ranks': expected non-decreasing ranks (responses are listed best first), got [2, 1]"),
         ({"responses": ["a", "b"], "ranks": [0, 1]},
          "field 'ranks': expected ranks of at least 1 (1 = best), got [0, 1]"),
+        ({"responses": ["a", "b"], "weight": -0.5}, "field 'weight': expected greater than or equal to 0, got -0.5"),
     ],
 )
 def test_invalid_rankings(data, expected):

@@ -3,6 +3,7 @@ readers, versioned folders whose manifest hashes the data file."""
 
 from __future__ import annotations
 
+import math
 import hashlib
 import json
 import subprocess
@@ -434,6 +435,32 @@ def test_model_export_learns_whom_to_trust_from_the_judgements_alone(session, tm
     assert {name: entry["verdict"] for name, entry in reliability.items()} == {
         "ann": "reliable", "bob": "reliable", "cat": "reliable", "eve": "malicious"}
     assert reliability["eve"]["reliability"] < 0.2 and reliability["ann"]["votes"] == 9
-    assert manifest_of(model)["weights"]["eve"] == 0.0
+    weights = manifest_of(model)["weights"]
+    assert weights["eve"] == 0.0
+    # each record's training weight: 2σ(log-odds) − 1 of its order, the log-odds the sum of its voters' logit(η)
+    confidence = lambda log_odds: 2 / (1 + math.exp(-log_odds)) - 1  # noqa: E731
+    assert contested_pair.weight == pytest.approx(confidence(weights["ann"]))
+    agreed = next(pair for pair in pairs if pair.chosen == "good 0")
+    assert agreed.weight == pytest.approx(confidence(weights["ann"] + weights["bob"] + weights["cat"]))
+    assert 0 < contested_pair.weight < agreed.weight < 1
     with pytest.raises(ExportError, match="aggregation 'model' learns reliability from the order"):
         export_campaign(session, "demo", "ratings", tmp_path, aggregation="model")
+
+
+def test_a_model_ranking_weighs_each_ordered_pair_by_the_votes_for_it():
+    """ann (logit η 1) ranks 1 > 2 > 3, bob (2) ranks 2 > 1 > 3; exported 2 > 1 > 3. Pair (2, 1):
+    log-odds 2 − 1 = 1, confidence 2σ(1) − 1 = 0.462117; (1, 3) and (2, 3): 1 + 2 = 3, 0.905148;
+    the ranking's weight is their mean, 0.757471."""
+    from collections import Counter
+
+    from alignloop.feedback.export import _Ballot, _Context, _ranking_confidence
+    from alignloop.feedback.quality import JudgementFacts
+
+    def ballot(judgement: int, evaluator: int, ranks: dict[int, int]) -> _Ballot:
+        fact = JudgementFacts(judgement, 1, evaluator, "ranking", {"ranks": ranks}, (1, 2, 3))
+        return _Ballot((1, 1, 2, 3), fact, ranks)
+
+    context = _Context("model", {}, {}, (1, 7), {10: 1.0, 20: 2.0}, Counter())
+    unit = [ballot(1, 10, {1: 1, 2: 2, 3: 3}), ballot(2, 20, {1: 2, 2: 1, 3: 3})]
+    assert _ranking_confidence(unit, {2: 1, 1: 2, 3: 3}, context) == pytest.approx(0.7574712215165812)
+    assert _ranking_confidence(unit, {1: 1, 2: 1, 3: 1}, context) == 0.0  # all tied: no order to weigh
