@@ -36,8 +36,8 @@ class StopRules(Section):
     """When an online method ends a run before its last step, and the alarm that may do it."""
 
     kl_stop: float | None = Field(None, gt=0, description="end the run at the first step whose replies are this "
-                                  "many nats (per reply) from the reference, without its update: a KL budget "
-                                  "(null: none)")
+                                  "many nats (per reply) from the reference, on the last weights whose replies "
+                                  "measured under it: a KL budget (null: none)")
     overoptimisation_bound: float = Field(DEFAULT_BOUND, gt=1, description="the alarm rings when a reward-model "
                                           "ensemble disagrees this many times as much as on the first step's replies")
     stop_on_overoptimisation: bool = Field(False, description="end the run at the step the alarm rings, "
@@ -145,9 +145,10 @@ class OnlineRL(OnPolicyMethod):
 
     def stop_reason(self, metrics: dict[str, float]) -> str | None:
         """Why training should end at this step, or None. The engine asks with the step's rollout
-        figures, before its updates, and then skips them. A KL budget: a step whose replies are
-        `kl_stop` nats from the reference ends the run, so that a reward model the policy climbs
-        fast cannot pull it further in the steps left (a fixed β and step count suit one reward
+        figures, before its updates, skips them and ends the run on the last weights whose
+        replies were within bounds (`may_stop`). A KL budget: a step whose replies are `kl_stop`
+        nats from the reference ends the run, so that a reward model the policy climbs fast
+        cannot pull it further in the steps left (a fixed β and step count suit one reward
         model's pace, not every one's)."""
         # The watch remembers the alarm, so a run resumed after the alarm stopped it stops again.
         if self.settings.stop_on_overoptimisation and self.watch is not None and self.watch.rang_at is not None:
@@ -156,6 +157,9 @@ class OnlineRL(OnPolicyMethod):
         if budget is None or kl is None or kl < budget:
             return None
         return f"its replies were {kl:.2f} nats from the reference, at or past kl_stop = {budget:g}"
+
+    def may_stop(self) -> bool:
+        return self.settings.kl_stop is not None or self.settings.stop_on_overoptimisation
 
     def watch_overoptimisation(self, metrics: dict[str, float]) -> dict[str, float]:
         """The alarm's figures for this step (none without an ensemble's disagreement); its

@@ -57,6 +57,11 @@ class TrainingMethod(ABC):
         """Why the run should end after a step with these metrics, or None (default: never)."""
         return None
 
+    def may_stop(self) -> bool:
+        """Whether `stop_reason` can ever answer (a KL budget or an alarm is set): an on-policy
+        run then keeps the last weights its replies measured within bounds, to end on them."""
+        return False
+
 
 @dataclass
 class Experience:

@@ -69,7 +69,7 @@ def test_rloo_command_with_lora_runs_end_to_end(tiny_model_dir, tmp_path):
     assert (tmp_path / "final" / "adapter_config.json").is_file()
 
 
-def test_a_kl_budget_ends_the_run_at_the_step_that_reaches_it_without_its_update(tiny_model_dir, tmp_path, capsys):
+def test_a_kl_budget_ends_the_run_on_the_last_weights_measured_within_it(tiny_model_dir, tmp_path, capsys):
     from safetensors.torch import load_file
 
     method = method_with(GroupSettings(kl_stop=2.0))
@@ -81,7 +81,8 @@ def test_a_kl_budget_ends_the_run_at_the_step_that_reaches_it_without_its_update
     # the policy well past 0.3 nats within a few steps (0.06, 0.71 at steps 2 and 3 on an AMD
     # EPYC); the k1 estimate is noisy and may dip below zero on the way, so the test checks the
     # rule, not the step it fires at: every step before the last is under the budget and
-    # updated the weights, the last reaches it and updated nothing, and the run ends there.
+    # updated the weights, the last reaches it and updated nothing, and the run ends on the
+    # weights that sampled the step before it (one update short of the last step's).
     common = ["train.lr=1e-1", "train.schedule=constant"]
     run(tiny_model_dir, tmp_path / "budget", "train.max_steps=8", "group.kl_stop=0.3", *common)
     records = [r for r in read_metrics(tmp_path / "budget" / "metrics.jsonl") if "kl/sequence" in r]
@@ -92,10 +93,17 @@ def test_a_kl_budget_ends_the_run_at_the_step_that_reaches_it_without_its_update
     assert stopped["kl/sequence"] >= 0.3 and "train/loss" not in stopped and stopped["train/updates_skipped"] == 1
     out = " ".join(capsys.readouterr().out.split())
     assert f"stopped at step {steps[-1]} of 8 without its update: its replies were" in out
-    # The final weights are those the last replies measured: the same seed's run that ends
-    # one step earlier, without a budget, saves the same numbers.
-    run(tiny_model_dir, tmp_path / "before", f"train.max_steps={steps[-1] - 1}", *common)
-    final, before = (load_file(tmp_path / name / "final" / "model.safetensors") for name in ("budget", "before"))
+    assert f"the run ends on the weights that sampled step {steps[-1] - 1}'s replies" in out
+    assert stopped["train/ended_on_step"] == steps[-1] - 1
+    # Those weights are the same seed's after steps[-1] - 2 updates: a run of that many steps
+    # without a budget saves the same numbers (none: the untrained adapter, whose B is zero).
+    final = load_file(tmp_path / "budget" / "final" / "model.safetensors")
+    if steps[-1] == 2:
+        lora_b = [tensor for name, tensor in final.items() if "lora_B" in name]
+        assert lora_b and not any(tensor.any() for tensor in lora_b)
+        return
+    run(tiny_model_dir, tmp_path / "before", f"train.max_steps={steps[-1] - 2}", *common)
+    before = load_file(tmp_path / "before" / "final" / "model.safetensors")
     assert final.keys() == before.keys()
     assert all(torch.equal(final[name], before[name]) for name in final)
 
