@@ -23,10 +23,13 @@ Aggregations:
               a tie at the top is dropped and counted as `no_majority`
     weighted  the same, each vote counting its evaluator's quality weight (`quality.py`);
               pairs carry `margin` = (weight for chosen - weight for rejected) / all weight
-    model     the same, each vote counting logit(η) of its evaluator, floored at 0, with η
-              each evaluator's reliability fitted to the campaign's pairwise and ranking
-              judgements without gold items (`reliability.py`); the manifest gives every
-              evaluator's η, votes and verdict (reliable / noisy / malicious). Pairs and
+    model     the same, each vote counting |logit(η)| of its evaluator, with η each
+              evaluator's reliability fitted to the campaign's pairwise and ranking judgements
+              without gold items (`reliability.py`); an evaluator below chance (η < 0.5) is
+              read the other way round (the other reply of a pair, a ranking reversed; their
+              ties count for nothing), as the model's own posterior reads them. The manifest
+              gives every evaluator's η, votes and verdict (reliable / noisy / malicious) and
+              the signed weights. Pairs and
               rankings carry `weight` = 2σ(log-odds) − 1 of their order under those votes
               (a ranking: the mean over its ordered pairs), which reward-model training
               multiplies into each judgement's loss
@@ -54,7 +57,7 @@ import shutil
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from itertools import combinations
 from pathlib import Path
@@ -142,7 +145,12 @@ class _Context:
     dropped: Counter[str]
 
     def weight(self, fact: JudgementFacts) -> float:
-        return self.weights.get(fact.evaluator_id, 0.0) if self.aggregation in WEIGHTED else 1.0
+        """A vote's weight: 1, the evaluator's quality weight, or |logit η| (`model`, whose
+        opposite evaluators' ballots `_read_by_reliability` has inverted)."""
+        if self.aggregation not in WEIGHTED:
+            return 1.0
+        weight = self.weights.get(fact.evaluator_id, 0.0)
+        return abs(weight) if self.aggregation == "model" else weight
 
     def record(self, schema: type[Record], **fields: Any) -> Record | None:
         # The server validates answers on the way in; a row that still fails the schema (an
@@ -161,6 +169,27 @@ class _Ballot:
     unit: tuple[Any, ...]
     fact: JudgementFacts
     label: Any
+
+
+def _inverted(ballot: _Ballot) -> _Ballot | None:
+    """The ballot read the other way round: the other of two candidates, a ranking reversed; a
+    tie or "both bad" has no opposite (None)."""
+    if isinstance(ballot.label, dict):
+        worst = max(ballot.label.values())
+        return replace(ballot, label={candidate: worst + 1 - rank for candidate, rank in ballot.label.items()})
+    if ballot.label in TIE_CHOICES:
+        return None
+    other = next(candidate for candidate in ballot.fact.shown_order[:2] if candidate != ballot.label)
+    return replace(ballot, label=other)
+
+
+def _read_by_reliability(ballots: Iterable[_Ballot], context: _Context) -> list[_Ballot]:
+    """`model`: the ballots of evaluators below chance (logit η < 0) inverted; others as they are."""
+    if context.aggregation != "model":
+        return list(ballots)
+    read = (ballot if context.weights.get(ballot.fact.evaluator_id, 0.0) >= 0 else _inverted(ballot)
+            for ballot in ballots)
+    return [ballot for ballot in read if ballot is not None]
 
 
 def _units(ballots: Iterable[_Ballot], aggregation: str) -> list[list[_Ballot]]:
@@ -207,10 +236,10 @@ def _vote(ballots: Sequence[_Ballot], context: _Context) -> tuple[Any, dict[Any,
 
 
 def _pairs(facts: Sequence[JudgementFacts], context: _Context) -> list[PreferencePair]:
-    ballots = [
+    ballots = _read_by_reliability([
         _Ballot((f.item_id, *sorted(f.shown_order[:2])), f, preferred_candidate(f))
         for f in facts if f.task_type == "pairwise"
-    ]
+    ], context)
     pairs = []
     for unit in _units(ballots, context.aggregation):
         outcome = _vote(unit, context)
@@ -253,6 +282,7 @@ def _rankings(facts: Sequence[JudgementFacts], context: _Context) -> list[Rankin
         if fact.task_type == "ranking":
             ranks = dense_ranks(fact.answer["ranks"])
             ballots.append(_Ballot((fact.item_id, *sorted(ranks)), fact, ranks))
+    ballots = _read_by_reliability(ballots, context)
     rankings = []
     for unit in _units(ballots, context.aggregation):
         ranks = _mean_ranks(unit, context)
@@ -455,7 +485,7 @@ def export_campaign(
         flagged = {row.evaluator_id: row.flags for row in quality.flagged} if exclude_flagged else {}
     reliability = fit_reliability(votes_from_facts(every_fact)) if aggregation == "model" else None
     if reliability is not None:
-        weights = reliability.vote_weights()
+        weights = reliability.vote_weights(signed=True)
     context = _load_context(session, campaign, aggregation, weights)
     gold_items = set(session.scalars(select(Item.id).where(Item.campaign_id == campaign.id, Item.is_gold)))
     task_types = FORMATS[fmt] | ({"ranking"} if fmt == "pairs" and pairs_from_rankings else set())

@@ -11,8 +11,11 @@ finds reliable; no answer needs to be known in advance.
 
 η tells evaluators apart: well above 0.5, reliable; near 0.5, random (noisy); well below 0.5,
 consistently opposite (malicious: they know the better reply and pick the other). In a binary
-decision a vote's Bayes weight is logit(η) (Nitzan & Paroush 1982); `vote_weights` floors it
-at 0 so that the export's weighted mean ranks stay means.
+decision a vote's Bayes weight is logit(η) (Nitzan & Paroush 1982), negative for an evaluator
+below chance: their vote, inverted, is evidence. The export's `aggregation: model` reads votes
+so (`vote_weights(signed=True)`, inverting the ballots of the opposite); on HH-RLHF pairs with
+30 % malicious annotators that trains a reward model closer to the clean-label one than
+dropping them (benchmarks/feedback_efficiency.py).
 
 Only votes on pairs that someone else voted on too teach anything about a voter (alone on a
 pair, an evaluator agrees with the consensus they make), so EM runs on those; an evaluator
@@ -131,9 +134,11 @@ class Reliability:
             return "malicious"
         return "noisy"
 
-    def vote_weights(self) -> dict[int, float]:
-        """logit(η) per evaluator, floored at 0: a malicious or random evaluator's votes count for nothing."""
-        return {e: max(0.0, _logit(eta)) for e, eta in self.reliability.items()}
+    def vote_weights(self, signed: bool = False) -> dict[int, float]:
+        """logit(η) per evaluator, floored at 0 (a malicious or random evaluator's votes count for
+        nothing), or `signed`: negative for the consistently opposite, whose votes, read the other
+        way round, say as much as a reliable evaluator's (the E-step reads them so)."""
+        return {e: _logit(eta) if signed else max(0.0, _logit(eta)) for e, eta in self.reliability.items()}
 
 
 def fit_reliability(votes: Sequence[Vote], prior: float = 2.0, start: float = 0.75, iterations: int = 200,

@@ -412,7 +412,8 @@ def test_exporting_leaves_torch_unimported():
 def test_model_export_learns_whom_to_trust_from_the_judgements_alone(session, tmp_path):
     """Three evaluators agree on eight items and a fourth always picks the other reply; on a
     ninth, one of the three and the fourth disagree: a plain majority has a tie there, the
-    reliability model (no gold items) sides with the evaluator the others agree with."""
+    reliability model (no gold items) sides with the evaluator the others agree with, and reads
+    the fourth's votes the other way round."""
     build = CampaignBuilder(session)
     evaluators = {name: build.user(name) for name in ("ann", "bob", "cat", "eve")}
     for index in range(8):
@@ -430,18 +431,18 @@ def test_model_export_learns_whom_to_trust_from_the_judgements_alone(session, tm
     pairs = read_pairs(model.data_file)
     assert len(pairs) == 9 and all(pair.chosen.startswith(("good", "A")) for pair in pairs)
     contested_pair = next(pair for pair in pairs if pair.chosen == "A")
-    assert contested_pair.margin == pytest.approx(1.0)  # eve's votes weigh nothing
+    assert contested_pair.margin == pytest.approx(1.0)  # eve's vote for B, inverted, is one for A
     reliability = manifest_of(model)["reliability"]
     assert {name: entry["verdict"] for name, entry in reliability.items()} == {
         "ann": "reliable", "bob": "reliable", "cat": "reliable", "eve": "malicious"}
     assert reliability["eve"]["reliability"] < 0.2 and reliability["ann"]["votes"] == 9
     weights = manifest_of(model)["weights"]
-    assert weights["eve"] == 0.0
-    # each record's training weight: 2σ(log-odds) − 1 of its order, the log-odds the sum of its voters' logit(η)
+    assert weights["eve"] < -1 and weights["ann"] > 1  # logit(η): eve is consistently opposite
+    # each record's training weight: 2σ(log-odds) − 1 of its order, the log-odds the sum of its voters' |logit(η)|
     confidence = lambda log_odds: 2 / (1 + math.exp(-log_odds)) - 1  # noqa: E731
-    assert contested_pair.weight == pytest.approx(confidence(weights["ann"]))
+    assert contested_pair.weight == pytest.approx(confidence(weights["ann"] - weights["eve"]))
     agreed = next(pair for pair in pairs if pair.chosen == "good 0")
-    assert agreed.weight == pytest.approx(confidence(weights["ann"] + weights["bob"] + weights["cat"]))
+    assert agreed.weight == pytest.approx(confidence(weights["ann"] + weights["bob"] + weights["cat"] - weights["eve"]))
     assert 0 < contested_pair.weight < agreed.weight < 1
     with pytest.raises(ExportError, match="aggregation 'model' learns reliability from the order"):
         export_campaign(session, "demo", "ratings", tmp_path, aggregation="model")
@@ -464,3 +465,14 @@ def test_a_model_ranking_weighs_each_ordered_pair_by_the_votes_for_it():
     unit = [ballot(1, 10, {1: 1, 2: 2, 3: 3}), ballot(2, 20, {1: 2, 2: 1, 3: 3})]
     assert _ranking_confidence(unit, {2: 1, 1: 2, 3: 3}, context) == pytest.approx(0.7574712215165812)
     assert _ranking_confidence(unit, {1: 1, 2: 1, 3: 1}, context) == 0.0  # all tied: no order to weigh
+
+
+def test_an_opposite_evaluators_ballot_is_read_the_other_way_round():
+    from alignloop.feedback.export import _Ballot, _inverted
+    from alignloop.feedback.quality import JudgementFacts
+
+    ranking = JudgementFacts(1, 1, 10, "ranking", {}, (1, 2, 3))
+    assert _inverted(_Ballot((1,), ranking, {1: 1, 2: 2, 3: 2})).label == {1: 2, 2: 1, 3: 1}  # ties stay ties
+    pair = JudgementFacts(2, 1, 10, "pairwise", {}, (7, 4))
+    assert _inverted(_Ballot((1, 4, 7), pair, 7)).label == 4
+    assert _inverted(_Ballot((1, 4, 7), pair, "tie")) is None  # a tie has no opposite
