@@ -31,6 +31,7 @@ from alignloop.evaluation.judge import EndpointJudge, LocalJudge
 from alignloop.feedback import security, service
 from alignloop.feedback.models import Campaign, Item, Role, User
 from alignloop.feedback.selection import select_items
+from alignloop.hardware import resolve_weight_dtype
 from alignloop.loop.annotators import ScriptedAnnotator
 from alignloop.loop.select import ensemble_item_scores
 from alignloop.models import load_model_and_tokenizer
@@ -83,7 +84,8 @@ def build_judge(settings: JudgeSettings, guidelines: str) -> LocalJudge | Endpoi
     if settings.type == "endpoint":
         key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
         return EndpointJudge(settings.base_url, settings.model, guidelines=said, api_key=key)
-    model, tokenizer = load_model_and_tokenizer(settings.model)
+    dtype, _ = resolve_weight_dtype("auto")  # a judge only reads logits: bf16 weights where this machine runs them fast
+    model, tokenizer = load_model_and_tokenizer(settings.model, dtype=dtype)
     return LocalJudge(model.eval(), tokenizer, guidelines=said)
 
 
