@@ -9,6 +9,11 @@ LLM judges prefer a position (Zheng et al. 2023, "Judging LLM-as-a-Judge with MT
 Chatbot Arena": most judges favour the first reply shown). Asking both orders and averaging
 P(first better) = ½ [P_AB(A) + P_BA(B)] cancels a bias that is the same in both orders; what
 is left is the judge's view of the replies themselves.
+
+Two judges: `LocalJudge`, any causal LM alignloop can load, one forward pass per pair and order;
+`EndpointJudge`, an OpenAI-compatible chat-completions server (vLLM, TGI, hosted models), one
+request per pair and order for one token with its top log-probs (or, where the server gives
+none, its letter: P = 1 or 0).
 """
 
 from __future__ import annotations
