@@ -37,13 +37,14 @@ def campaign_items(loop_dir: Path) -> list[tuple[Any, list[tuple[int, str]]]]:
     from sqlalchemy import select
 
     from alignloop.feedback import service
-    from alignloop.feedback.database import make_engine, make_session_factory
+    from alignloop.feedback.database import make_engine, make_session_factory, upgrade
     from alignloop.feedback.models import Candidate, Item
     from alignloop.loop.config import LoopConfig
     from alignloop.loop.state import load_state
 
     loop = LoopConfig.model_validate(yaml.safe_load((loop_dir / "config.yaml").read_text()))
     campaign_name = load_state(loop_dir, loop.rounds, resume=True).artifact(1, "campaign")
+    upgrade(loop.db_url)  # a run made by an earlier alignloop: its schema as this one reads it, as every command does
     store = make_session_factory(make_engine(loop.db_url))
     with store() as session:
         campaign = service.campaign_by_name(session, campaign_name)

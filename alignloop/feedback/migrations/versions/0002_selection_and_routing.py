@@ -18,13 +18,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # batch mode: SQLite cannot alter a table in place; existing items stay assignable (false).
-    with op.batch_alter_table("items") as batch:
-        batch.add_column(sa.Column("selection_score", sa.Float(), nullable=True))
-        batch.add_column(sa.Column("held_back", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch.add_column(sa.Column("audience", sa.String(length=8), nullable=False, server_default="any"))
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("is_ai_judge", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # Plain ADD COLUMN, which SQLite and PostgreSQL both do in place (no table copy); the
+    # defaults keep every existing item assignable to anyone and every account a person.
+    op.add_column("items", sa.Column("selection_score", sa.Float(), nullable=True))
+    op.add_column("items", sa.Column("held_back", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("items", sa.Column("audience", sa.String(length=8), nullable=False, server_default="any"))
+    op.add_column("users", sa.Column("is_ai_judge", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
