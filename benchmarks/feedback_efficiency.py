@@ -464,6 +464,39 @@ def routing_accuracy(features, pool: list[int], p_chosen: list[float], budget: i
             "confident_judge_labels": sum(abs(judge_of[i] - 0.5) > confident for i in others)}
 
 
+def detox_judge_agreement(loop_dir: Path, batch_size: int) -> dict[str, Any]:
+    """The built-in judge on a demo campaign's clearest comparisons: per item its least and
+    most toxic candidate by alt-profanity-check, 0.3 or more apart (what the demo's gold items
+    are), judged with the demo's guidelines; agreement with the scorer, one order and debiased."""
+    from annotator_reliability import campaign_items
+
+    from alignloop.loop.annotator_checks import gold_items_from_scores
+    from alignloop.loop.config import FeedbackSettings
+    from alignloop.rewards import build_reward_source
+    from alignloop.rewards.config import RewardSourceConfig
+
+    items = campaign_items(loop_dir)
+    scorer = build_reward_source(RewardSourceConfig(type="toxicity"))
+    texts = [[text for _, text in candidates] for _, candidates in items]
+    flat = scorer([prompt for (prompt, _), row in zip(items, texts) for _ in row], [t for row in texts for t in row])
+    scores, start = [], 0
+    for row in texts:
+        scores.append(flat[start:start + len(row)])
+        start += len(row)
+    rows = gold_items_from_scores([prompt for prompt, _ in items], texts, scores, min_gap=0.3)
+    judge = builtin_judge(batch_size)
+    judge.guidelines = FeedbackSettings().guidelines
+    better_first = random.Random(0).choices((True, False), k=len(rows))
+    pairs = [(row["candidates"][row["gold"]["pairwise"]["better"]], row["candidates"][1 - row["gold"]["pairwise"]["better"]])
+             for row in rows]
+    firsts = [b if f else w for (b, w), f in zip(pairs, better_first)]
+    seconds = [w if f else b for (b, w), f in zip(pairs, better_first)]
+    verdicts = judge.judge([row["prompt"] for row in rows], firsts, seconds)
+    right = lambda probabilities: statistics.fmean((p > 0.5) == f for p, f in zip(probabilities, better_first))  # noqa: E731
+    return {"pairs": len(rows), "agreement_one_order": right(verdicts.as_given),
+            "agreement_debiased": right(verdicts.debiased), "first_shown_preference": verdicts.first_shown_preference}
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -558,6 +591,8 @@ def main() -> None:
     parser.add_argument("--judge-pairs", type=int, default=200, help="held-out pairs the judge reads (both orders)")
     parser.add_argument("--judge-pool", type=int, default=300, help="judges: the first N pool pairs routing shares out")
     parser.add_argument("--human-budgets", type=int, nargs="+", default=[50, 100, 200])
+    parser.add_argument("--demo-dir", type=Path, default=None, help="judges: also a demo run's campaign "
+                                                                      "(`alignloop demo output_dir=DIR`)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--start", type=int, default=50, help="random labelled pairs to start from")
     parser.add_argument("--batch", type=int, default=50, help="pairs labelled per round")
@@ -615,6 +650,13 @@ def main() -> None:
                       f"debiased; picks the first shown {on_held_out['first_shown_preference']:.0%}; "
                       f"{on_held_out['seconds_per_pair_both_orders']:.2f} s a pair; on the first {len(pool)} pool "
                       f"pairs {on_pool['agreement_debiased']:.3f} debiased")
+        if args.demo_dir is not None:
+            detox = detox_judge_agreement(args.demo_dir, batch_size=4)
+            result["judges"]["detox"] = detox
+            console.print(f"judge on {detox['pairs']} detox comparisons of {args.demo_dir}: agreement with "
+                          f"alt-profanity-check {detox['agreement_one_order']:.3f} in one order, "
+                          f"{detox['agreement_debiased']:.3f} debiased; picks the first shown "
+                          f"{detox['first_shown_preference']:.0%}")
         for budget in args.human_budgets:
             runs = [routing_accuracy(features, pool, on_pool["p_chosen"], budget, seed, args, l2) for seed in args.seeds]
             result["judges"]["routing"][budget] = {key: statistics.fmean(run[key] for run in runs) for key in runs[0]}
