@@ -619,9 +619,9 @@ def main() -> None:
     result: dict[str, Any] = {
         "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d"), "model": MODEL, "feature_layers": FEATURE_LAYERS,
         "pool": len(differences), "held_out": len(features["eval_chosen"]), "l2": l2, "members": args.members,
-        "every_pool_label_accuracy": ceiling, "settings": {k: str(v) if isinstance(v, Path) else v
-                                                          for k, v in vars(args).items()},
+        "every_pool_label_accuracy": ceiling,
     }
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     if "labels" in args.parts:
         result["labels"] = run_labels(features, args, l2)
         plot_labels(result["labels"], out_dir / "feedback_efficiency_labels.png")
@@ -633,7 +633,7 @@ def main() -> None:
                                     args.cache / "lora-point")
     if "robustness" in args.parts:
         rows = run_robustness(features, args, l2)
-        result["robustness"] = rows
+        result["robustness"] = {"rows": rows}
         for noise in args.noise:
             plot_robustness(rows, noise, out_dir / f"feedback_efficiency_robustness_noise{round(100 * noise)}.png")
         print_robustness(rows)
@@ -662,6 +662,8 @@ def main() -> None:
             result["judges"]["routing"][budget] = {key: statistics.fmean(run[key] for run in runs) for key in runs[0]}
             console.print(f"routing, {budget} human labels of {len(pool)}: " + ", ".join(
                 f"{key} {value:.3f}" for key, value in result["judges"]["routing"][budget].items()))
+    for part in args.parts:  # each part keeps its own settings: parts are often run apart and merged below
+        result[part]["settings"] = settings
     path = out_dir / "feedback_efficiency.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     path.write_text(json.dumps({**previous, **result}, indent=1))

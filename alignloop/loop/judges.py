@@ -80,6 +80,7 @@ class JudgeScorer:
 
 
 def build_judge(settings: JudgeSettings, guidelines: str) -> LocalJudge | EndpointJudge:
+    """The judge `settings` describe, told its own guidelines or else the campaign's."""
     said = settings.guidelines or guidelines
     if settings.type == "endpoint":
         key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
@@ -136,5 +137,5 @@ def route_items(session: Session, campaign: Campaign, to_people: int, reward_mod
     chosen = select_items({item.id: scores.get(item.id, 0.0) for item in items}, to_people,
                           "uncertainty" if scores else "uniform", seed)
     counts = service.record_routing(session, campaign, chosen)
-    return {"routing": f"people get the items they are least sure of, by {how}" if scores else how,
+    return {"routing": f"people get the items the reward model is least sure of, by {how}" if scores else how,
             "to_people": counts["people"], "to_judges": counts["judges"]}
