@@ -243,6 +243,8 @@ def test_an_ai_judge_annotates_through_the_api_and_routing_splits_the_items_with
     summary = json.loads((out / "rounds" / "round-2" / "summary.json").read_text())
     assert summary["judgements_by_people"] + summary["judgements_by_ai_judges"] == summary["judgements"]
     assert summary["judgements_by_ai_judges"] >= 2
+    report = (out / "report.html").read_text()  # per round: labels by people and by judges, the judge's row
+    assert "judgements_by_ai_judges" in report and "loop-round-2-judge-1" in report
 
 
 def test_a_dpo_round_refuses_to_stop_on_an_alarm_nothing_would_ring():
