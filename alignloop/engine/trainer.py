@@ -61,7 +61,7 @@ class TrainResult:
 
 
 def trainable_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the parameters that train (LoRA: the adapters, a few MB)."""
+    """A copy of the parameters that train (LoRA: the adapters, a few MB; full fine-tuning: the model)."""
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 

@@ -274,9 +274,6 @@ def record_selection(session: Session, campaign: Campaign, scores: Mapping[int, 
     return len(held)
 
 
-AUDIENCES = ("any", "people", "judges")
-
-
 def record_routing(session: Session, campaign: Campaign, to_people: Collection[int]) -> dict[str, int]:
     """Route a campaign's regular items that are not held back: those in `to_people` to people
     only, the rest to AI judges only (gold items stay open to both: a judge's gold accuracy is
