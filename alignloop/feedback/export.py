@@ -29,10 +29,9 @@ Aggregations:
               read the other way round (the other reply of a pair, a ranking reversed; their
               ties count for nothing), as the model's own posterior reads them. The manifest
               gives every evaluator's η, votes and verdict (reliable / noisy / malicious) and
-              the signed weights. Pairs and
-              rankings carry `weight` = 2σ(log-odds) − 1 of their order under those votes
-              (a ranking: the mean over its ordered pairs), which reward-model training
-              multiplies into each judgement's loss
+              the signed weights. Pairs and rankings carry `weight` = 2σ(log-odds) − 1 of
+              their order under those votes (a ranking: the mean over its ordered pairs),
+              which reward-model training multiplies into each judgement's loss
 
 Rows are written in TRL's conversational format by default (`style`; trl_formats.py): prompts
 as messages, responses as assistant messages, so TRL's trainers apply the chat template to them

@@ -12,7 +12,8 @@ favours near-ties, which no number of labels resolves), kept to measure the diff
 
 A member's preference for reply a over reply b is Bradley–Terry's σ(r_a − r_b) on its raw
 (unnormalised) scores, the units it was trained in. An item with K replies (a ranking) scores
-the mean over its K(K−1)/2 pairs; a pairwise task shows the pair with the highest score.
+the mean over its K(K−1)/2 pairs (what the loop uses); `best_pair` names the pair of an item
+whose order would teach most.
 
 Selection is greedy: the `count` highest-scoring items, ties in a seeded random order. Batch
 redundancy (two near-identical items both chosen) is not corrected: sampling items in
