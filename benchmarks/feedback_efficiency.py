@@ -446,11 +446,13 @@ def routing_accuracy(features, pool: list[int], p_chosen: list[float], budget: i
     rng = random.Random(seed)
     human = rng.sample(pool, budget // 2)
     heads = fit_heads(differences[human], poisson_weights(len(human), args.members, seed), l2)
-    rest = [i for i in pool if i not in set(human)]
+    taken = set(human)
+    rest = [i for i in pool if i not in taken]
     human += select_items(selection_scores(heads, chosen, rejected, rest, "uncertainty"), budget - len(human),
                           "uncertainty", seed)
     judge_of = dict(zip(pool, p_chosen))
-    others = [i for i in pool if i not in set(human)]
+    taken = set(human)
+    others = [i for i in pool if i not in taken]
 
     def trained(judged: list[int]) -> float:
         signs = torch.tensor([1.0] * len(human) + [1.0 if judge_of[i] > 0.5 else -1.0 for i in judged],
@@ -664,6 +666,7 @@ def main() -> None:
                 f"{key} {value:.3f}" for key, value in result["judges"]["routing"][budget].items()))
     for part in args.parts:  # each part keeps its own settings: parts are often run apart and merged below
         result[part]["settings"] = settings
+    result.get("labels", {}).pop("orders_seed0", None)  # the lora part's input, not a result
     path = out_dir / "feedback_efficiency.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     path.write_text(json.dumps({**previous, **result}, indent=1))

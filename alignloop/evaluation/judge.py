@@ -27,8 +27,12 @@ import httpx
 import torch
 
 from alignloop.data import encode_prompt
+from alignloop.data.collate import pad_batch
+from alignloop.data.encode import EncodedExample
 from alignloop.data.schemas import Message
 from alignloop.errors import UserError
+from alignloop.models.padding_free import last_hidden_states, positions_from_mask
+from alignloop.models.reward_model import last_token_indices
 
 __all__ = [
     "EndpointJudge", "JudgeError", "JudgeVerdicts", "LocalJudge", "debiased", "judge_messages", "letter_probability",
@@ -120,25 +124,24 @@ class LocalJudge(_BothOrders):
         return ids[-self.max_length:]  # the question is at the end: keep it, cut the conversation's start
 
     def probabilities(self, prompts: Sequence[Any], firsts: Sequence[str], seconds: Sequence[str]) -> list[float]:
-        """P(A) per pair, `firsts` shown as A; batches of similar length, in the given order."""
+        """P(A) per pair, `firsts` shown as A; batches of similar length, in the given order. Only
+        each row's last position goes through the output layer: the verdict is one token."""
         encoded = [self._encoded(p, a, b) for p, a, b in zip(prompts, firsts, seconds)]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         device = next(self.model.parameters()).device
+        head = self.model.get_output_embeddings()
         result = [0.0] * len(encoded)
         with torch.no_grad():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start:start + self.batch_size]
-                width = max(len(encoded[i]) for i in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for k, i in enumerate(rows):  # right padding: causal attention never reads the pads
-                    ids[k, :len(encoded[i])] = torch.tensor(encoded[i])
-                    mask[k, :len(encoded[i])] = 1
-                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
-                last = logits[torch.arange(len(rows)), mask.sum(-1).to(device) - 1][:, self.letter_ids].float()
+                batch = pad_batch([EncodedExample(encoded[i], encoded[i]) for i in rows], pad)
+                ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+                hidden = last_hidden_states(self.model, ids, mask, positions_from_mask(mask))  # (B, T, H)
+                last = hidden[torch.arange(len(rows), device=device), last_token_indices(mask)]  # (B, H)
+                letters = head(last)[:, self.letter_ids].float()  # (B, 2)
                 for k, i in enumerate(rows):
-                    result[i] = letter_probability(last[k, 0].item(), last[k, 1].item())
+                    result[i] = letter_probability(letters[k, 0].item(), letters[k, 1].item())
         return result
 
 

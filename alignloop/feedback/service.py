@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -251,6 +251,15 @@ def campaign_progress(session: Session, campaign: Campaign) -> CampaignProgress:
     return CampaignProgress(items, gold, judgements, (items - gold) * campaign.overlap)
 
 
+def _refuse_if_assigned(session: Session, campaign: Campaign, items: Sequence[Item], why: str) -> None:
+    """A `Conflict` naming the first of `items` someone has been given: what the store decided
+    about who may judge it can no longer change."""
+    started = session.scalars(select(Assignment.item_id).where(
+        Assignment.item_id.in_([item.id for item in items])).limit(1)).first()
+    if started is not None:
+        raise Conflict(f"item {started} of campaign {campaign.name!r} has been assigned; {why}")
+
+
 def record_selection(session: Session, campaign: Campaign, scores: Mapping[int, float | None],
                      chosen: Collection[int]) -> int:
     """Store active selection's verdict on a campaign's regular items: each item's score (None:
@@ -263,10 +272,7 @@ def record_selection(session: Session, campaign: Campaign, scores: Mapping[int, 
         raise InvalidRequest(f"items {sorted(unknown)[:5]} are not regular items of campaign {campaign.name!r}")
     chosen = set(chosen)
     held = [item for item in items if item.id not in chosen]
-    started = session.scalars(select(Assignment.item_id).where(
-        Assignment.item_id.in_([item.id for item in held])).limit(1)).first()
-    if started is not None:
-        raise Conflict(f"item {started} of campaign {campaign.name!r} has been assigned; it cannot be held back")
+    _refuse_if_assigned(session, campaign, held, "it cannot be held back")
     for item in items:
         item.selection_score = scores.get(item.id)
         item.held_back = item.id not in chosen
@@ -284,10 +290,7 @@ def record_routing(session: Session, campaign: Campaign, to_people: Collection[i
     unknown = to_people - {item.id for item in items}
     if unknown:
         raise InvalidRequest(f"items {sorted(unknown)[:5]} are not open regular items of campaign {campaign.name!r}")
-    started = session.scalars(select(Assignment.item_id).where(
-        Assignment.item_id.in_([item.id for item in items])).limit(1)).first()
-    if started is not None:
-        raise Conflict(f"item {started} of campaign {campaign.name!r} has been assigned; routing comes before judging")
+    _refuse_if_assigned(session, campaign, items, "routing comes before judging")
     for item in items:
         item.audience = "people" if item.id in to_people else "judges"
     session.flush()

@@ -33,9 +33,8 @@ from alignloop.feedback.models import Campaign, Item, Role, User
 from alignloop.feedback.selection import select_items
 from alignloop.hardware import resolve_weight_dtype
 from alignloop.loop.annotators import ScriptedAnnotator
-from alignloop.loop.select import ensemble_item_scores
+from alignloop.loop.select import ensemble_item_scores, ensemble_scorer
 from alignloop.models import load_model_and_tokenizer
-from alignloop.models.reward_scoring import RewardScorer
 
 __all__ = ["JudgeScorer", "JudgeSettings", "build_judge", "create_judge_annotators", "route_items"]
 
@@ -128,10 +127,9 @@ def route_items(session: Session, campaign: Campaign, to_people: int, reward_mod
                 "to_judges": sum(item.audience == "judges" for item in items)}
     scores = {item.id: item.selection_score for item in items if item.selection_score is not None}
     how = "the selection scores"
-    if len(scores) < len(items) and reward_model is not None:
-        scorer = RewardScorer.load(reward_model, normalize=False)
-        if scorer.model.members >= 2:
-            scores, how = ensemble_item_scores(scorer, items, "uncertainty"), "BALD over the reward model's members"
+    scorer = ensemble_scorer(reward_model) if len(scores) < len(items) else None
+    if scorer is not None:
+        scores, how = ensemble_item_scores(scorer, items, "uncertainty"), "BALD over the reward model's members"
     if len(scores) < len(items):
         scores, how = {}, "a seeded random sample (no reward-model ensemble yet)"
     chosen = select_items({item.id: scores.get(item.id, 0.0) for item in items}, to_people,

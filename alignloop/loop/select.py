@@ -25,7 +25,7 @@ from alignloop.feedback.models import Item
 from alignloop.feedback.selection import item_score, select_items
 from alignloop.models.reward_scoring import RewardScorer
 
-__all__ = ["ensemble_item_scores", "select_round_items"]
+__all__ = ["ensemble_item_scores", "ensemble_scorer", "select_round_items"]
 
 
 def ensemble_item_scores(scorer: RewardScorer, items: list[Item], how: str) -> dict[int, float]:
@@ -39,6 +39,15 @@ def ensemble_item_scores(scorer: RewardScorer, items: list[Item], how: str) -> d
         scores[item.id] = item_score(members[start:start + len(item.candidates)], how)
         start += len(item.candidates)
     return scores
+
+
+def ensemble_scorer(reward_model: str | None) -> RewardScorer | None:
+    """The reward model at `reward_model` scoring in raw (Bradley–Terry) units, when it is an
+    ensemble; None without one (round 1, or a single member: no disagreement to read)."""
+    if reward_model is None:
+        return None
+    scorer = RewardScorer.load(reward_model, normalize=False)
+    return scorer if scorer.model.members >= 2 else None
 
 
 def _summary(how: str, reason: str, items: list[Item]) -> dict[str, Any]:
@@ -65,15 +74,14 @@ def select_round_items(db_url: str, campaign_name: str, *, how: str, keep: int, 
             return _summary(how, "recorded before this run was interrupted", items)
         scores: dict[int, float] = {}
         used, reason = "uniform", "uniform: a seeded random sample"
+        scorer = ensemble_scorer(reward_model) if how != "uniform" else None
         if how != "uniform" and reward_model is None:
             reason = f"uniform: {how} needs a reward model, and round 1 has none"
-        elif how != "uniform":
-            scorer = RewardScorer.load(reward_model, normalize=False)
-            if scorer.model.members < 2:
-                reason = f"uniform: {how} needs an ensemble (reward.ensemble >= 2) to measure disagreement"
-            else:
-                used, reason = how, f"{how} over the {scorer.model.members} members of {reward_model}"
-                scores = ensemble_item_scores(scorer, items, how)
+        elif how != "uniform" and scorer is None:
+            reason = f"uniform: {how} needs an ensemble (reward.ensemble >= 2) to measure disagreement"
+        elif scorer is not None:
+            used, reason = how, f"{how} over the {scorer.model.members} members of {reward_model}"
+            scores = ensemble_item_scores(scorer, items, how)
         chosen = select_items({item.id: scores.get(item.id, 0.0) for item in items}, keep, used, seed)
         service.record_selection(session, campaign, scores, chosen)
         return _summary(used, reason, items)
