@@ -116,7 +116,8 @@ class LocalJudge(_BothOrders):
     def _single_token(self, letter: str) -> int:
         ids = self.tokenizer.encode(letter, add_special_tokens=False)
         if len(ids) != 1:
-            raise ValueError(f"the judge's tokenizer splits {letter!r} into {len(ids)} tokens; it needs one token per letter")
+            raise JudgeError(f"the judge's tokenizer splits {letter!r} into {len(ids)} tokens; it needs one token "
+                             "per letter (choose another judge model)")
         return ids[0]
 
     def _encoded(self, prompt: Any, first: str, second: str) -> list[int]:
