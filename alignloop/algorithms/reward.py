@@ -13,9 +13,10 @@ mixed in one batch:
   pairs of responses to the same prompt.
 
 With `backbone: frozen` only the head (and any rating thresholds) trains, on features computed
-once per reply (alignloop/models/frozen_features.py). `ensemble: K` trains K heads on those
-features in the same run, each on its own bootstrap of the judgements
-(alignloop/models/reward_ensemble.py), saved as one reward-model folder.
+once per reply (alignloop/models/frozen_features.py). `ensemble: K` trains K members in the same
+run, each on its own bootstrap of the judgements (alignloop/models/reward_ensemble.py), saved as
+one reward-model folder: K heads on those frozen features, or, on a LoRA backbone that trains,
+K adapters on the one shared base, each with its head (alignloop/models/adapter_members.py).
 
 After training, the mean and std of the scores of the training responses are stored with the
 model, so that normalised scores (mean 0, std 1) are comparable across reward models.
@@ -61,6 +62,7 @@ from alignloop.models.reward_model import response_mask_of
 
 
 RATINGS_AS_PAIRS = "pairs"  # rating_loss that turns the ratings of a prompt into preference pairs
+MEMBER_KEY = "member"  # in a part of a batch (RewardMethod.parts): the one member it trains
 
 
 class RewardSettings(Section):
@@ -84,15 +86,10 @@ class RewardSettings(Section):
         None, description="the hidden states the head reads, each RMS-normalised per token, pooled and side by "
                           "side: 0 = the token embeddings, i = block i's output (null: the last, after the final "
                           "norm; [0, 8] learnt toxicity from the demo's feedback better, see models/reward_model.py)")
-    ensemble: int = Field(1, ge=1, le=64, description="members: K heads, each trained on its own bootstrap of the "
-                                                      "judgements (K > 1 needs backbone: frozen)")
-
-    @model_validator(mode="after")
-    def _ensemble_needs_a_frozen_backbone(self) -> RewardSettings:
-        if self.ensemble > 1 and self.backbone != "frozen":
-            raise ValueError(f"ensemble: {self.ensemble} needs backbone: frozen (the members are heads on the shared "
-                             "frozen features; members with their own LoRA adapters are not built yet)")
-        return self
+    ensemble: int = Field(1, ge=1, le=64, description="members, each trained on its own bootstrap of the judgements: "
+                                                      "K heads on the frozen features (backbone: frozen), or K LoRA "
+                                                      "adapters on one shared base, each with its head (a LoRA "
+                                                      "backbone that trains)")
 
 
 class RewardConfig(Section):
@@ -100,6 +97,24 @@ class RewardConfig(Section):
     data: PreferenceDataConfig = Field(description="pairs, K-way rankings and/or ratings")
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimiser, schedule and run settings")
     reward: RewardSettings = Field(default_factory=RewardSettings, description="losses and their weights")
+
+    @model_validator(mode="after")
+    def _trained_members_need_lora(self) -> RewardConfig:
+        if self.reward.ensemble > 1 and self.reward.backbone == "trained" and not has_adapters(self.model):
+            raise ValueError(f"reward.ensemble: {self.reward.ensemble} with a backbone that trains needs LoRA "
+                             "(model.lora or model.adapter: each member is an adapter on the shared base, not a "
+                             "whole model), or reward.backbone: frozen (each member a head on shared features)")
+        return self
+
+
+def has_adapters(model: ModelConfig) -> bool:
+    """Whether the backbone is built with LoRA adapters (new ones, or a saved one to continue)."""
+    return model.lora is not None or model.adapter is not None
+
+
+def members_are_adapters(config: RewardConfig) -> bool:
+    """An ensemble whose members each train their own LoRA adapter (else: heads on shared features)."""
+    return config.reward.ensemble > 1 and config.reward.backbone == "trained"
 
 
 def collate_judgements(items: list, pad_token_id: int, members: int = 1, seed: int = 0) -> dict[str, Any]:
@@ -138,66 +153,79 @@ JUDGEMENTS_IN = {
 class RewardMethod(TrainingMethod):
     settings: RewardSettings
     frozen_features: FrozenFeatures | None = None  # reward.backbone: frozen
+    adapter_members: int = 0  # an ensemble whose members are adapters: how many (each trains in its own part)
 
     def count_items(self, batch: dict[str, Any]) -> int:
-        return sum(JUDGEMENTS_IN[name](sub) for name, sub in batch.items())
+        return sum(JUDGEMENTS_IN[name](sub) for name, sub in batch.items() if name != MEMBER_KEY)
+
+    def parts(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """Members with their own adapters train one per part: forward and backward of member 0,
+        then of member 1, ... so one member's activations are held at a time, not K's."""
+        if self.adapter_members < 2:
+            return [batch]
+        return [{**batch, MEMBER_KEY: member} for member in range(self.adapter_members)]
 
     def loss(self, model: RewardModel, batch: dict[str, Any]) -> LossOutput:
         total = torch.zeros((), device=next(model.parameters()).device)
         metrics: dict[str, torch.Tensor] = {}
+        member = batch.get(MEMBER_KEY)
         for name, fn, weight in (("pairs", self._pairs, self.settings.pair_weight),
                                  ("rankings", self._rankings, self.settings.ranking_weight),
                                  ("ratings", self._ratings, self.settings.rating_weight)):
             if name in batch:
-                loss_sum, parts = fn(model, batch[name])
+                loss_sum, parts = fn(model, batch[name], member)
                 total = total + weight * loss_sum
                 metrics.update(parts)
         return LossOutput(total, metrics)
 
-    def _member_scores(self, model, sub) -> torch.Tensor:
-        """(rows, members) raw scores of a collated sub-batch, from cached features when the
-        backbone is frozen."""
+    def _member_scores(self, model, sub, member: int | None) -> torch.Tensor:
+        """(rows, members) raw scores of a collated sub-batch, or (rows, 1) of `member` alone,
+        from cached features when the backbone is frozen."""
         rows = (sub["input_ids"], sub["attention_mask"], sub.get("prefix_groups"), response_mask_of(sub))
         if self.frozen_features is None:
-            return model(*rows, members=True)
-        return model(features=self.frozen_features(getattr(model, "module", model), *rows), members=True)  # DDP: .module
+            return model(*rows, members=True, member=member)
+        features = self.frozen_features(getattr(model, "module", model), *rows)  # DDP: .module
+        return model(features=features, members=True, member=member)
 
-    def _over_members(self, model, sub, loss_of):
+    def _over_members(self, model, sub, loss_of, member: int | None):
         """(loss_sum, metrics) of a sub-batch, sums over its examples like the losses', from
         `loss_of((rows,) one member's scores) -> (losses (B,), metrics (B,))`, a loss's
         `per_example` form: the bootstrap weights are per example and member, a judgement's
         `weight` per example; both apply while training, the held-out loss is the plain one.
         Every member's losses and metrics are averaged over the members: an ensemble's training
-        metrics are its members' mean, not the ensemble's."""
-        scores = self._member_scores(model, sub)  # (rows, K)
-        results = [loss_of(scores[:, member]) for member in range(scores.shape[-1])]
-        losses = torch.stack([member_losses for member_losses, _ in results], -1)  # (B, members)
+        metrics are its members' mean, not the ensemble's. With `member` k (one part of
+        `parts`), member k's share of that mean: its sums over K."""
+        scores = self._member_scores(model, sub, member)  # (rows, K), or (rows, 1)
+        results = [loss_of(scores[:, column]) for column in range(scores.shape[-1])]
+        losses = torch.stack([member_losses for member_losses, _ in results], -1)  # (B, columns)
         if "member_weights" in sub and model.training:  # the held-out loss is every member's plain loss
-            losses = losses * sub["member_weights"].to(losses)
+            weights = sub["member_weights"] if member is None else sub["member_weights"][:, member : member + 1]
+            losses = losses * weights.to(losses)
         if "weight" in sub and model.training:  # each judgement's share (the export's confidence in it)
             losses = losses * sub["weight"].to(losses)[:, None]
-        metrics = {key: torch.stack([parts[key] for _, parts in results], -1).mean(-1).sum()  # over members, then examples
+        share = 1.0 if member is None else 1.0 / self.adapter_members
+        metrics = {key: share * torch.stack([parts[key] for _, parts in results], -1).mean(-1).sum()  # members, examples
                    for key in results[0][1]}
-        return losses.mean(-1).sum(), metrics
+        return share * losses.mean(-1).sum(), metrics
 
-    def _pairs(self, model, sub):
+    def _pairs(self, model, sub, member=None):
         half = sub["input_ids"].shape[0] // 2  # chosen rows, then rejected rows
         margin = torch.where(sub["has_margin"], sub["margin"], torch.zeros_like(sub["margin"]))
         return self._over_members(model, sub, lambda scores: bradley_terry.per_example(scores[:half], scores[half:],
-                                                                                       margin=margin))
+                                                                                       margin=margin), member)
 
-    def _rankings(self, model, sub):
+    def _rankings(self, model, sub, member=None):
         slots = sub["slot_index"].clamp(min=0)  # (B, slots): each ranked response's row
         return self._over_members(model, sub, lambda scores: plackett_luce.per_example(scores[slots], sub["ranks"],
-                                                                                       mask=sub["ranking_mask"]))
+                                                                                       mask=sub["ranking_mask"]), member)
 
-    def _ratings(self, model, sub):
+    def _ratings(self, model, sub, member=None):
         loss_fn = RATING_LOSSES[self.settings.rating_loss]
         inputs = {"score": sub["score"], "scale_min": sub["scale_min"], "scale_max": sub["scale_max"]}
         if learns_thresholds(self.settings):  # ordinal: the rating as a class between learned cut points
             inputs.update(score_index=(sub["score"] - sub["scale_min"]).round().long(), thresholds=model_thresholds(model))
         return self._over_members(model, sub,
-                                  lambda scores: call_variant(loss_fn.per_example, predicted=scores, **inputs))
+                                  lambda scores: call_variant(loss_fn.per_example, predicted=scores, **inputs), member)
 
 
 def learns_thresholds(settings: RewardSettings) -> bool:
@@ -259,7 +287,8 @@ def run_reward(config: RewardConfig, resume: bool | str = False) -> TrainResult:
 def prepare_reward(config: RewardConfig, context: RunContext) -> TrainingJob:
     classes = config.reward.rating_classes if learns_thresholds(config.reward) else None
     model, tokenizer = build_reward_model(config.model, num_rating_classes=classes, pooling=config.reward.pooling,
-                                          members=config.reward.ensemble, feature_layers=config.reward.feature_layers)
+                                          members=config.reward.ensemble, feature_layers=config.reward.feature_layers,
+                                          member_adapters=members_are_adapters(config))
     frozen = config.reward.backbone == "frozen"
     if frozen:
         model.backbone.requires_grad_(False)  # LoRA adapters too: they stay as built (B = 0)
@@ -278,7 +307,8 @@ def prepare_reward(config: RewardConfig, context: RunContext) -> TrainingJob:
     finalize = partial(finalize_reward_model, config=config, tokenizer=tokenizer, items=items,
                        evaluation=evaluation if eval_items else None, fingerprint=fingerprint, console=context.console)
     return TrainingJob(
-        model, RewardMethod(config.reward, FrozenFeatures() if frozen else None), items,
+        model, RewardMethod(config.reward, FrozenFeatures() if frozen else None,
+                            config.reward.ensemble if members_are_adapters(config) else 0), items,
         partial(collate_judgements, pad_token_id=pad, members=config.reward.ensemble, seed=config.train.seed),
         save_final=finalize, eval_examples=eval_items,
         data_info={"train_sha256": fingerprint, "train_items": len(items), "eval_items": len(eval_items),

@@ -1,7 +1,7 @@
 """The command table: every command that reads a recipe into a typed config and runs it.
 
-`alignloop sft`, `dpo`, `kto`, `ppo`, `grpo`, `rloo`, `rm train`, `loop` and `eval` differ only
-in which config class reads the recipe and which function runs it, so they are rows of
+`alignloop sft`, `dpo`, `kto`, `ppo`, `grpo`, `rloo`, `rm train`, `loop`, `eval` and `best-of-n` differ
+only in which config class reads the recipe and which function runs it, so they are rows of
 `RECIPE_COMMANDS` and one function builds each command from its row. Nothing here imports the
 module a row names until that command runs or its `--help` is asked for: `alignloop --help`
 lists the commands from the rows' summaries without loading torch.
@@ -77,6 +77,11 @@ RECIPE_COMMANDS: dict[str, RecipeCommand] = {
                           "Evaluate a policy against its reference on held-out prompts: scores, KL, win rates, diversity.",
                           options=("config", "overrides"),
                           overrides_example="policy=runs/ppo/final samples_per_prompt=8"),
+    "best-of-n": RecipeCommand("alignloop.algorithms.best_of_n", "BestOfNConfig", "run_best_of_n",
+                               "Best-of-n sampling: n replies per prompt, the one a reward (or an ensemble's "
+                               "conservative aggregate) scores highest kept.",
+                               options=("config", "overrides"),
+                               overrides_example="policy=runs/ppo/final prompts=prompts.jsonl n=8 reward.type=toxicity"),
 }
 
 

@@ -49,6 +49,14 @@ class TrainingMethod(ABC):
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
         """Forward pass and loss of one micro-batch: sums over its `count_items` items."""
 
+    def parts(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The pieces of a training micro-batch that run forward and backward one after the
+        other; their loss sums add up to the micro-batch's. Default: the micro-batch whole.
+        An ensemble whose members are adapters trains one member per part, so that only one
+        member's activations are held at a time (alignloop/algorithms/reward.py). Under DDP the
+        trainer runs the micro-batch whole."""
+        return [batch]
+
     def evaluate_batch(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[LossOutput, int]:
         """Loss sums and item count of one held-out batch. Default: the training loss."""
         return self.loss(model, batch), self.count_items(batch)

@@ -373,19 +373,23 @@ class Trainer:
         scale = self.world / global_items
         loss_sum, metric_sums, tokens, bad = 0.0, {}, 0, 0.0
         for index, batch in enumerate(micro_batches):
-            last = index == len(micro_batches) - 1
             batch = to_device(batch, self.accelerator.device)
-            with self.accelerator.no_sync(self.model) if not last else nullcontext():
-                # The whole loss runs under autocast, not only the model's forward: methods may
-                # apply layers themselves (the output layer on response positions only).
-                with self.accelerator.autocast():
-                    out = self.method.loss(self.model, batch)
-                bad += float(not torch.isfinite(out.loss_sum.detach()).item())
-                self.accelerator.backward(out.loss_sum * scale)
+            # Under DDP a micro-batch runs whole: its gradients are reduced in the last backward,
+            # which would find the parameters that only earlier parts used unused.
+            parts = self.method.parts(batch) if self.world == 1 else [batch]
+            for part_index, part in enumerate(parts):
+                last = index == len(micro_batches) - 1 and part_index == len(parts) - 1
+                with self.accelerator.no_sync(self.model) if not last else nullcontext():
+                    # The whole loss runs under autocast, not only the model's forward: methods may
+                    # apply layers themselves (the output layer on response positions only).
+                    with self.accelerator.autocast():
+                        out = self.method.loss(self.model, part)
+                    bad += float(not torch.isfinite(out.loss_sum.detach()).item())
+                    self.accelerator.backward(out.loss_sum * scale)
+                loss_sum += float(out.loss_sum.detach())
+                for name, value in out.metric_sums.items():
+                    metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
             tokens += batch_token_count(batch)  # after the loss: RL methods set num_tokens once sampled
-            loss_sum += float(out.loss_sum.detach())
-            for name, value in out.metric_sums.items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
         grad_norm = self._clip_gradients()
         bad += float(not math.isfinite(grad_norm))
         if float(self._reduce(bad)) > 0:

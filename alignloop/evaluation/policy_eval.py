@@ -173,7 +173,8 @@ def _same_model(a: str, b: str) -> bool:
 
 
 def plan_models(config: EvalConfig) -> ModelPlan:
-    """Resolve `policy` / `adapter` / `reference` into what `load_models` loads (see the module docstring)."""
+    """Resolve `policy` / `adapter` / `reference` into what `load_models` loads (see the module
+    docstring); `config`: an EvalConfig, or any config with those two fields (best-of-n's)."""
     policy = config.policy
     if policy.adapter is not None:
         base, adapter = policy.name, policy.adapter

@@ -126,7 +126,7 @@ class LoopConfig(Section):
         members = (self.reward_model.get("reward") or {}).get("ensemble", 1)
         if self.rl.stop_on_overoptimisation and members == 1:
             raise ValueError("rl.stop_on_overoptimisation: the alarm watches a reward-model ensemble's disagreement; "
-                             "set reward_model.reward.ensemble to 2 or more (with backbone: frozen)")
+                             "set reward_model.reward.ensemble to 2 or more (heads on a frozen backbone, or LoRA adapters)")
         return self
 
     @model_validator(mode="after")

@@ -12,7 +12,10 @@ Layout of a saved reward model:
       backbone/                 `save_trained_model(merged=False)` output with the tokenizer
                                 (full weights or a LoRA adapter), its config file renamed:
                                 alignloop-backbone-config.json for config.json, or
-                                alignloop-adapter-config.json for adapter_config.json
+                                alignloop-adapter-config.json for adapter_config.json;
+                                an ensemble whose members are adapters keeps member 0's here
+                                and member k's in backbone/member_k/ (peft's layout), each
+                                config file renamed the same way
 
 The renaming (format version 2) closes a trap: an ordinary model folder named `backbone/`
 invites `AutoModelForSequenceClassification.from_pretrained(".../backbone")`, which transformers
@@ -96,6 +99,7 @@ def _metadata(model: RewardModel, extra: dict[str, Any] | None) -> dict[str, Any
         "pooling": model.pooling,
         "feature_layers": list(model.feature_layers) if model.feature_layers else None,
         "members": model.members,
+        "member_adapters": list(model.member_adapters) if model.member_adapters else None,
         "score_mean": mean,
         "score_std": std,
         "extra": extra or {},
@@ -122,8 +126,8 @@ def save_reward_model(
     def write(folder: Path) -> None:
         backbone_dir = save_trained_model(model.backbone, folder / REWARD_BACKBONE_SUBFOLDER, tokenizer=tokenizer)
         for hidden, usual in _HIDDEN_CONFIG_FILES.items():
-            if (backbone_dir / usual).is_file():
-                (backbone_dir / usual).rename(backbone_dir / hidden)
+            for config_file in backbone_dir.rglob(usual):  # member k's adapter is in backbone/member_k/
+                config_file.rename(config_file.with_name(hidden))
         safetensors.torch.save_file(_head_tensors(model), str(folder / REWARD_HEAD_FILE))
         (folder / REWARD_METADATA_FILE).write_text(metadata_text + "\n")
 
@@ -163,14 +167,25 @@ def _loadable_view(backbone_dir: Path) -> Iterator[Path]:
         yield backbone_dir
         return
     with tempfile.TemporaryDirectory(prefix="alignloop-backbone-") as scratch:
-        view = Path(scratch)
-        for item in backbone_dir.iterdir():
-            (view / _HIDDEN_CONFIG_FILES.get(item.name, item.name)).symlink_to(item.resolve())
-        yield view
+        _link_view(backbone_dir, Path(scratch))
+        yield Path(scratch)
+
+
+def _link_view(folder: Path, view: Path) -> None:
+    """Links in `view` to everything in `folder`, config files under their usual names; a
+    subfolder holding a hidden config file (an ensemble member's adapter) gets a view of its own."""
+    for item in folder.iterdir():
+        target = view / _HIDDEN_CONFIG_FILES.get(item.name, item.name)
+        if item.is_dir() and any((item / hidden).is_file() for hidden in _HIDDEN_CONFIG_FILES):
+            target.mkdir()
+            _link_view(item, target)
+        else:
+            target.symlink_to(item.resolve())
 
 
 def _load_lora_backbone(
-    path: Path, backbone_dir: Path, dtype: str, base_model: str | None, trainable: bool, built_from: str | None
+    path: Path, backbone_dir: Path, dtype: str, base_model: str | None, trainable: bool, built_from: str | None,
+    member_adapters: list[str] | None = None,
 ) -> Any:
     base = base_model or adapter_base_model(backbone_dir)
     try:
@@ -181,6 +196,12 @@ def _load_lora_backbone(
             f"pass base_model= to load_reward_model (the reward model was built from {built_from!r}). {error}"
         ) from error
     backbone = load_saved_adapter(base_network, backbone_dir, trainable=trainable)
+    for name in (member_adapters or [])[1:]:  # member 0 is the adapter at the folder's top
+        member_dir = backbone_dir / name
+        if not (member_dir / "adapter_config.json").is_file():
+            raise ModelLoadError(f"reward model {str(path)!r}: the ensemble's member adapter {name!r} is missing "
+                                 f"({REWARD_BACKBONE_SUBFOLDER}/{name}/ should hold it)")
+        backbone.load_adapter(str(member_dir), adapter_name=name, is_trainable=trainable)
     return without_redundant_input_casts(backbone)
 
 
@@ -205,7 +226,8 @@ def load_reward_model(
     head_file = _require_file(path, REWARD_HEAD_FILE)
     with _loadable_view(_require_file(path, REWARD_BACKBONE_SUBFOLDER)) as backbone_dir:
         if (backbone_dir / "adapter_config.json").is_file():
-            backbone = _load_lora_backbone(path, backbone_dir, dtype, base_model, trainable, metadata.get("base_model"))
+            backbone = _load_lora_backbone(path, backbone_dir, dtype, base_model, trainable, metadata.get("base_model"),
+                                           metadata.get("member_adapters"))
             tokenizer = load_tokenizer(str(backbone_dir))
         else:
             backbone, tokenizer = load_model_and_tokenizer(str(backbone_dir), dtype=dtype)
@@ -214,6 +236,7 @@ def load_reward_model(
         pooling=metadata.get("pooling", "last"),  # folders saved before pooling existed read at the last token
         members=metadata.get("members", 1),
         feature_layers=metadata.get("feature_layers"),  # None in folders saved before it existed: the last layer
+        member_adapters=metadata.get("member_adapters"),  # None: the members are heads on shared features
     )
     _load_head(model, head_file, metadata)
     if not trainable:

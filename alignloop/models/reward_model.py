@@ -46,6 +46,9 @@ Design choices, each for a reason:
   members' spread on a reply measures how much the judgements pin its score down, which the RL
   step penalises (`aggregate: mean_minus_std`) and watches (the over-optimisation alarm).
   `forward` gives the members' mean raw score; `forward(..., members=True)` gives each.
+  On a LoRA backbone that trains, each member also has its own adapter on the one shared base
+  (`member_adapters`, see `adapter_members.py`): the members' features then differ, (B, K, H),
+  and member k's head reads member k's.
 - **Optional ordinal cut points** (`num_rating_classes`) for ratings on a scale: the
   cumulative-link loss in `losses/reward.py` needs C-1 increasing thresholds that train
   together with the model, so they live here and are saved with the head.
@@ -67,7 +70,9 @@ from transformers import PreTrainedTokenizerBase
 
 from alignloop.data.encode import IGNORE_INDEX
 from alignloop.errors import UserError
+from alignloop.models.adapter_members import active_member, add_member_adapters
 from alignloop.models.loading import ModelConfig, load_model_and_tokenizer
+from alignloop.models.lora import is_lora_model
 from alignloop.models.padding_free import last_hidden_states, positions_from_mask
 
 __all__ = [
@@ -162,10 +167,16 @@ def mean_over_response(hidden: torch.Tensor, response_mask: torch.Tensor) -> tor
 
 
 def _linear_head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """(B, H) features, (K, H) weight -> (B, K) float32 scores, outside autocast (see the module
-    docstring)."""
+    """(B, H) features, (K, H) weight -> (B, K) scores in float32 (float64 for a float64 model),
+    outside autocast (see the module docstring); (B, K, H) features, each member's own, the same."""
+    dtype = torch.promote_types(features.dtype, torch.float32)
     with torch.autocast(device_type=features.device.type, enabled=False):
-        return F.linear(features.float(), weight.float(), None if bias is None else bias.float())
+        features, weight = features.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+        if features.dim() == 2:
+            return F.linear(features, weight, bias)
+        scores = torch.einsum("bkh,kh->bk", features, weight)
+        return scores if bias is None else scores + bias
 
 
 class RewardModel(nn.Module):
@@ -175,7 +186,8 @@ class RewardModel(nn.Module):
     `base_model_name` records what the backbone was built from (a built-in name, folder or hub
     id), for the saved model's metadata. `members` K > 1 makes an ensemble of K heads, each
     with its own normalisation: `forward` then gives the members' mean raw score, and
-    `forward(..., members=True)` the (B, K) scores that `normalized` takes.
+    `forward(..., members=True)` the (B, K) scores that `normalized` takes. `member_adapters`
+    (K names of the LoRA backbone's adapters, member 0 first) gives each member its own adapter.
     """
 
     def __init__(
@@ -187,13 +199,18 @@ class RewardModel(nn.Module):
         pooling: str = "last",
         members: int = 1,
         feature_layers: Sequence[int] | None = None,
+        member_adapters: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         if members < 1:
             raise ValueError(f"an ensemble needs at least 1 member, got {members}")
+        if member_adapters and (len(member_adapters) != members or not is_lora_model(backbone)):
+            raise ValueError(f"{members} members as adapters need a LoRA backbone with {members} adapters, "
+                             f"got {list(member_adapters)}")
         self.backbone = backbone
+        self.member_adapters = tuple(member_adapters) if member_adapters else None
         self.base_model_name = base_model_name
         self.pooling = pooling
         text_config = backbone.config.get_text_config()
@@ -233,7 +250,7 @@ class RewardModel(nn.Module):
     def forward(
         self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
         prefix_groups: torch.Tensor | None = None, response_mask: torch.Tensor | None = None,
-        *, features: torch.Tensor | None = None, members: bool = False,
+        *, features: torch.Tensor | None = None, members: bool = False, member: int | None = None,
     ) -> torch.Tensor:
         """(B, T) ids and mask -> (B,) float32 raw scores, read at each row's last real token
         (`pooling` "last") or averaged over its response tokens, `response_mask` (B, T) bool
@@ -243,21 +260,38 @@ class RewardModel(nn.Module):
         Rows with the same `prefix_groups` (B,) value (responses to one prompt) may compute
         their common prefix once; the scores are the same. `features` (B, H), computed before
         (`FrozenFeatures`, for a frozen backbone), are scored instead; they pass through
-        `forward` so that a DDP-wrapped model still syncs the head's gradients.
+        `forward` so that a DDP-wrapped model still syncs the head's gradients. `member` k: that
+        member's scores alone, (B, 1), computed with its adapter only (training one member at a time).
         """
+        if member is not None:
+            head = self.head.weight[member : member + 1], self.head.bias[member : member + 1]
+            if features is None:
+                features = self.features(input_ids, attention_mask, prefix_groups, response_mask, member=member)
+            return _linear_head(features, *head)
         if features is None:
             features = self.features(input_ids, attention_mask, prefix_groups, response_mask)
         return self.member_scores(features) if members else self.score_features(features)
 
     def features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_groups: torch.Tensor | None = None,
-        response_mask: torch.Tensor | None = None,
+        response_mask: torch.Tensor | None = None, member: int | None = None,
     ) -> torch.Tensor:
         """(B, H) what the head reads: the last real token's hidden state or the response's mean
         ((B, len(feature_layers) * H), those of each feature layer side by side; arguments as
-        for `forward`)."""
+        for `forward`). Members with their own adapters: (B, K, H), member k's features at k, or
+        with `member` k, (B, H) that member's alone."""
         if self.pooling == "mean" and response_mask is None:
             raise ValueError("a reward model with pooling 'mean' needs the response_mask of its rows")
+        if not self.member_adapters:
+            return self._pooled(input_ids, attention_mask, prefix_groups, response_mask)
+        per_member = []
+        for name in self.member_adapters if member is None else self.member_adapters[member : member + 1]:
+            with active_member(self.backbone, name):
+                per_member.append(self._pooled(input_ids, attention_mask, prefix_groups, response_mask))
+        return torch.stack(per_member, dim=-2) if member is None else per_member[0]
+
+    def _pooled(self, input_ids, attention_mask, prefix_groups, response_mask) -> torch.Tensor:
+        """(B, H) features of the backbone as it computes now (`features`' arguments)."""
         # (B, T, H) after the final norm, or (L, B, T, H) of the feature layers; the LM logits
         # are not used, so not projected.
         hidden = last_hidden_states(self.backbone, input_ids, attention_mask, positions_from_mask(attention_mask),
@@ -272,8 +306,8 @@ class RewardModel(nn.Module):
         return torch.cat(pooled.unbind(0), dim=-1) if self.feature_layers else pooled
 
     def member_scores(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, H) features -> (B, K) float32 raw scores of each member, outside autocast (see
-        the module docstring)."""
+        """(B, H) features, or (B, K, H) each member's own, -> (B, K) float32 raw scores of each
+        member, outside autocast (see the module docstring)."""
         return _linear_head(features, self.head.weight, self.head.bias)
 
     def score_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -340,11 +374,14 @@ def build_reward_model(
     pooling: str = "last",
     members: int = 1,
     feature_layers: Sequence[int] | None = None,
+    member_adapters: bool = False,
     log: Callable[[str], None] | None = None,
     **fields: Any,
 ) -> tuple[RewardModel, PreTrainedTokenizerBase]:
     """A fresh reward model on the backbone `model` describes, and its tokenizer.
 
+    `member_adapters`: each of the `members` gets its own LoRA adapter on the one base (the
+    backbone must be LoRA); otherwise the members are heads on shared features.
     `fields` override ModelConfig fields as in `load_model_and_tokenizer` (dtype, lora, ...).
     With `lora` set only the adapters, the head (and the rating thresholds) train; otherwise
     everything does. The model comes back in whatever mode the loader left it (transformers
@@ -352,6 +389,7 @@ def build_reward_model(
     """
     backbone, tokenizer = load_model_and_tokenizer(model, log=log, **fields)
     name = model if isinstance(model, str) else model.name
+    adapters = add_member_adapters(backbone, members) if members > 1 and member_adapters else None
     model = RewardModel(backbone, num_rating_classes=num_rating_classes, base_model_name=name, pooling=pooling,
-                        members=members, feature_layers=feature_layers)
+                        members=members, feature_layers=feature_layers, member_adapters=adapters)
     return model, tokenizer

@@ -71,9 +71,119 @@ def test_the_ensemble_loss_is_the_mean_of_each_members_weighted_loss(tiny_model_
     torch.testing.assert_close(held_out.loss_sum, sum(loss.sum() for loss in losses) / 3, atol=1e-5, rtol=1e-5)
 
 
-def test_an_ensemble_needs_a_frozen_backbone(tiny_model_dir, tmp_path):
-    with pytest.raises(ConfigError, match="ensemble: 3 needs backbone: frozen"):
+def test_an_ensemble_that_trains_its_backbone_needs_lora(tiny_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="reward.ensemble: 3 with a backbone that trains needs LoRA"):
         config(tiny_model_dir, tmp_path, "reward.ensemble=3")
+
+
+LORA = "model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: all-linear}"
+
+
+def lora_parameters(model, adapter: str) -> dict[str, torch.Tensor]:
+    return {name: p for name, p in model.named_parameters() if ".lora_" in name and f".{adapter}." in name}
+
+
+def test_lora_members_are_adapters_on_one_base_each_scored_by_its_own_adapter_and_head(tiny_model_dir, tmp_path):
+    from alignloop.models.lora import adapters_disabled
+
+    cfg = config(tiny_model_dir, tmp_path, LORA, "reward.ensemble=3")
+    model, tokenizer = build_reward_model(cfg.model, members=3, member_adapters=True)
+    assert model.member_adapters == ("default", "member_1", "member_2")
+    with torch.no_grad():  # give each member's adapter its own B (they start at 0: the base's function)
+        for k, name in enumerate(model.member_adapters):
+            for pname, parameter in lora_parameters(model, name).items():
+                if ".lora_B." in pname:
+                    parameter.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(k))
+    # K members cost K adapters on the one base, not K models: the base's weights exist once.
+    base = sum(p.numel() for n, p in model.backbone.named_parameters() if ".lora_" not in n)
+    one_adapter = sum(p.numel() for p in lora_parameters(model, "default").values())
+    assert sum(p.numel() for p in model.backbone.parameters()) == base + 3 * one_adapter
+    assert all(p.requires_grad for name in model.member_adapters for p in lora_parameters(model, name).values())
+
+    ids = torch.tensor([[5, 6, 7, 8, 9], [0, 5, 6, 10, 11]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])
+    with torch.no_grad():
+        members = model.eval()(ids, mask, members=True)  # (2, 3)
+        # Scoring switched adapters and put every parameter's requires_grad back as it was.
+        assert model.backbone.active_adapter == "default"
+        assert all(p.requires_grad for name in model.member_adapters for p in lora_parameters(model, name).values())
+        for k, name in enumerate(model.member_adapters):  # member k by hand: its adapter alone, its head row
+            model.backbone.set_adapter(name)
+            hidden = model.backbone(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                    output_hidden_states=True).hidden_states[-1]
+            by_hand = hidden[:, -1].double() @ model.head.weight[k].double() + model.head.bias[k].double()
+            torch.testing.assert_close(members[:, k].double(), by_hand, atol=1e-5, rtol=1e-5)
+        model.backbone.set_adapter("default")
+        with adapters_disabled(model.backbone):
+            plain = model(ids, mask, members=True)
+    assert not torch.allclose(members, plain)  # the adapters are used
+    assert not torch.allclose(members[:, 0] - plain[:, 0], members[:, 1] - plain[:, 1])  # each its own
+
+
+def test_lora_members_train_one_per_part_with_the_loss_and_gradients_of_all_at_once(tiny_model_dir, tmp_path):
+    """Float64, so that the two orders of summation agree to rounding (~1e-15), not float32's."""
+    cfg = config(tiny_model_dir, tmp_path, LORA, "reward.ensemble=3")
+    model, tokenizer = build_reward_model(cfg.model, members=3, member_adapters=True)
+    model = model.double().train()
+    with torch.no_grad():  # members that compute differently, as after some training
+        for pname, parameter in model.named_parameters():
+            if ".lora_B." in pname:
+                parameter.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(len(pname)))
+    encoded, _ = encode_preference_records(tokenizer, read_preference_data(cfg.data).train, max_length=128)
+    batch = collate_judgements(encoded.rankings[:2] + encoded.pairs[:2], tokenizer.pad_token_id, members=3, seed=7)
+    method = RewardMethod(RewardSettings(ensemble=3), adapter_members=3)
+    parts = method.parts(batch)
+    assert [part["member"] for part in parts] == [0, 1, 2] and method.count_items(parts[0]) == 4
+
+    def gradients(loss):
+        model.zero_grad()
+        loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    whole = method.loss(model, batch)
+    whole_grads = gradients(whole.loss_sum)
+    outs = [method.loss(model, part) for part in parts]
+    part_grads = gradients(sum(out.loss_sum for out in outs))
+    torch.testing.assert_close(sum(out.loss_sum for out in outs), whole.loss_sum, atol=1e-12, rtol=1e-12)
+    for key, value in whole.metric_sums.items():  # metrics come in float32: sums of ~10 terms of order 1
+        torch.testing.assert_close(sum(out.metric_sums[key] for out in outs), value, atol=1e-6, rtol=1e-6)
+    assert whole_grads.keys() == part_grads.keys() and any(".member_2." in name for name in whole_grads)
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(part_grads[name], grad, atol=1e-12, rtol=1e-10)
+    # A part touches its own member only: member 1's part leaves member 0's adapter without gradient.
+    model.zero_grad()
+    method.loss(model, parts[1]).loss_sum.backward()
+    assert all(p.grad is None for name, p in model.named_parameters() if ".lora_" in name and ".default." in name)
+    assert any(p.grad is not None for name, p in model.named_parameters() if ".member_1." in name)
+
+
+def test_lora_members_train_each_on_its_own_bootstrap_save_load_and_stay_frozen_when_loaded(tiny_model_dir, tmp_path):
+    cfg = config(tiny_model_dir, tmp_path, LORA, "reward.ensemble=3", "train.max_steps=4", "train.lr=1e-2")
+    result = run_reward(cfg)
+    metadata = read_reward_metadata(result.final_model_dir)
+    assert metadata["members"] == 3 and metadata["member_adapters"] == ["default", "member_1", "member_2"]
+    backbone_dir = result.final_model_dir / "backbone"
+    for member in ("member_1", "member_2"):  # peft's layout, each config file hidden like member 0's
+        assert (backbone_dir / member / "alignloop-adapter-config.json").is_file()
+        assert not (backbone_dir / member / "adapter_config.json").exists()
+
+    model, tokenizer = load_reward_model(result.final_model_dir)
+    assert model.member_adapters == ("default", "member_1", "member_2")
+    trained = [lora_parameters(model, name) for name in model.member_adapters]
+    b_of = lambda params: torch.cat([p.flatten() for n, p in sorted(params.items()) if ".lora_B." in n])  # noqa: E731
+    assert all(bool(b_of(params).abs().sum() > 0) for params in trained)  # every member trained
+    assert not torch.allclose(b_of(trained[0]), b_of(trained[1]))  # on its own bootstrap
+    assert not any(p.requires_grad for p in model.parameters())  # loaded for scoring: frozen
+
+    prompts, replies = ["How are you?"] * 3, ["Fine, thanks.", "Go away.", "I am well, and you?"]
+    scores = RewardScorer(model, tokenizer).member_scores(prompts, replies)
+    assert scores.shape == (3, 3) and not torch.allclose(scores[:, 0], scores[:, 1])
+    assert not any(p.requires_grad for p in model.parameters())  # scoring did not thaw the active adapter
+    evaluation = json.loads((tmp_path / "eval_results.json").read_text())
+    assert {"member_0/pairs/accuracy", "member_2/pairs/accuracy"} <= set(evaluation)
+    assert evaluation["ensemble/disagreement"] > 0
+    again, _ = load_reward_model(result.final_model_dir)  # the same members from the folder
+    torch.testing.assert_close(RewardScorer(again, tokenizer).member_scores(prompts, replies), scores)
 
 
 def test_an_ensemble_trains_saves_loads_evaluates_and_scores_as_one_folder(tiny_model_dir, tmp_path):

@@ -1,0 +1,265 @@
+"""Best-of-n against one reward model and against an ensemble's aggregates: gold and proxy vs KL.
+
+    alignloop demo output_dir=runs/demo          # judgements from scripted annotators (toxicity gold)
+    python benchmarks/best_of_n_overoptimisation.py runs/demo --samples 32 --seeds 0 1 2 --judgements 32
+
+Best-of-n is the cheapest optimiser of a reward model, and the one whose KL is known exactly
+(log n − (n − 1) / n). The starting model samples `--samples` N replies to each held-out prompt
+of the loop, once; every arm then keeps, for n = 1, 2, 4, ... N, the reply its reward scores
+highest, and the expected gold score, proxy score and ensemble disagreement of the kept reply are
+computed exactly from the N samples (alignloop/evaluation/best_of_n.py), with no RL noise.
+
+Per seed, a single reward model and a `--members`-member ensemble learn the loop's round-1
+judgements (or `--judgements` of them, drawn per seed: a weaker proxy) with the loop's own
+reward-model recipe, as benchmarks/overoptimisation.py trains them. Arms: `single`, and the
+ensemble's `mean`, `min` and `mean_minus_std` (λ = `--penalty`). The gold scorer is the one the
+loop's scripted annotators followed (for the demo, 1 − alt-profanity-check's toxicity).
+
+Per arm and seed: the peak gold and the KL at it, whether gold then fell by more than a tenth of
+its gain (and at which n), and the n at which the over-optimisation alarm rings: the ensemble's
+mean disagreement on the kept replies at least `--bound` times its disagreement on all samples
+(the starting model's) while the proxy is above its n = 1 value, the rule RL uses
+(alignloop/evaluation/overoptimisation.py). Writes <name>.json / .png under
+benchmarks/results/<cpu>/; the samples and reward models go under `--work`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overoptimisation import FALL, fresh, gold_scorer, subsample  # noqa: E402
+from roofline import cpu_description, results_dir  # noqa: E402
+
+ARMS = ("single", "mean", "min", "mean_minus_std")
+
+
+# ------------------------------------------------------------------ pure: the curves
+def powers_of_two(samples: int) -> list[int]:
+    """1, 2, 4, ... up to `samples` (and `samples` itself)."""
+    ns = [1 << k for k in range(samples.bit_length()) if 1 << k <= samples]
+    return ns if ns[-1] == samples else [*ns, samples]
+
+
+def arm_curve(reward, gold, disagreement, ns: list[int], bound: float) -> list[dict[str, float]]:
+    """{n, kl, gold, proxy, disagreement_ratio, alarm} of best-of-n by `reward` (P, N) for each n;
+    gold and disagreement (P, N) of the same samples."""
+    from alignloop.evaluation.best_of_n import best_of_n_kl, expected_best_of_n
+    from alignloop.evaluation.overoptimisation import overoptimisation_alarm
+
+    reference_disagreement = float(disagreement.double().mean())
+    rows, first_proxy = [], None
+    for n in ns:
+        proxy = float(expected_best_of_n(reward, reward, n).mean())
+        first_proxy = proxy if first_proxy is None else first_proxy
+        spread = float(expected_best_of_n(reward, disagreement, n).mean())
+        rows.append({"n": n, "kl": best_of_n_kl(n), "gold": float(expected_best_of_n(reward, gold, n).mean()),
+                     "proxy": proxy, "disagreement_ratio": spread / reference_disagreement,
+                     "alarm": overoptimisation_alarm(spread, proxy, reference_disagreement, first_proxy, bound) is not None})
+    return rows
+
+
+def curve_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Peak, fall and alarm of one arm's curve (no smoothing: the estimates carry no sampling noise
+    across n beyond that of the one set of samples)."""
+    gold = [row["gold"] for row in rows]
+    peak = max(range(len(gold)), key=gold.__getitem__)
+    gain = gold[peak] - gold[0]
+    fell_at = None if gain <= 0 else next((i for i in range(peak + 1, len(gold)) if gold[i] < gold[peak] - FALL * gain), None)
+    alarm_at = next((i for i, row in enumerate(rows) if row["alarm"]), None)
+    return {"gold_start": gold[0], "gold_peak": gold[peak], "peak_n": rows[peak]["n"], "kl_at_peak": rows[peak]["kl"],
+            "gold_end": gold[-1], "gold_drop": gold[peak] - min(gold[peak:]), "gold_fell": fell_at is not None,
+            "fell_n": None if fell_at is None else rows[fell_at]["n"],
+            "alarm_n": None if alarm_at is None else rows[alarm_at]["n"],
+            "alarm_in_time": None if fell_at is None else alarm_at is not None and alarm_at <= fell_at}
+
+
+# ------------------------------------------------------------------ the samples and reward models
+def draw_samples(loop: Any, count: int, seed: int, path: Path, console: Console) -> dict[str, Any]:
+    """{prompts, texts} of `count` replies of the starting model to each held-out prompt (cached)."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    import torch
+
+    from alignloop.data.prompts import PromptDataConfig, read_prompts
+    from alignloop.engine.progress import TrainingProgress
+    from alignloop.engine.rollout import SamplingConfig
+    from alignloop.evaluation.policy_eval import prompt_text, sample
+    from alignloop.hardware import resolve_weight_dtype
+    from alignloop.models import ModelConfig, load_model_and_tokenizer
+
+    dtype, why = resolve_weight_dtype("auto", "cpu")
+    console.print(f"sampling {count} replies per held-out prompt; precision: {why}")
+    model, tokenizer = load_model_and_tokenizer(ModelConfig(name=loop.model.name, dtype=dtype))
+    model.eval()
+    data = PromptDataConfig(train=loop.prompts.eval, max_prompt_length=loop.prompts.max_prompt_length)
+    items = read_prompts(loop.prompts.eval, tokenizer, data)
+    sampling = SamplingConfig.model_validate(loop.eval.get("sampling", {}))
+    rows = [item for item in items for _ in range(count)]
+    batches = -(-len(rows) // sampling.batch_size)
+    with torch.no_grad(), TrainingProgress(batches, 0, True, "sampling") as progress:
+        rollout = sample(model, tokenizer, [item.prompt_ids for item in rows], sampling, seed, progress)
+    samples = {"prompts": [prompt_text(item.prompt) for item in items], "count": count, "texts": rollout.texts}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(samples))
+    return samples
+
+
+def train_reward_models(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Namespace) -> dict[str, str]:
+    """{single, ensemble}: folders of the seed's two reward models (kept if already trained)."""
+    from alignloop.algorithms.reward import RewardConfig, run_reward
+    from alignloop.loop.recipes import reward_model_recipe, stage_recipe
+    from alignloop.loop.state import load_state
+
+    feedback = [subsample(Path(load_state(loop_dir, loop.rounds, resume=True).artifact(1, "preferences")),
+                          args.judgements, seed, out / "feedback.jsonl")]
+    models = {}
+    for name, members in (("single", 1), ("ensemble", args.members)):
+        recipe = reward_model_recipe(loop, feedback, fresh(out / f"rm-{name}"), seed)
+        recipe = stage_recipe(recipe, reward={"ensemble": members}, train={"progress": False})
+        models[name] = str(run_reward(RewardConfig.model_validate(recipe)).final_model_dir)
+    return models
+
+
+def score_samples(samples: dict[str, Any], models: dict[str, str], gold, features):
+    """(single (P, N), members (P, N, K)) scores of the samples; gold (P, N) passes through."""
+    from alignloop.models import load_reward_model
+    from alignloop.models.reward_scoring import RewardScorer
+
+    count, prompts = samples["count"], samples["prompts"]
+    flat_prompts = [prompt for prompt in prompts for _ in range(count)]
+    scores = {}
+    for name, folder in models.items():
+        model, tokenizer = load_reward_model(folder)
+        model.features = features  # the frozen backbone's features of each reply, computed once for every model
+        scores[name] = RewardScorer(model, tokenizer, batch_size=count).member_scores(flat_prompts, samples["texts"])
+    shape = (len(prompts), count)
+    return gold, scores["single"][:, 0].reshape(shape), scores["ensemble"].reshape(*shape, -1)
+
+
+def shared_features(folder: str):
+    """`RewardModel.features` of the reward model at `folder`, cached per reply: reward models
+    trained with one recipe on the frozen built-in read the same features (FrozenFeatures)."""
+    from alignloop.models import load_reward_model
+    from alignloop.models.frozen_features import FrozenFeatures
+
+    model, _ = load_reward_model(folder)
+    cache = FrozenFeatures()
+    return lambda ids, mask, groups=None, response_mask=None: cache(model, ids, mask, groups, response_mask)
+
+
+def gold_scores(loop: Any, samples: dict[str, Any]):
+    """(P, N) the gold scorer's scores of the samples."""
+    import torch
+
+    from alignloop.rewards import RewardSourceConfig, build_reward_source
+
+    count, prompts = samples["count"], samples["prompts"]
+    config = {key: value for key, value in gold_scorer(loop).items() if key not in ("name", "weight")}
+    scores = build_reward_source(RewardSourceConfig.model_validate(config))(
+        [prompt for prompt in prompts for _ in range(count)], samples["texts"])
+    return torch.tensor(scores).reshape(len(prompts), count)
+
+
+def run_seed(loop, loop_dir: Path, samples: dict[str, Any], gold, seed: int, args: argparse.Namespace,
+             console: Console, features: list) -> dict:
+    """`features`: [] or [the shared feature function], filled by the first seed."""
+    from alignloop.models.reward_ensemble import aggregate_members, disagreement
+
+    started = time.perf_counter()
+    models = train_reward_models(loop, loop_dir, args.work / f"seed-{seed}", seed, args)
+    if not features:
+        features.append(shared_features(models["single"]))
+    gold, single, members = score_samples(samples, models, gold, features[0])
+    spread = disagreement(members)  # (P, N)
+    rewards = {"single": single, **{arm: aggregate_members(members, arm, args.penalty) for arm in ARMS[1:]}}
+    ns = powers_of_two(samples["count"])
+    arms = {}
+    for arm in args.arms:
+        rows = arm_curve(rewards[arm], gold, spread, ns, args.bound)
+        arms[arm] = {"curve": rows, **curve_summary(rows)}
+        console.print(f"seed {seed} {arm}: " + json.dumps({k: v for k, v in arms[arm].items() if k != "curve"}))
+    return {"arms": arms, "seconds": time.perf_counter() - started}
+
+
+# ------------------------------------------------------------------ output
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = list(results["seeds"])
+    figure, axes = plt.subplots(len(seeds), 2, figsize=(11, 3.4 * len(seeds)), squeeze=False)
+    for row, seed in zip(axes, seeds):
+        for arm, entry in results["seeds"][seed]["arms"].items():
+            kl = [point["kl"] for point in entry["curve"]]
+            line, = row[0].plot(kl, [point["gold"] for point in entry["curve"]], marker=".", label=arm)
+            row[1].plot(kl, [point["proxy"] for point in entry["curve"]], marker=".", label=arm, color=line.get_color())
+            alarm = next((point for point in entry["curve"] if point["alarm"]), None)
+            if alarm is not None:
+                row[0].plot(alarm["kl"], alarm["gold"], "x", ms=11, color=line.get_color())
+        row[0].set(title=f"seed {seed}: gold of the kept reply (x = alarm)", xlabel="KL of best-of-n (nats)")
+        row[1].set(title=f"seed {seed}: proxy (its own reward)", xlabel="KL of best-of-n (nats)")
+        row[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def print_table(results: dict[str, Any], console: Console) -> None:
+    table = Table(title="best-of-n: gold peak and the alarm, per seed and arm")
+    for column in ("seed", "arm", "gold n=1", "gold peak", "peak n (KL)", "gold at N", "fell at n", "alarm n", "in time"):
+        table.add_column(column)
+    for seed, entry in results["seeds"].items():
+        for arm, s in entry["arms"].items():
+            table.add_row(str(seed), arm, f"{s['gold_start']:.4f}", f"{s['gold_peak']:.4f}",
+                          f"{s['peak_n']} ({s['kl_at_peak']:.2f})", f"{s['gold_end']:.4f}", str(s["fell_n"]),
+                          str(s["alarm_n"]), str(s["alarm_in_time"]))
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("loop_dir", type=Path, help="a finished loop folder (alignloop demo's)")
+    parser.add_argument("--samples", type=int, default=32, help="N replies per held-out prompt")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--members", type=int, default=5)
+    parser.add_argument("--penalty", type=float, default=1.0, help="λ of mean_minus_std")
+    parser.add_argument("--bound", type=float, default=1.5, help="the alarm's bound on the disagreement ratio")
+    parser.add_argument("--judgements", type=int, default=None, help="train on this many judgements, drawn per seed")
+    parser.add_argument("--name", default="best_of_n_overoptimisation")
+    parser.add_argument("--work", type=Path, default=Path("runs/best-of-n"))
+    args = parser.parse_args()
+    if not (args.loop_dir / "config.yaml").is_file():
+        parser.error(f"{args.loop_dir}: expected a finished loop folder (config.yaml, state.json), e.g. alignloop demo's")
+
+    from alignloop.loop.config import LoopConfig
+
+    console = Console()
+    loop = LoopConfig.model_validate(yaml.safe_load((args.loop_dir / "config.yaml").read_text()))
+    samples = draw_samples(loop, args.samples, loop.seed, args.work / f"samples-{args.samples}.json", console)
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {**cpu_description(), "settings": vars(args) | {"loop_dir": str(args.loop_dir),
+                                                                              "work": str(args.work)}, "seeds": {}}
+    gold, features = gold_scores(loop, samples), []
+    for seed in args.seeds:
+        results["seeds"][seed] = run_seed(loop, args.loop_dir, samples, gold, seed, args, console, features)
+        (out / f"{args.name}.json").write_text(json.dumps(results, indent=1))
+        plot(results, out / f"{args.name}.png")
+    print_table(results, console)
+    console.print(f"wrote {out / args.name}.json and .png")
+
+
+if __name__ == "__main__":
+    main()
