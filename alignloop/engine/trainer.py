@@ -36,7 +36,7 @@ from alignloop.engine import checkpoint as ckpt
 from alignloop.engine.console import console_for
 from alignloop.engine.config import TrainConfig
 from alignloop.engine.memory import freed_memory_retained
-from alignloop.engine.method import Experience, NonFiniteLossError, OnPolicyMethod, TrainingMethod
+from alignloop.engine.method import Experience, LossOutput, NonFiniteLossError, OnPolicyMethod, TrainingMethod
 from alignloop.engine.metrics import MetricsLogger, drop_metrics_after
 from alignloop.errors import UserError
 from alignloop.engine.progress import TrainingProgress
@@ -379,13 +379,8 @@ class Trainer:
             parts = self.method.parts(batch) if self.world == 1 else [batch]
             for part_index, part in enumerate(parts):
                 last = index == len(micro_batches) - 1 and part_index == len(parts) - 1
-                with self.accelerator.no_sync(self.model) if not last else nullcontext():
-                    # The whole loss runs under autocast, not only the model's forward: methods may
-                    # apply layers themselves (the output layer on response positions only).
-                    with self.accelerator.autocast():
-                        out = self.method.loss(self.model, part)
-                    bad += float(not torch.isfinite(out.loss_sum.detach()).item())
-                    self.accelerator.backward(out.loss_sum * scale)
+                out = self._forward_backward(part, scale, sync=last)
+                bad += float(not torch.isfinite(out.loss_sum.detach()).item())
                 loss_sum += float(out.loss_sum.detach())
                 for name, value in out.metric_sums.items():
                     metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
@@ -401,6 +396,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.tokens_seen += int(self._reduce(tokens))
         return self._step_metrics(loss_sum, metric_sums, global_items, grad_norm, used_lr, tokens)
+
+    def _forward_backward(self, batch: dict[str, Any], scale: float, sync: bool) -> LossOutput:
+        """The loss of one (part of a) micro-batch and its backward; DDP reduces gradients only
+        in the backward with `sync` (the step's last)."""
+        with self.accelerator.no_sync(self.model) if not sync else nullcontext():
+            # The whole loss runs under autocast, not only the model's forward: methods may
+            # apply layers themselves (the output layer on response positions only).
+            with self.accelerator.autocast():
+                out = self.method.loss(self.model, batch)
+            self.accelerator.backward(out.loss_sum * scale)
+        return out
 
     def _clip_gradients(self) -> float:
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")

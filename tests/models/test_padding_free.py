@@ -135,3 +135,27 @@ def test_other_attention_kernels_keep_the_padded_forward(tiny_model_dir):
 def test_prefix_sharing_can_be_turned_off(tiny_model_dir):
     model, _ = load_model_and_tokenizer(str(tiny_model_dir), share_prefixes=False)
     assert supports_padding_free(model) and not shares_prefixes(model)
+
+
+def test_features_read_low_run_only_the_blocks_up_to_them():
+    """Layers [0, 1] (the embeddings, block 0's output) of a 4-block model: blocks 2 and 3 never
+    run, and the states read are the full forward's to the bit (the same operations on the same
+    inputs: rows without padding run unpacked)."""
+    from alignloop.models.tiny import build_tiny_causal_lm
+
+    model, _ = build_tiny_causal_lm(num_layers=4)
+    model.eval()
+    ran = []
+    for index, block in enumerate(model.get_decoder().layers):
+        block.register_forward_hook(lambda module, args, output, index=index: ran.append(index))
+    ids = torch.tensor([[5, 6, 7, 8, 9], [11, 12, 5, 6, 10]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+                     output_hidden_states=True).hidden_states
+        ran.clear()
+        low = last_hidden_states(model, ids, mask, positions_from_mask(mask), layers=[0, 1])
+    assert ran == [0, 1]  # block 1 runs so that block 0's output is read before any final norm
+    assert len(model.get_decoder().layers) == 4  # all four are back afterwards
+    for k, layer in enumerate([0, 1]):
+        assert torch.equal(low[k], full[layer])

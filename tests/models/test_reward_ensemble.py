@@ -120,6 +120,26 @@ def test_lora_members_are_adapters_on_one_base_each_scored_by_its_own_adapter_an
     assert not torch.allclose(members[:, 0] - plain[:, 0], members[:, 1] - plain[:, 1])  # each its own
 
 
+def test_members_of_a_continued_adapter_all_start_from_it(tiny_model_dir, tmp_path):
+    from alignloop.models import ModelConfig
+    from alignloop.models.lora import LoraSettings, save_adapter
+
+    sft, _ = build_reward_model(str(tiny_model_dir), lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():  # an adapter that has trained: B is not 0
+        for name, parameter in sft.backbone.named_parameters():
+            if ".lora_B." in name:
+                parameter.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    folder = save_adapter(sft.backbone, tmp_path / "sft-adapter")
+    model, _ = build_reward_model(ModelConfig(name=str(tiny_model_dir), adapter=str(folder)), members=3,
+                                  member_adapters=True)
+    first = lora_parameters(model, "default")
+    assert any(bool(p.any()) for n, p in first.items() if ".lora_B." in n)
+    for member in ("member_1", "member_2"):
+        for name, parameter in lora_parameters(model, member).items():
+            assert torch.equal(parameter, first[name.replace(f".{member}.", ".default.")]), name
+            assert parameter.requires_grad
+
+
 def test_lora_members_train_one_per_part_with_the_loss_and_gradients_of_all_at_once(tiny_model_dir, tmp_path):
     """Float64, so that the two orders of summation agree to rounding (~1e-15), not float32's."""
     cfg = config(tiny_model_dir, tmp_path, LORA, "reward.ensemble=3")
