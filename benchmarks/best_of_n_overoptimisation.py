@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overoptimisation import FALL, fresh, gold_scorer, subsample  # noqa: E402
+from overoptimisation import gold_scorer, peak_fall_alarm, plot_gold_and_proxy, train_reward_models  # noqa: E402
 from roofline import cpu_description, results_dir  # noqa: E402
 
 ARMS = ("single", "mean", "min", "mean_minus_std")
@@ -71,16 +71,10 @@ def arm_curve(reward, gold, disagreement, ns: list[int], bound: float) -> list[d
 def curve_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     """Peak, fall and alarm of one arm's curve (no smoothing: the estimates carry no sampling noise
     across n beyond that of the one set of samples)."""
-    gold = [row["gold"] for row in rows]
-    peak = max(range(len(gold)), key=gold.__getitem__)
-    gain = gold[peak] - gold[0]
-    fell_at = None if gain <= 0 else next((i for i in range(peak + 1, len(gold)) if gold[i] < gold[peak] - FALL * gain), None)
-    alarm_at = next((i for i, row in enumerate(rows) if row["alarm"]), None)
-    return {"gold_start": gold[0], "gold_peak": gold[peak], "peak_n": rows[peak]["n"], "kl_at_peak": rows[peak]["kl"],
-            "gold_end": gold[-1], "gold_drop": gold[peak] - min(gold[peak:]), "gold_fell": fell_at is not None,
-            "fell_n": None if fell_at is None else rows[fell_at]["n"],
-            "alarm_n": None if alarm_at is None else rows[alarm_at]["n"],
-            "alarm_in_time": None if fell_at is None else alarm_at is not None and alarm_at <= fell_at}
+    found = peak_fall_alarm([row["gold"] for row in rows], rows)
+    peak, fell_at, alarm_at = found.pop("peak"), found.pop("fell_at"), found.pop("alarm_at")
+    return {**found, "peak_n": rows[peak]["n"], "fell_n": None if fell_at is None else rows[fell_at]["n"],
+            "alarm_n": None if alarm_at is None else rows[alarm_at]["n"]}
 
 
 # ------------------------------------------------------------------ the samples and reward models
@@ -114,24 +108,8 @@ def draw_samples(loop: Any, count: int, seed: int, path: Path, console: Console)
     return samples
 
 
-def train_reward_models(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Namespace) -> dict[str, str]:
-    """{single, ensemble}: folders of the seed's two reward models (kept if already trained)."""
-    from alignloop.algorithms.reward import RewardConfig, run_reward
-    from alignloop.loop.recipes import reward_model_recipe, stage_recipe
-    from alignloop.loop.state import load_state
-
-    feedback = [subsample(Path(load_state(loop_dir, loop.rounds, resume=True).artifact(1, "preferences")),
-                          args.judgements, seed, out / "feedback.jsonl")]
-    models = {}
-    for name, members in (("single", 1), ("ensemble", args.members)):
-        recipe = reward_model_recipe(loop, feedback, fresh(out / f"rm-{name}"), seed)
-        recipe = stage_recipe(recipe, reward={"ensemble": members}, train={"progress": False})
-        models[name] = str(run_reward(RewardConfig.model_validate(recipe)).final_model_dir)
-    return models
-
-
-def score_samples(samples: dict[str, Any], models: dict[str, str], gold, features):
-    """(single (P, N), members (P, N, K)) scores of the samples; gold (P, N) passes through."""
+def score_samples(samples: dict[str, Any], models: dict[str, str], features):
+    """(single (P, N), members (P, N, K)) scores of the samples."""
     from alignloop.models import load_reward_model
     from alignloop.models.reward_scoring import RewardScorer
 
@@ -143,7 +121,7 @@ def score_samples(samples: dict[str, Any], models: dict[str, str], gold, feature
         model.features = features  # the frozen backbone's features of each reply, computed once for every model
         scores[name] = RewardScorer(model, tokenizer, batch_size=count).member_scores(flat_prompts, samples["texts"])
     shape = (len(prompts), count)
-    return gold, scores["single"][:, 0].reshape(shape), scores["ensemble"].reshape(*shape, -1)
+    return scores["single"][:, 0].reshape(shape), scores["ensemble"].reshape(*shape, -1)
 
 
 def shared_features(folder: str):
@@ -176,10 +154,10 @@ def run_seed(loop, loop_dir: Path, samples: dict[str, Any], gold, seed: int, arg
     from alignloop.models.reward_ensemble import aggregate_members, disagreement
 
     started = time.perf_counter()
-    models = train_reward_models(loop, loop_dir, args.work / f"seed-{seed}", seed, args)
+    models, _ = train_reward_models(loop, loop_dir, args.work / f"seed-{seed}", seed, args)
     if not features:
         features.append(shared_features(models["single"]))
-    gold, single, members = score_samples(samples, models, gold, features[0])
+    single, members = score_samples(samples, models, features[0])
     spread = disagreement(members)  # (P, N)
     rewards = {"single": single, **{arm: aggregate_members(members, arm, args.penalty) for arm in ARMS[1:]}}
     ns = powers_of_two(samples["count"])
@@ -193,26 +171,8 @@ def run_seed(loop, loop_dir: Path, samples: dict[str, Any], gold, seed: int, arg
 
 # ------------------------------------------------------------------ output
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seeds = list(results["seeds"])
-    figure, axes = plt.subplots(len(seeds), 2, figsize=(11, 3.4 * len(seeds)), squeeze=False)
-    for row, seed in zip(axes, seeds):
-        for arm, entry in results["seeds"][seed]["arms"].items():
-            kl = [point["kl"] for point in entry["curve"]]
-            line, = row[0].plot(kl, [point["gold"] for point in entry["curve"]], marker=".", label=arm)
-            row[1].plot(kl, [point["proxy"] for point in entry["curve"]], marker=".", label=arm, color=line.get_color())
-            alarm = next((point for point in entry["curve"] if point["alarm"]), None)
-            if alarm is not None:
-                row[0].plot(alarm["kl"], alarm["gold"], "x", ms=11, color=line.get_color())
-        row[0].set(title=f"seed {seed}: gold of the kept reply (x = alarm)", xlabel="KL of best-of-n (nats)")
-        row[1].set(title=f"seed {seed}: proxy (its own reward)", xlabel="KL of best-of-n (nats)")
-        row[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    plot_gold_and_proxy(results, path, points="curve", gold_of=list, kl_label="KL of best-of-n (nats)",
+                        titles=("gold of the kept reply (x = alarm)", "proxy (its own reward)"))
 
 
 def print_table(results: dict[str, Any], console: Console) -> None:

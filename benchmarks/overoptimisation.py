@@ -57,22 +57,31 @@ def smoothed(values: list[float]) -> list[float]:
     return [sum(values[max(0, i - 1):i + 2]) / len(values[max(0, i - 1):i + 2]) for i in range(len(values))]
 
 
-def curve_summary(steps: list[dict[str, float]]) -> dict[str, Any]:
-    """Peak, fall and alarm of one arm's per-step records ({step, gold, proxy, kl, alarm})."""
-    gold = smoothed([row["gold"] for row in steps])
+def peak_fall_alarm(gold: list[float], points: list[dict[str, Any]]) -> dict[str, Any]:
+    """What both over-optimisation benchmarks read from an arm's gold curve and its points'
+    `alarm` flags: the peak, the first point a tenth of the gain below it (`fell_at`), the first
+    alarm (`alarm_at`; indices), and whether the alarm rang in time."""
     peak = max(range(len(gold)), key=gold.__getitem__)
     gain = gold[peak] - gold[0]
     fell_at = None if gain <= 0 else next(
         (i for i in range(peak + 1, len(gold)) if gold[i] < gold[peak] - FALL * gain), None)
-    alarm_at = next((i for i, row in enumerate(steps) if row.get("alarm")), None)
+    alarm_at = next((i for i, point in enumerate(points) if point.get("alarm")), None)
     return {
-        "gold_start": gold[0], "gold_peak": gold[peak], "peak_step": steps[peak]["step"], "kl_at_peak": steps[peak]["kl"],
-        "gold_end": gold[-1], "kl_end": steps[-1]["kl"], "gold_drop": gold[peak] - min(gold[peak:]),
-        "gold_fell": fell_at is not None, "fell_step": None if fell_at is None else steps[fell_at]["step"],
-        "alarm_step": None if alarm_at is None else steps[alarm_at]["step"],
+        "peak": peak, "fell_at": fell_at, "alarm_at": alarm_at,
+        "gold_start": gold[0], "gold_peak": gold[peak], "kl_at_peak": points[peak]["kl"], "gold_end": gold[-1],
+        "gold_drop": gold[peak] - min(gold[peak:]), "gold_fell": fell_at is not None,
         # The goal: the alarm rang before gold lost a tenth of its gain (and it did ring if gold fell).
         "alarm_in_time": None if fell_at is None else alarm_at is not None and alarm_at <= fell_at,
     }
+
+
+def curve_summary(steps: list[dict[str, float]]) -> dict[str, Any]:
+    """Peak, fall and alarm of one arm's per-step records ({step, gold, proxy, kl, alarm})."""
+    found = peak_fall_alarm(smoothed([row["gold"] for row in steps]), steps)
+    peak, fell_at, alarm_at = found.pop("peak"), found.pop("fell_at"), found.pop("alarm_at")
+    return {**found, "peak_step": steps[peak]["step"], "kl_end": steps[-1]["kl"],
+            "fell_step": None if fell_at is None else steps[fell_at]["step"],
+            "alarm_step": None if alarm_at is None else steps[alarm_at]["step"]}
 
 
 def step_records(metrics_file: Path) -> list[dict[str, float]]:
@@ -136,23 +145,30 @@ def fresh(folder: Path) -> Path:
     return folder
 
 
-def run_seed(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Namespace, console: Console) -> dict:
-    from alignloop.algorithms.grpo import GRPOConfig, run_grpo
+def train_reward_models(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Namespace
+                        ) -> tuple[dict[str, str], dict[str, float]]:
+    """({single, ensemble}: the seed's two reward-model folders, trained afresh on the loop's
+    round-1 judgements (or `args.judgements` of them) with the loop's recipe; their seconds)."""
     from alignloop.algorithms.reward import RewardConfig, run_reward
-
+    from alignloop.loop.recipes import reward_model_recipe, stage_recipe
     from alignloop.loop.state import load_state
-    from alignloop.loop.steps import reward_model_recipe, stage_recipe
 
     feedback = [subsample(Path(load_state(loop_dir, loop.rounds, resume=True).artifact(1, "preferences")),
                           args.judgements, seed, out / "feedback.jsonl")]
-    timings: dict[str, float] = {}
-    models = {}
+    models, timings = {}, {}
     for name, members in (("single", 1), ("ensemble", args.members)):
         started = time.perf_counter()
         recipe = reward_model_recipe(loop, feedback, fresh(out / f"rm-{name}"), seed)
         recipe = stage_recipe(recipe, reward={"ensemble": members}, train={"progress": False})
         models[name] = str(run_reward(RewardConfig.model_validate(recipe)).final_model_dir)
         timings[f"rm_{name}_s"] = time.perf_counter() - started
+    return models, timings
+
+
+def run_seed(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Namespace, console: Console) -> dict:
+    from alignloop.algorithms.grpo import GRPOConfig, run_grpo
+
+    models, timings = train_reward_models(loop, loop_dir, out, seed, args)
     arms = {}
     for arm in args.arms:
         started = time.perf_counter()
@@ -168,23 +184,32 @@ def run_seed(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Nam
 
 # ------------------------------------------------------------------ output
 def plot(results: dict[str, Any], path: Path) -> None:
+    plot_gold_and_proxy(results, path, points="steps", gold_of=smoothed, kl_label="KL (nats per reply)",
+                        titles=("gold (3-step mean; x = alarm)", "proxy (the reward trained on)"))
+
+
+def plot_gold_and_proxy(results: dict[str, Any], path: Path, *, points: str, gold_of, kl_label: str,
+                        titles: tuple[str, str]) -> None:
+    """Per seed, gold (through `gold_of`, x where the alarm first rang) and proxy against KL for
+    every arm; `points`: the key of an arm's records ({kl, gold, proxy, alarm})."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     seeds = list(results["seeds"])
-    figure, axes = plt.subplots(len(seeds), 2, figsize=(11, 3.6 * len(seeds)), squeeze=False)
+    figure, axes = plt.subplots(len(seeds), 2, figsize=(11, 3.5 * len(seeds)), squeeze=False)
     for row, seed in zip(axes, seeds):
         for arm, entry in results["seeds"][seed]["arms"].items():
-            kl = [step["kl"] for step in entry["steps"]]
-            line, = row[0].plot(kl, smoothed([step["gold"] for step in entry["steps"]]), marker=".", label=arm)
-            row[1].plot(kl, [step["proxy"] for step in entry["steps"]], marker=".", label=arm, color=line.get_color())
-            if entry["alarm_step"] is not None:
-                at = next(i for i, step in enumerate(entry["steps"]) if step["step"] == entry["alarm_step"])
-                row[0].plot(kl[at], smoothed([s["gold"] for s in entry["steps"]])[at], "x", ms=12, color=line.get_color())
-        row[0].set(title=f"seed {seed}: gold (3-step mean; x = alarm)", xlabel="KL (nats per reply)")
-        row[1].set(title=f"seed {seed}: proxy (the reward trained on)", xlabel="KL (nats per reply)")
+            records = entry[points]
+            kl, gold = [r["kl"] for r in records], gold_of([r["gold"] for r in records])
+            line, = row[0].plot(kl, gold, marker=".", label=arm)
+            row[1].plot(kl, [r["proxy"] for r in records], marker=".", label=arm, color=line.get_color())
+            alarm = next((i for i, r in enumerate(records) if r.get("alarm")), None)
+            if alarm is not None:
+                row[0].plot(kl[alarm], gold[alarm], "x", ms=12, color=line.get_color())
+        row[0].set(title=f"seed {seed}: {titles[0]}", xlabel=kl_label)
+        row[1].set(title=f"seed {seed}: {titles[1]}", xlabel=kl_label)
         row[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

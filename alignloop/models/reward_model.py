@@ -282,16 +282,20 @@ class RewardModel(nn.Module):
         with `member` k, (B, H) that member's alone."""
         if self.pooling == "mean" and response_mask is None:
             raise ValueError("a reward model with pooling 'mean' needs the response_mask of its rows")
+        rows = (input_ids, attention_mask, prefix_groups, response_mask)
         if not self.member_adapters:
-            return self._pooled(input_ids, attention_mask, prefix_groups, response_mask)
-        per_member = []
-        for name in self.member_adapters if member is None else self.member_adapters[member : member + 1]:
-            with active_member(self.backbone, name):
-                per_member.append(self._pooled(input_ids, attention_mask, prefix_groups, response_mask))
-        return torch.stack(per_member, dim=-2) if member is None else per_member[0]
+            return self._pooled(*rows)
+        if member is not None:
+            return self._pooled(*rows, adapter=self.member_adapters[member])
+        return torch.stack([self._pooled(*rows, adapter=name) for name in self.member_adapters], dim=-2)
 
-    def _pooled(self, input_ids, attention_mask, prefix_groups, response_mask) -> torch.Tensor:
-        """(B, H) features of the backbone as it computes now (`features`' arguments)."""
+    def _pooled(self, input_ids, attention_mask, prefix_groups, response_mask,
+                adapter: str | None = None) -> torch.Tensor:
+        """(B, H) features of the backbone (`features`' arguments), computed with LoRA adapter
+        `adapter` active if one is named."""
+        if adapter is not None:
+            with active_member(self.backbone, adapter):
+                return self._pooled(input_ids, attention_mask, prefix_groups, response_mask)
         # (B, T, H) after the final norm, or (L, B, T, H) of the feature layers; the LM logits
         # are not used, so not projected.
         hidden = last_hidden_states(self.backbone, input_ids, attention_mask, positions_from_mask(attention_mask),
