@@ -41,7 +41,9 @@ parameters and the batch's prompt + response tokens: 2·N per token for generati
 prefill and each new token once, with the KV cache), 2·N per token for each forward-only pass
 the method needs (the reference; RLOO's KL-in-reward also the policy at sampling time; PPO
 also old log-probs with values and the reward model) and 6·N per token for each update pass (PPO: 2 epochs). Both
-libraries are counted by the same rule, so extra passes a library makes count against it.
+libraries are counted by the same rule, so extra passes a library makes count against it, and a
+pass it avoids counts for it: in float32 alignloop's RLOO takes the policy's log-probs from the
+sampler (alignloop/engine/rollout.py), so its share of the peak can pass 100 %.
 Results: benchmarks/results/<cpu>/rl_step_vs_trl.{json,md,png} (or `--out`).
 """
 

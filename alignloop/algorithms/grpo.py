@@ -97,7 +97,7 @@ class GroupPolicyGradient(OnlineRL):
         # the KL in the reward, and for a KL budget, which must read the KL before the update.
         reused = self.settings.num_iterations > 1
         measured = reused or self.settings.kl_in == "reward" or self.settings.kl_stop is not None
-        logps = self.policy_logps(model, scored.tokens) if measured else None
+        logps = self.sampling_logps(model, scored) if measured else None
         kl = kl_penalty(logps, ref_logps, "k1") if logps is not None else torch.zeros_like(ref_logps)
         rewards = scored.scores
         if self.settings.kl_in == "reward":

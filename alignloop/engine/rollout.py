@@ -18,6 +18,12 @@ The sampler's temperature is recorded with the rollout: the log-probs used for t
 be computed from logits divided by the same temperature, or the "old" policy of PPO is not the
 policy that sampled, and the measured KL to the reference can even go negative.
 
+The RL methods' engine (`record_logprobs`) also keeps each drawn token's log-probability under
+the model's own tempered softmax, read from its logits as `generate` computes them (before any
+processor masks or truncates them, as the methods' own forward pass would compute it). Where
+the sampler runs the policy's own weights, those are the policy's log-probs at sampling time,
+which the methods then need not compute again (`OnlineRL.sampling_logps`).
+
 `RolloutEngine` is the interface; `HFRolloutEngine` the implementation that works everywhere;
 `vllm_rollout.VLLMRolloutEngine` the same interface on vLLM for GPU machines;
 `rollout_factory.rollout_engine_factory` picks one from the sampling config. `rollout_batch`
@@ -40,6 +46,7 @@ from alignloop.data import DataError, EncodedExample, IGNORE_INDEX, pad_batch
 from alignloop.data.prompts import PromptDataConfig
 from alignloop.models.inference import weights_in_dtype
 from alignloop.models.lora import lora_merged_for_inference
+from alignloop.ops import on_grid
 
 
 class SamplingConfig(Section):
@@ -72,6 +79,9 @@ class Rollout:
     finished: list[bool]  # whether the response ended with EOS (else it hit max_new_tokens)
     texts: list[str]  # decoded responses without special tokens
     temperature: float
+    # Per response token, log softmax(logits / temperature) of the token drawn, where the
+    # engine recorded it (see the module docstring); None elsewhere.
+    logprobs: list[list[float]] | None = None
 
 
 class RolloutEngine(Protocol):
@@ -141,6 +151,59 @@ def sampling_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+class DrawnLogprobs:
+    """Records, while `generate` runs, log softmax(logits / T) of each token drawn, from the
+    model's own logits: a hook on the output layer keeps each step's last-position log-softmax
+    until a hook on the input embeddings sees the next step's input, the token drawn from it
+    (the last token drawn is read from the finished sequences). One (B, V) row block is held at
+    a time."""
+
+    def __init__(self, model, temperature: float):
+        self.temperature = temperature
+        self._steps: list[torch.Tensor] = []  # (B,) log-prob of each step's drawn token
+        self._pending: torch.Tensor | None = None  # (B, V) the last step's, its token not yet seen
+        self._hooks = [model.get_output_embeddings().register_forward_hook(self._logits),
+                       model.get_input_embeddings().register_forward_pre_hook(self._next_input)]
+
+    def _logits(self, module, inputs, logits: torch.Tensor) -> None:
+        last = logits[:, -1]
+        last = last.to(torch.promote_types(last.dtype, torch.float32))  # the model's precision, float32 at least
+        self._pending = torch.log_softmax(last / self.temperature, dim=-1)
+
+    def _next_input(self, module, inputs) -> None:
+        self._keep_drawn(inputs[0][:, -1])
+
+    def _keep_drawn(self, tokens: torch.Tensor) -> None:
+        if self._pending is not None:
+            self._steps.append(self._pending.gather(-1, tokens[:, None].to(self._pending.device)).squeeze(-1))
+            self._pending = None
+
+    def __enter__(self) -> "DrawnLogprobs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+    def drawn(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, steps) log-probs of the (B, steps) tokens `generate` returned."""
+        if new_tokens.shape[1]:
+            self._keep_drawn(new_tokens[:, -1])
+        return torch.stack(self._steps, dim=-1) if self._steps else torch.zeros(new_tokens.shape)
+
+
+def recorded_logps(rollout: Rollout, mask: torch.Tensor, model) -> torch.Tensor | None:
+    """(R, T-1) the rollout's recorded log-probs laid on the response grid `mask`, where they
+    stand for `model`'s own: recorded (from its weights, not a sampling copy), a model in full
+    precision (float32 or float64) and no autocast on `mask`'s device now, so that a forward
+    pass of `model` would compute the same figures up to the order of float operations (merged
+    LoRA, the KV cache). None otherwise: compute them."""
+    full_precision = getattr(model, "dtype", None) in (torch.float32, torch.float64)
+    if rollout.logprobs is None or not full_precision or torch.is_autocast_enabled(mask.device.type):
+        return None
+    return on_grid(torch.tensor([value for row in rollout.logprobs for value in row], device=mask.device), mask)
+
+
 class GumbelMaxSampling(LogitsProcessor):
     """Makes greedy decoding draw from softmax(logits / T): argmax_i(l_i / T + g_i), with g_i
     independent standard Gumbel noise, is token i with exactly that probability (the Gumbel-max
@@ -165,12 +228,15 @@ class GumbelMaxSampling(LogitsProcessor):
 
 
 class HFRolloutEngine:
-    """Batched sampling with transformers' `generate` (CPU or GPU)."""
+    """Batched sampling with transformers' `generate` (CPU or GPU). `record_logprobs`: keep the
+    drawn tokens' log-probs where the sampler runs the model's own weights (see the module
+    docstring)."""
 
-    def __init__(self, model, tokenizer, sampling: SamplingConfig):
+    def __init__(self, model, tokenizer, sampling: SamplingConfig, record_logprobs: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.sampling = sampling
+        self.record_logprobs = record_logprobs
         self.eos_ids = eos_token_ids(model, tokenizer)
 
     @torch.no_grad()
@@ -179,21 +245,26 @@ class HFRolloutEngine:
             torch.manual_seed(seed)
         responses: list[list[int]] = []
         finished: list[bool] = []
-        with self._sampling_mode() as device:
+        logprobs: list[list[float]] = []
+        with self._sampling_mode() as (device, own_weights):
+            records = own_weights and self.record_logprobs
             for start in range(0, len(prompt_ids), self.sampling.batch_size):
                 chunk = prompt_ids[start : start + self.sampling.batch_size]
-                for tokens in self._generate_chunk(chunk, device):
+                for tokens, token_logprobs in self._generate_chunk(chunk, device, records):
                     response, done = cut_at_eos(tokens, self.eos_ids)
                     responses.append(response)
                     finished.append(done)
+                    logprobs.append(token_logprobs[: len(response)])
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        return Rollout([list(p) for p in prompt_ids], responses, finished, texts, self.sampling.temperature)
+        return Rollout([list(p) for p in prompt_ids], responses, finished, texts, self.sampling.temperature,
+                       logprobs if records else None)
 
     @contextlib.contextmanager
     def _sampling_mode(self):
         """Once per rollout, not per chunk: no dropout, LoRA merged, no CPU autocast, the weights
-        in the sampling dtype; yields the model's device and restores the training mode and the
-        weights even if sampling fails."""
+        in the sampling dtype; yields the model's device and whether the weights are the model's
+        own (no sampling copy in another dtype), and restores the training mode and the weights
+        even if sampling fails."""
         device = next(self.model.parameters()).device
         dtype = sampling_dtype(self.sampling.precision, device)  # before autocast is switched off
         was_training = self.model.training
@@ -201,19 +272,22 @@ class HFRolloutEngine:
         try:
             with lora_merged_for_inference(self.model, dtype), weights_in_dtype(self.model, dtype), \
                     cpu_autocast_off(device):
-                yield device
+                yield device, dtype is None
         finally:
             self.model.train(was_training)
 
-    def _generate_chunk(self, chunk: Sequence[list[int]], device: torch.device) -> list[list[int]]:
+    def _generate_chunk(self, chunk: Sequence[list[int]], device: torch.device,
+                        records: bool) -> list[tuple[list[int], list[float]]]:
+        """(new tokens, their log-probs if `records`, else []) of each row."""
         pad_id = self.tokenizer.pad_token_id
         input_ids, attention_mask = left_pad(chunk, pad_id)
-        output = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            **self._generation_kwargs(pad_id),
-        )
-        return output[:, input_ids.shape[1] :].tolist()
+        recording = DrawnLogprobs(self.model, self.sampling.temperature or 1.0) if records else contextlib.nullcontext()
+        with recording:
+            output = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                         **self._generation_kwargs(pad_id))
+        new_tokens = output[:, input_ids.shape[1] :]
+        logprobs = recording.drawn(new_tokens).tolist() if records else [[]] * len(new_tokens)
+        return list(zip(new_tokens.tolist(), logprobs))
 
     def _generation_kwargs(self, pad_id: int) -> dict:
         s = self.sampling

@@ -41,7 +41,8 @@ from rich.console import Console
 from alignloop.config import ConfigError, Section
 from alignloop.engine.progress import TrainingProgress
 from alignloop.data.prompts import PromptDataConfig, PromptItem, read_prompts
-from alignloop.engine.rollout import HFRolloutEngine, Rollout, SamplingConfig, check_context_fits, rollout_batch
+from alignloop.engine.rollout import (HFRolloutEngine, Rollout, SamplingConfig, check_context_fits, recorded_logps,
+                                     rollout_batch)
 from alignloop.evaluation.diversity import distinct_scores
 from alignloop.evaluation.hacking import MONITOR_ROLE, REWARD_MODEL_ROLE, eval_warnings, standard_error
 from alignloop.hardware import resolve_weight_dtype
@@ -58,6 +59,7 @@ from alignloop.models import (
 )
 from alignloop.models.forward import response_token_logps
 from alignloop.models.reference import reference_network
+from alignloop.ops import IGNORE_INDEX, shifted_targets
 from alignloop.rewards import RewardSource, RewardSourceConfig, build_reward_source, toxicity_probability
 
 __all__ = ["EvalConfig", "PolicySpec", "ModelPlan", "plan_models", "evaluate", "win_counts", "mean_and_se", "source_role"]
@@ -218,10 +220,11 @@ def load_models(plan: ModelPlan, dtype: str, device: torch.device) -> tuple[torc
 
 
 def sample(model, tokenizer, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int,
-           progress: TrainingProgress) -> Rollout:
+           progress: TrainingProgress, record_logprobs: bool = False) -> Rollout:
     """One response per row; batch k drawn after `torch.manual_seed(seed + k)`, so two models
-    sampled with the same arguments share their random numbers batch by batch."""
-    engine = HFRolloutEngine(model, tokenizer, sampling)
+    sampled with the same arguments share their random numbers batch by batch. With
+    `record_logprobs`, the drawn tokens' log-probs too (`HFRolloutEngine`)."""
+    engine = HFRolloutEngine(model, tokenizer, sampling, record_logprobs=record_logprobs)
     parts = []
     for k, start in enumerate(range(0, len(prompt_ids), sampling.batch_size)):
         parts.append(engine.generate(prompt_ids[start : start + sampling.batch_size], seed=seed + k))
@@ -232,19 +235,26 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], sampling: SamplingConf
         finished=[done for part in parts for done in part.finished],
         texts=[text for part in parts for text in part.texts],
         temperature=sampling.temperature,
+        logprobs=[row for part in parts for row in part.logprobs] if record_logprobs and parts[0].logprobs else None,
     )
 
 
 def kl_per_response(policy, reference, rollout: Rollout, pad_token_id: int, rows: int,
                     progress: TrainingProgress) -> list[float]:
-    """Summed log π − log π_ref over each response's tokens (the policy's own samples)."""
+    """Summed log π − log π_ref over each response's tokens (the policy's own samples; log π
+    as the sampler recorded it where that stands for the policy's, `recorded_logps`)."""
     temperature = rollout.temperature or 1.0  # greedy decoding: the plain softmax
     tokens = rollout_batch(rollout, pad_token_id)
     device = next(policy.parameters()).device
+    scored = (shifted_targets(tokens["labels"]) != IGNORE_INDEX).to(device)  # (R, T-1) the response tokens
+    recorded = recorded_logps(rollout, scored, policy)
     kls: list[float] = []
     for start in range(0, len(rollout.texts), rows):
         chunk = {key: value[start : start + rows].to(device) for key, value in tokens.items()}
-        logps, mask, _ = response_token_logps(policy, chunk, temperature)  # (R, T-1)
+        if recorded is None:
+            logps, mask, _ = response_token_logps(policy, chunk, temperature)  # (R, T-1)
+        else:
+            logps, mask = recorded[start : start + rows], scored[start : start + rows]
         with reference_network(policy, reference) as frozen:
             reference_logps, _, _ = response_token_logps(frozen, chunk, temperature)
         kls.extend(((logps - reference_logps) * mask).sum(-1).tolist())
@@ -405,7 +415,8 @@ def evaluate(config: EvalConfig, console: Console | None = None) -> dict[str, An
           TrainingProgress(3 * batches + len(config.sources), 0, config.progress, "evaluating") as progress):
         with reference_network(policy, reference) as frozen:
             reference_rollout = sample(frozen, tokenizer, prompt_ids, config.sampling, config.seed, progress)
-        policy_rollout = sample(policy, tokenizer, prompt_ids, config.sampling, config.seed, progress)
+        policy_rollout = sample(policy, tokenizer, prompt_ids, config.sampling, config.seed, progress,
+                                record_logprobs=True)
         kls = kl_per_response(policy, reference, policy_rollout, tokenizer.pad_token_id,
                               config.sampling.batch_size, progress)
         sources = _score(scorers, rows, policy_rollout, reference_rollout, progress)

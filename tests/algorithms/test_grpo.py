@@ -141,3 +141,27 @@ def test_a_setting_the_baseline_does_not_take_is_refused():
     with pytest.raises(ValidationError, match="scale_by_std is not a setting of advantage 'rloo' \\(only of 'grpo'\\)"):
         GroupSettings(advantage="rloo", scale_by_std=False)
     assert GroupSettings(advantage="grpo", scale_by_std=False).scale_by_std is False
+
+
+def test_the_samplers_logprobs_stand_for_the_policys_only_in_full_precision(smol_tokenizer):
+    """Where the sampler drew from the policy's float32 weights and no autocast is on, its
+    recorded log-probs are the policy's at sampling time (one forward pass saved); under bf16
+    autocast, or when nothing was recorded, the policy's are computed."""
+    from alignloop.algorithms.online import ScoredRollout
+    from alignloop.engine.rollout import Rollout, rollout_batch
+    from alignloop.models import LoraSettings, apply_lora, build_tiny_causal_lm
+
+    policy = apply_lora(build_tiny_causal_lm(smol_tokenizer, seed=1)[0], LoraSettings(r=4, dropout=0.0))
+    recorded = [[-1.5, -2.5], [-3.5]]  # not what the model computes: tells the two sources apart
+    rollout = Rollout([[10, 11], [12]], [[20, 21], [22]], [False, False], ["", ""], 1.0, recorded)
+    scored = ScoredRollout([None, None], rollout, torch.zeros(2), rollout_batch(rollout, 0))
+    method = method_with(GroupSettings())
+    mask = scored.mask
+    assert method.sampling_logps(policy, scored)[mask].tolist() == [-1.5, -2.5, -3.5]
+    computed = method.policy_logps(policy, scored.tokens)[mask]
+    assert (computed < -5).all()  # a random model over a 49k vocabulary
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not torch.equal(method.sampling_logps(policy, scored)[mask], torch.tensor([-1.5, -2.5, -3.5]))
+    unrecorded = ScoredRollout([None, None], Rollout(rollout.prompt_ids, rollout.response_ids, rollout.finished,
+                                                     rollout.texts, 1.0), torch.zeros(2), scored.tokens)
+    assert torch.equal(method.sampling_logps(policy, unrecorded)[mask], computed)

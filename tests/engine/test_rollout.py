@@ -129,3 +129,67 @@ def test_lora_policy_samples_in_bf16_under_bf16_autocast_and_keeps_its_weights(s
     assert model.training  # the training mode is back
     for name, p in model.named_parameters():  # the same float32 tensors, bit for bit
         assert p is weights[name][0] and torch.equal(p, weights[name][1]), name
+
+
+def lora_policy_in_float64(smol_tokenizer):
+    """A tiny LoRA policy whose adapters are not zero (merged weights differ from the base's)."""
+    model = apply_lora(build_tiny_causal_lm(smol_tokenizer, seed=1)[0], LoraSettings(r=4, dropout=0.0)).double()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.5)
+    return model
+
+
+def test_recorded_logprobs_are_the_policys_own_in_float64(smol_tokenizer):
+    """The sampler's log-probs of the tokens it drew (LoRA merged, KV cache, left padding, two
+    chunks, responses cut at EOS) equal a fresh forward pass of the policy (LoRA as adapters,
+    right padding, the tempered softmax) to float64 rounding."""
+    from alignloop.engine.rollout import rollout_batch
+    from alignloop.models.forward import response_logits
+
+    model = lora_policy_in_float64(smol_tokenizer)
+    sampling = SamplingConfig(temperature=0.7, max_new_tokens=6, batch_size=3)
+    engine = HFRolloutEngine(model, smol_tokenizer, sampling, record_logprobs=True)
+    engine.eos_ids = set(range(3, len(smol_tokenizer), 8))  # an eighth of the tokens end a reply: some end early
+    rollout = engine.generate([[10, 11], [12], [13, 14, 15], [16], [17, 18]], seed=0)
+    assert [len(lp) for lp in rollout.logprobs] == [len(r) for r in rollout.response_ids]
+    assert any(len(r) < 6 for r in rollout.response_ids)
+    with torch.no_grad():
+        logits, targets = response_logits(model, rollout_batch(rollout, smol_tokenizer.pad_token_id))  # (N, V), (N,)
+    computed = torch.log_softmax(logits.double() / 0.7, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    recorded = torch.tensor([value for row in rollout.logprobs for value in row], dtype=torch.float64)
+    assert (computed < -1).all()  # real log-probs over a large vocabulary, not zeros
+    # Float64 throughout: the two differ only by the order of operations (~1e-15).
+    assert torch.allclose(recorded, computed, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("settings", [{"min_new_tokens": 4}, {"top_k": 5}, {"temperature": 0.0}])
+def test_recorded_logprobs_are_the_models_own_softmax_whatever_generate_masks(smol_tokenizer, settings):
+    """A minimum length masks EOS, top-k truncates, greedy takes the argmax: the log-probs kept
+    are still those of the model's own (tempered; T = 1 for greedy) softmax, as the methods'
+    forward pass computes them."""
+    from alignloop.engine.rollout import rollout_batch
+    from alignloop.models.forward import response_logits
+
+    model = lora_policy_in_float64(smol_tokenizer)
+    sampling = SamplingConfig(**{"temperature": 0.7, "max_new_tokens": 4, **settings})
+    rollout = HFRolloutEngine(model, smol_tokenizer, sampling, record_logprobs=True).generate([[10, 11], [12]], seed=0)
+    with torch.no_grad():
+        logits, targets = response_logits(model, rollout_batch(rollout, smol_tokenizer.pad_token_id))
+    computed = torch.log_softmax(logits.double() / (sampling.temperature or 1.0), -1).gather(-1, targets[:, None])
+    recorded = torch.tensor([value for row in rollout.logprobs for value in row], dtype=torch.float64)
+    assert torch.allclose(recorded, computed.squeeze(-1), rtol=0, atol=1e-10)
+
+
+def test_logprobs_are_not_recorded_unless_asked_or_from_a_sampling_copy(smol_tokenizer, bf16_is_fast):
+    model = apply_lora(build_tiny_causal_lm(smol_tokenizer, seed=1)[0], LoraSettings(r=4, dropout=0.0))
+    sampling = SamplingConfig(temperature=0.7, max_new_tokens=3)
+    assert HFRolloutEngine(model, smol_tokenizer, sampling).generate([[10, 11]], seed=0).logprobs is None
+    recording = HFRolloutEngine(model, smol_tokenizer, sampling, record_logprobs=True)
+    assert len(recording.generate([[10, 11]], seed=0).logprobs) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # samples from a bf16 copy: not the policy's weights
+        assert recording.generate([[10, 11]], seed=0).logprobs is None
+    output, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    assert not output._forward_hooks and not embeddings._forward_pre_hooks  # the recorder's hooks are gone
