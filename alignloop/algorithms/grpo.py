@@ -90,13 +90,13 @@ class GroupPolicyGradient(OnlineRL):
 
     def collect(self, model: torch.nn.Module, micro_batches: list[dict[str, Any]]) -> Experience:
         items = [item for batch in micro_batches for item in batch["prompts"]]
-        scored = self.sample(model, items, self.settings.group_size)
-        mask = scored.mask
-        ref_logps = self.reference_logps(model, scored.tokens)
         # Log-probs at sampling time are needed for the ratio when the samples are reused, for
         # the KL in the reward, and for a KL budget, which must read the KL before the update.
         reused = self.settings.num_iterations > 1
         measured = reused or self.settings.kl_in == "reward" or self.settings.kl_stop is not None
+        scored = self.sample(model, items, self.settings.group_size, record_logprobs=measured)
+        mask = scored.mask
+        ref_logps = self.reference_logps(model, scored.tokens)
         logps = self.sampling_logps(model, scored) if measured else None
         kl = kl_penalty(logps, ref_logps, "k1") if logps is not None else torch.zeros_like(ref_logps)
         rewards = scored.scores

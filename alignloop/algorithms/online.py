@@ -206,10 +206,13 @@ class OnlineRL(OnPolicyMethod):
     def temperature(self) -> float:
         return self.sampling.temperature or 1.0  # greedy decoding scores with the plain softmax
 
-    def sample(self, model: torch.nn.Module, items: list[PromptItem], per_prompt: int) -> ScoredRollout:
-        """`per_prompt` responses to every prompt (consecutive rows), scored by the reward source."""
+    def sample(self, model: torch.nn.Module, items: list[PromptItem], per_prompt: int,
+               record_logprobs: bool = False) -> ScoredRollout:
+        """`per_prompt` responses to every prompt (consecutive rows), scored by the reward source;
+        `record_logprobs` for a caller that will want `sampling_logps`."""
         rows = [item for item in items for _ in range(per_prompt)]
-        rollout = self.make_engine(self.policy_of(model)).generate([item.prompt_ids for item in rows])
+        rollout = self.make_engine(self.policy_of(model)).generate([item.prompt_ids for item in rows],
+                                                                   record_logprobs=record_logprobs)
         scores = self.reward_source([item.prompt for item in rows], rollout.texts)
         diagnostics = {name: torch.tensor(values, dtype=torch.float32)
                        for name, values in self.reward_source.diagnostics().items()}
@@ -274,7 +277,7 @@ class OnlineRL(OnPolicyMethod):
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.eval_seed)
-            scored = self.sample(model, batch["prompts"], per_prompt=self.eval_samples)
+            scored = self.sample(model, batch["prompts"], per_prompt=self.eval_samples, record_logprobs=True)
         kl = kl_penalty(self.sampling_logps(model, scored), self.reference_logps(model, scored.tokens), "k1")
         metrics = self.rollout_metrics(scored, kl)
         objective = scored.scores.sum() - self.kl_coef_now() * metrics["kl/sequence"]

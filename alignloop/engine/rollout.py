@@ -18,11 +18,12 @@ The sampler's temperature is recorded with the rollout: the log-probs used for t
 be computed from logits divided by the same temperature, or the "old" policy of PPO is not the
 policy that sampled, and the measured KL to the reference can even go negative.
 
-The RL methods' engine (`record_logprobs`) also keeps each drawn token's log-probability under
-the model's own tempered softmax, read from its logits as `generate` computes them (before any
-processor masks or truncates them, as the methods' own forward pass would compute it). Where
-the sampler runs the policy's own weights, those are the policy's log-probs at sampling time,
-which the methods then need not compute again (`OnlineRL.sampling_logps`).
+Asked to (`generate(..., record_logprobs=True)`), the engine also keeps each drawn token's
+log-probability under the model's own tempered softmax, read from its logits as `generate`
+computes them (before any processor masks or truncates them, as the methods' own forward pass
+would compute it). Where the sampler runs the policy's own weights, those are the policy's
+log-probs at sampling time, which the methods then need not compute again
+(`OnlineRL.sampling_logps`).
 
 `RolloutEngine` is the interface; `HFRolloutEngine` the implementation that works everywhere;
 `vllm_rollout.VLLMRolloutEngine` the same interface on vLLM for GPU machines;
@@ -85,8 +86,11 @@ class Rollout:
 
 
 class RolloutEngine(Protocol):
-    def generate(self, prompt_ids: Sequence[list[int]], *, seed: int | None = None) -> Rollout:
-        """One response per prompt (repeat a prompt K times for K samples)."""
+    def generate(self, prompt_ids: Sequence[list[int]], *, seed: int | None = None,
+                 record_logprobs: bool = False) -> Rollout:
+        """One response per prompt (repeat a prompt K times for K samples); with
+        `record_logprobs`, the drawn tokens' log-probs where the engine can tell them (else
+        `Rollout.logprobs` stays None and the caller computes them)."""
 
 
 def left_pad(rows: Sequence[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,26 +232,26 @@ class GumbelMaxSampling(LogitsProcessor):
 
 
 class HFRolloutEngine:
-    """Batched sampling with transformers' `generate` (CPU or GPU). `record_logprobs`: keep the
-    drawn tokens' log-probs where the sampler runs the model's own weights (see the module
+    """Batched sampling with transformers' `generate` (CPU or GPU). It records the drawn tokens'
+    log-probs, when asked, where the sampler runs the model's own weights (see the module
     docstring)."""
 
-    def __init__(self, model, tokenizer, sampling: SamplingConfig, record_logprobs: bool = False):
+    def __init__(self, model, tokenizer, sampling: SamplingConfig):
         self.model = model
         self.tokenizer = tokenizer
         self.sampling = sampling
-        self.record_logprobs = record_logprobs
         self.eos_ids = eos_token_ids(model, tokenizer)
 
     @torch.no_grad()
-    def generate(self, prompt_ids: Sequence[list[int]], *, seed: int | None = None) -> Rollout:
+    def generate(self, prompt_ids: Sequence[list[int]], *, seed: int | None = None,
+                 record_logprobs: bool = False) -> Rollout:
         if seed is not None:
             torch.manual_seed(seed)
         responses: list[list[int]] = []
         finished: list[bool] = []
         logprobs: list[list[float]] = []
         with self._sampling_mode() as (device, own_weights):
-            records = own_weights and self.record_logprobs
+            records = own_weights and record_logprobs
             for start in range(0, len(prompt_ids), self.sampling.batch_size):
                 chunk = prompt_ids[start : start + self.sampling.batch_size]
                 for tokens, token_logprobs in self._generate_chunk(chunk, device, records):

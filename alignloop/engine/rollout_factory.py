@@ -17,6 +17,4 @@ def rollout_engine_factory(sampling: SamplingConfig, tokenizer, model_name: str,
     if sampling.engine == "vllm":
         return VLLMRolloutEngine(model_name, tokenizer, sampling, max_model_len,
                                  sampling.vllm_gpu_memory_utilization, seed)
-    # The methods' engine keeps the drawn tokens' log-probs: where they are the policy's own,
-    # the methods need not compute them again (OnlineRL.sampling_logps).
-    return functools.partial(HFRolloutEngine, tokenizer=tokenizer, sampling=sampling, record_logprobs=True)
+    return functools.partial(HFRolloutEngine, tokenizer=tokenizer, sampling=sampling)

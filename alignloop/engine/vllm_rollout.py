@@ -78,7 +78,10 @@ class VLLMRolloutEngine:
         return self
 
     @torch.no_grad()
-    def generate(self, prompt_ids: Sequence[list[int]], *, seed: int | None = None) -> Rollout:
+    def generate(self, prompt_ids: Sequence[list[int]], *, seed: int | None = None,
+                 record_logprobs: bool = False) -> Rollout:
+        """`record_logprobs` is not honoured: vLLM samples from its own copy of the weights, so
+        the methods compute the policy's log-probs themselves."""
         from vllm import SamplingParams, TokensPrompt  # lazy: optional, CUDA-only dependency
 
         s = self.sampling

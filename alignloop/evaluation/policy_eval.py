@@ -224,10 +224,11 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], sampling: SamplingConf
     """One response per row; batch k drawn after `torch.manual_seed(seed + k)`, so two models
     sampled with the same arguments share their random numbers batch by batch. With
     `record_logprobs`, the drawn tokens' log-probs too (`HFRolloutEngine`)."""
-    engine = HFRolloutEngine(model, tokenizer, sampling, record_logprobs=record_logprobs)
+    engine = HFRolloutEngine(model, tokenizer, sampling)
     parts = []
     for k, start in enumerate(range(0, len(prompt_ids), sampling.batch_size)):
-        parts.append(engine.generate(prompt_ids[start : start + sampling.batch_size], seed=seed + k))
+        parts.append(engine.generate(prompt_ids[start : start + sampling.batch_size], seed=seed + k,
+                                     record_logprobs=record_logprobs))
         progress.advance({})
     return Rollout(
         prompt_ids=[row for part in parts for row in part.prompt_ids],
@@ -235,7 +236,8 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], sampling: SamplingConf
         finished=[done for part in parts for done in part.finished],
         texts=[text for part in parts for text in part.texts],
         temperature=sampling.temperature,
-        logprobs=[row for part in parts for row in part.logprobs] if record_logprobs and parts[0].logprobs else None,
+        logprobs=(None if any(part.logprobs is None for part in parts)
+                  else [row for part in parts for row in part.logprobs]),
     )
 
 

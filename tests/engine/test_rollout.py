@@ -151,9 +151,9 @@ def test_recorded_logprobs_are_the_policys_own_in_float64(smol_tokenizer):
 
     model = lora_policy_in_float64(smol_tokenizer)
     sampling = SamplingConfig(temperature=0.7, max_new_tokens=6, batch_size=3)
-    engine = HFRolloutEngine(model, smol_tokenizer, sampling, record_logprobs=True)
+    engine = HFRolloutEngine(model, smol_tokenizer, sampling)
     engine.eos_ids = set(range(3, len(smol_tokenizer), 8))  # an eighth of the tokens end a reply: some end early
-    rollout = engine.generate([[10, 11], [12], [13, 14, 15], [16], [17, 18]], seed=0)
+    rollout = engine.generate([[10, 11], [12], [13, 14, 15], [16], [17, 18]], seed=0, record_logprobs=True)
     assert [len(lp) for lp in rollout.logprobs] == [len(r) for r in rollout.response_ids]
     assert any(len(r) < 6 for r in rollout.response_ids)
     with torch.no_grad():
@@ -175,7 +175,7 @@ def test_recorded_logprobs_are_the_models_own_softmax_whatever_generate_masks(sm
 
     model = lora_policy_in_float64(smol_tokenizer)
     sampling = SamplingConfig(**{"temperature": 0.7, "max_new_tokens": 4, **settings})
-    rollout = HFRolloutEngine(model, smol_tokenizer, sampling, record_logprobs=True).generate([[10, 11], [12]], seed=0)
+    rollout = HFRolloutEngine(model, smol_tokenizer, sampling).generate([[10, 11], [12]], seed=0, record_logprobs=True)
     with torch.no_grad():
         logits, targets = response_logits(model, rollout_batch(rollout, smol_tokenizer.pad_token_id))
     computed = torch.log_softmax(logits.double() / (sampling.temperature or 1.0), -1).gather(-1, targets[:, None])
@@ -186,10 +186,10 @@ def test_recorded_logprobs_are_the_models_own_softmax_whatever_generate_masks(sm
 def test_logprobs_are_not_recorded_unless_asked_or_from_a_sampling_copy(smol_tokenizer, bf16_is_fast):
     model = apply_lora(build_tiny_causal_lm(smol_tokenizer, seed=1)[0], LoraSettings(r=4, dropout=0.0))
     sampling = SamplingConfig(temperature=0.7, max_new_tokens=3)
-    assert HFRolloutEngine(model, smol_tokenizer, sampling).generate([[10, 11]], seed=0).logprobs is None
-    recording = HFRolloutEngine(model, smol_tokenizer, sampling, record_logprobs=True)
-    assert len(recording.generate([[10, 11]], seed=0).logprobs) == 1
+    engine = HFRolloutEngine(model, smol_tokenizer, sampling)
+    assert engine.generate([[10, 11]], seed=0).logprobs is None
+    assert len(engine.generate([[10, 11]], seed=0, record_logprobs=True).logprobs) == 1
     with torch.autocast("cpu", dtype=torch.bfloat16):  # samples from a bf16 copy: not the policy's weights
-        assert recording.generate([[10, 11]], seed=0).logprobs is None
+        assert engine.generate([[10, 11]], seed=0, record_logprobs=True).logprobs is None
     output, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
     assert not output._forward_hooks and not embeddings._forward_pre_hooks  # the recorder's hooks are gone
