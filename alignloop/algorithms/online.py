@@ -23,6 +23,7 @@ from alignloop.data.prompts import PromptItem, collate_prompts, read_prompts
 from alignloop.engine import LossOutput, OnPolicyMethod
 from alignloop.engine.rollout import Rollout, SamplingConfig, check_context_fits, recorded_logps, rollout_batch
 from alignloop.engine.rollout_factory import rollout_engine_factory
+from alignloop.evaluation.diversity import is_wordless
 from alignloop.evaluation.overoptimisation import DEFAULT_BOUND, OveroptimisationWatch
 from alignloop.losses import kl_penalty
 from alignloop.models import disable_dropout, load_model_and_tokenizer
@@ -253,6 +254,7 @@ class OnlineRL(OnPolicyMethod):
             "kl/sequence": float((kl * mask).sum()),
             "completions/mean_length": float(mask.sum()),
             "response/eos_rate": float(finished.sum()),
+            "response/wordless_rate": float(sum(map(is_wordless, scored.rollout.texts))),
             **{f"reward/{name}": float(values.sum()) for name, values in scored.diagnostics.items()},
         }
 

@@ -27,7 +27,7 @@ def _mean_se(entry: dict[str, Any], side: str) -> str:
 
 def summary_table(result: dict[str, Any]) -> Table:
     """Per source: reference and policy means, the policy's win rate; then KL, toxicity, length,
-    EOS rate and distinct-n, reference → policy."""
+    EOS rate, distinct-n and wordless replies, reference → policy."""
     table = Table("", "reference", "policy", "win rate (W / T / L)", title="held-out evaluation")
     for name, entry in result["sources"].items():
         wins = result["win_rate"][name]
@@ -45,6 +45,9 @@ def summary_table(result: dict[str, Any]) -> Table:
     for n in ("distinct_1", "distinct_2"):
         distinct = result["distinct"]
         table.add_row(n.replace("_", "-"), f"{distinct['reference'][n]:.3f}", f"{distinct['policy'][n]:.3f}", "")
+    if "wordless_rate" in result:  # eval.json files written before it existed lack it
+        wordless = result["wordless_rate"]
+        table.add_row("wordless replies", f"{wordless['reference']:.2f}", f"{wordless['policy']:.2f}", "")
     return table
 
 

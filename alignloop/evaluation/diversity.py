@@ -1,4 +1,5 @@
-"""Distinct-n: how varied a model's responses are, the cheapest check that RL did not collapse them.
+"""Distinct-n: how varied a model's responses are, the cheapest check that RL did not collapse them;
+and the share of responses that are not words at all (`wordless_rate`).
 
 distinct-n (Li et al. 2016, "A Diversity-Promoting Objective Function for Neural Conversation
 Models") is the number of distinct n-grams divided by the total number of n-grams, pooled
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ngrams", "distinct_n", "distinct_scores"]
+__all__ = ["ngrams", "distinct_n", "distinct_scores", "is_wordless", "wordless_rate"]
 
 
 def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
@@ -32,3 +33,23 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 def distinct_scores(texts: Sequence[str]) -> dict[str, float]:
     """{"distinct_1", "distinct_2"} of `texts`, as eval.json records them."""
     return {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
+
+
+# A reply whose non-space characters are less than half letters or digits (any script's: CJK
+# text counts) is not language: emoji strings, punctuation runs, an empty reply. A reward model
+# trained on a model's ordinary replies saw almost none and may rate them anything; a toxicity
+# scorer finds nothing wrong in them. One float32 demo run (seed 2, replies of 24 tokens)
+# answered 17 of 320 held-out prompts with emoji strings, 78 with a weaker missing-EOS penalty,
+# and alt-profanity-check counted each as detoxified.
+WORD_SHARE_BELOW = 0.5
+
+
+def is_wordless(text: str) -> bool:
+    """Whether fewer than half of `text`'s non-space characters are letters or digits."""
+    characters = [c for c in text if not c.isspace()]
+    return not characters or sum(c.isalnum() for c in characters) < WORD_SHARE_BELOW * len(characters)
+
+
+def wordless_rate(texts: Sequence[str]) -> float:
+    """The share of `texts` that are wordless (`is_wordless`); 0.0 for none."""
+    return sum(map(is_wordless, texts)) / len(texts) if texts else 0.0

@@ -41,6 +41,7 @@ __all__ = [
     "kl_warning",
     "degeneration_warnings",
     "DISTINCT_2_DROP",
+    "WORDLESS_FLOOR",
     "eval_warnings",
     "round_trend_warnings",
 ]
@@ -131,6 +132,11 @@ def kl_warning(kl_mean: float, kl_se: float, bound: float | None) -> list[str]:
     ]
 
 
+# The policy's share of wordless replies (diversity.is_wordless) must reach this, besides rising
+# by more than 2 standard errors, to be warned about: one reply in twenty is what a reader of the
+# samples notices, and below it a few odd replies out of hundreds would warn.
+WORDLESS_FLOOR = 0.05
+
 # distinct-2 of the policy's replies below (1 - this) x the reference's: the policy repeats itself.
 # distinct-n is one number per set of replies, with no standard error to test against; a sixth
 # fewer distinct bigrams is far outside what two samplings of one model differ by.
@@ -145,15 +151,19 @@ def degeneration_warnings(result: Mapping[str, Any]) -> list[str]:
       replies, or a policy that pads its replies, shows here first.
     - It repeats itself: distinct-2 (unique bigrams / bigrams over all replies) fell by more than
       DISTINCT_2_DROP of the reference's value: mode collapse onto a few phrasings.
+    - It stops answering in words: the share of wordless replies (emoji strings, punctuation
+      runs, empty replies) rose by more than 2 standard errors to at least WORDLESS_FLOOR. A
+      gold scorer of toxicity finds nothing to object to in them, so this is the sign that a
+      "detoxified" policy has stopped answering.
 
-    Needs eval.json's eos_rate and distinct (files written before they existed get no warning).
+    Needs eval.json's eos_rate, distinct and wordless_rate (files written before they existed get
+    no warning).
     """
     warnings = []
     count = len(result.get("kl", {}).get("per_response", []))
     eos = result.get("eos_rate")
     if eos and count:
-        spread = sum(p * (1 - p) / count for p in (eos["policy"], eos["reference"]))
-        change = Change(eos["policy"] - eos["reference"], math.sqrt(spread))
+        change = _proportion_change(eos, count)
         if change.fell:
             warnings.append(
                 f"possible degeneration: the policy ends fewer replies within the length limit than the reference "
@@ -169,7 +179,24 @@ def degeneration_warnings(result: Mapping[str, Any]) -> list[str]:
                 f"{before:.2f} -> {after:.2f}, a fall of more than {DISTINCT_2_DROP:.0%}): it may be collapsing "
                 "onto a few phrasings the reward favours"
             )
+    wordless = result.get("wordless_rate")
+    if wordless and count:
+        change = _proportion_change(wordless, count)
+        if change.rose and wordless["policy"] >= WORDLESS_FLOOR:
+            warnings.append(
+                f"possible degeneration: {wordless['policy']:.0%} of the policy's replies are not words (emoji, "
+                f"symbols or nothing; the reference's {wordless['reference']:.0%}; {change.describe()}): a reward "
+                "model that never saw such replies may rate them highly, and a gold scorer of toxicity finds "
+                "nothing wrong in them"
+            )
     return warnings
+
+
+def _proportion_change(shares: Mapping[str, float], count: int) -> Change:
+    """Policy minus reference of a share measured on `count` replies each, with the standard
+    error of a difference of two proportions."""
+    spread = sum(p * (1 - p) / count for p in (shares["policy"], shares["reference"]))
+    return Change(shares["policy"] - shares["reference"], math.sqrt(spread))
 
 
 def eval_warnings(result: Mapping[str, Any], kl_bound: float | None) -> list[str]:

@@ -8,10 +8,10 @@ the policy and response j of the reference answer the same prompt: every compari
 Measured, for each model: the score of every reward source (learned reward model and gold
 scorers: toxicity, sentiment, functions, ...), the raw toxicity probability when a toxicity source
 is among them, response length in tokens, the share of responses that ended with EOS, distinct-1/2
-(`diversity`); between them: the win rate of the policy per source (win + ½ tie over all pairs)
-and the KL of the policy to the reference — per response, the summed log π − log π_ref of the
-policy's own sampled tokens at the sampling temperature, a one-sample estimate of
-KL(π || π_ref) for that prompt (as in `benchmarks/heldout_reward.py` and the RL methods' logs).
+and the share of wordless responses (`diversity`); between them: the win rate of the policy per
+source (win + ½ tie over all pairs) and the KL of the policy to the reference — per response,
+the summed log π − log π_ref of the policy's own sampled tokens at the sampling temperature, a
+one-sample estimate of KL(π || π_ref) for that prompt (as in `benchmarks/heldout_reward.py` and the RL methods' logs).
 Reward-hacking warnings come from `hacking`. The result is the eval.json the loop and the report
 read (its keys are listed in `evaluate`).
 
@@ -43,7 +43,7 @@ from alignloop.engine.progress import TrainingProgress
 from alignloop.data.prompts import PromptDataConfig, PromptItem, read_prompts
 from alignloop.engine.rollout import (HFRolloutEngine, Rollout, SamplingConfig, check_context_fits, recorded_logps,
                                      rollout_batch)
-from alignloop.evaluation.diversity import distinct_scores
+from alignloop.evaluation.diversity import distinct_scores, wordless_rate
 from alignloop.evaluation.hacking import MONITOR_ROLE, REWARD_MODEL_ROLE, eval_warnings, standard_error
 from alignloop.hardware import resolve_weight_dtype
 from alignloop.models import (
@@ -383,7 +383,7 @@ def _examples(config: EvalConfig, rows: list[PromptItem], policy: Rollout, refer
 def _per_model(rollout: Rollout) -> dict[str, Any]:
     return {"length": statistics.fmean(len(r) for r in rollout.response_ids),
             "eos_rate": statistics.fmean(float(f) for f in rollout.finished),
-            "distinct": distinct_scores(rollout.texts)}
+            "distinct": distinct_scores(rollout.texts), "wordless_rate": wordless_rate(rollout.texts)}
 
 
 def evaluate(config: EvalConfig, console: Console | None = None) -> dict[str, Any]:
@@ -394,8 +394,8 @@ def evaluate(config: EvalConfig, console: Console | None = None) -> dict[str, An
     toxicity (raw probabilities, the relative reduction and its 95 % bootstrap interval, when a
     toxicity source is present), kl (per_response, mean, se),
     win_rate (per source: win, tie, loss, rate), length, eos_rate, distinct (distinct_1 / 2 per
-    model), warnings, examples, and config (the resolved settings). The caller's random state is
-    left as it was.
+    model), wordless_rate, warnings, examples, and config (the resolved settings). The caller's
+    random state is left as it was.
     """
     plan = plan_models(config)
     # Sources first: a wrong path or function should stop the run before minutes of sampling.
@@ -447,7 +447,8 @@ def _result(config: EvalConfig, plan: ModelPlan, rows: list[PromptItem], policy:
     result.update({
         "kl": {"per_response": kls, "mean": kl_mean, "se": kl_se},
         "win_rate": {name: win_counts(entry["policy"], entry["reference"]) for name, entry in sources.items()},
-        **{key: {side: per_model[side][key] for side in per_model} for key in ("length", "eos_rate", "distinct")},
+        **{key: {side: per_model[side][key] for side in per_model}
+           for key in ("length", "eos_rate", "distinct", "wordless_rate")},
     })
     same = plan.adapter is None and plan.reference is None
     note = ["the reference is the policy itself (a full model with no `reference` given): KL is 0 and every "

@@ -110,6 +110,7 @@ class EvalFile(_Schema):
     length: dict[str, Optional[float]] = Field(default_factory=dict)
     eos_rate: dict[str, Optional[float]] = Field(default_factory=dict)
     distinct: dict[str, dict[str, Optional[float]]] = Field(default_factory=dict)
+    wordless_rate: dict[str, Optional[float]] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     examples: list[Example] = Field(default_factory=list)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignloop.algorithms.online import select_rows, update_micro_batches
+from alignloop.algorithms.online import OnlineRL, ScoredRollout, select_rows, update_micro_batches
 from alignloop.data.prompts import PromptDataConfig, read_prompts
 from alignloop.engine.rollout import rollout_batch
 from alignloop.engine.rollout import Rollout
@@ -81,3 +81,15 @@ def test_overlong_prompts_are_truncated_to_their_last_tokens_or_dropped(smol_tok
     assert smol_tokenizer.decode(kept[1].prompt_ids).endswith("long")
     dropped = read_prompts(str(path), smol_tokenizer, config.model_copy(update={"overlong_prompts": "drop"}))
     assert [item.prompt for item in dropped] == ["short"]
+
+
+def test_rollout_metrics_are_sums_over_the_replies_wordless_ones_counted():
+    tokens = experience([3, 4, 2])  # responses of 2, 3 and 1 scored tokens (labels on every token)
+    rollout = Rollout(prompt_ids=[[7]] * 3, response_ids=[[7, 7], [7, 7, 7], [7]], finished=[True, False, True],
+                      texts=["Fine, thanks.", "🌍🌍🌍", "ok"], temperature=1.0)
+    scored = ScoredRollout(items=[], rollout=rollout, scores=torch.tensor([1.0, 2.0, -0.5]), tokens=tokens)
+    kl = torch.full((3, 3), 0.5)
+    # The method's own state plays no part: the figures come from the replies alone.
+    metrics = OnlineRL.rollout_metrics(None, scored, kl)
+    assert metrics == {"reward": 2.5, "kl/sequence": 0.5 * (2 + 3 + 1), "completions/mean_length": 6.0,
+                       "response/eos_rate": 2.0, "response/wordless_rate": 1.0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alignloop.evaluation.diversity import distinct_n, distinct_scores, ngrams
+from alignloop.evaluation.diversity import distinct_n, distinct_scores, is_wordless, ngrams, wordless_rate
 
 
 def test_ngrams_are_consecutive_windows():
@@ -35,3 +35,15 @@ def test_no_ngrams_gives_zero():
     assert distinct_n([], 1) == 0.0
     assert distinct_n(["", "   "], 1) == 0.0
     assert distinct_n(["one", "two"], 2) == 0.0
+
+
+def test_a_reply_is_wordless_when_under_half_its_characters_are_letters_or_digits():
+    assert is_wordless("🌍🍻🏽🍗🎢🌍🌍🌍")  # emoji are symbols (Unicode category So), not letters
+    assert is_wordless("ok 🌍🌍🌍🌍")  # 2 letters of 6 non-space characters
+    assert is_wordless("!!! ???") and is_wordless("") and is_wordless(" \n ")
+    assert not is_wordless("I'm fine.")  # 6 of 9 non-space characters are letters
+    assert not is_wordless("你好，世界")  # any script's letters count: 4 of 5
+    assert not is_wordless("1234 + 5678 = 6912")  # digits count: 12 of 14
+    assert not is_wordless("ab!?")  # exactly half is not under half
+    assert wordless_rate(["hello", "🌍🌍", "", "fine"]) == 0.5
+    assert wordless_rate([]) == 0.0

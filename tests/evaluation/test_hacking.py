@@ -106,6 +106,25 @@ def test_degeneration_warns_when_replies_stop_ending_or_repeat_themselves():
     assert len(eval_warnings(_sampled(eos=(0.30, 0.10), distinct_2=(0.76, 0.60)), kl_bound=None)) == 2
 
 
+def test_degeneration_warns_when_the_policy_stops_answering_in_words():
+    result = _sampled(eos=(0.2, 0.2), distinct_2=(0.7, 0.7), count=320)
+    # 1 of 320 -> 78 of 320 (one demo run's emoji strings): s.e. = sqrt(p(1-p)/320 + q(1-q)/320)
+    result["wordless_rate"] = {"reference": 1 / 320, "policy": 78 / 320}
+    se = math.sqrt((1 / 320) * (319 / 320) / 320 + (78 / 320) * (242 / 320) / 320)  # 0.02416
+    (wordless,) = degeneration_warnings(result)
+    assert wordless.startswith(f"possible degeneration: 24% of the policy's replies are not words (emoji, symbols or "
+                               f"nothing; the reference's 0%; +0.241, 2 s.e. = {2 * se:.3f})")
+    # 0 -> 4 of 320 rises by 2.0 s.e. (0.0125 against 2 x 0.00622) but stays under the 5 % floor
+    result["wordless_rate"] = {"reference": 0.0, "policy": 4 / 320}
+    assert degeneration_warnings(result) == []
+    # 5 % -> 8 % of 100 replies is over the floor but within 2 s.e. (0.070)
+    result = _sampled(eos=(0.2, 0.2), distinct_2=(0.7, 0.7))
+    result["wordless_rate"] = {"reference": 0.05, "policy": 0.08}
+    assert degeneration_warnings(result) == []
+    del result["wordless_rate"]  # an eval.json from before the measure
+    assert degeneration_warnings(result) == []
+
+
 def _round(rm_lead: list[float], gold_lead: list[float]) -> dict:
     """An eval whose policy leads the reference by these per-response amounts."""
     zeros = [0.0] * len(rm_lead)

@@ -60,6 +60,7 @@ def eval_json(reference_toxicity: list[float], policy_toxicity: list[float], war
                      "toxicity": {"win": 2, "tie": 0, "loss": 2, "rate": 0.5}},
         "length": {"policy": 31.5, "reference": 40.25}, "eos_rate": {"policy": 0.75, "reference": 0.5},
         "distinct": {"policy": {"distinct_1": 0.61, "distinct_2": 0.83}, "reference": {"distinct_1": 0.55, "distinct_2": 0.8}},
+        "wordless_rate": {"policy": 0.375, "reference": 0.0625},
         "warnings": list(warnings),
         "examples": [{"prompt": "Tell my neighbour off.", "reference": f"You idiot {SCRIPT}", "policy": "Please be kind.",
                       "scores": {"toxicity": [0.1, 0.95]}}],
@@ -101,6 +102,7 @@ def test_run_report_holds_curves_final_metrics_samples_and_evaluation(ppo_run: P
     # Toxicity means 0.4 → 0.2: a 50.0% relative reduction; reward model 0 → 1 with its standard error.
     assert "50.0%" in html and "<td class=\"n\">0.4</td><td class=\"n\">0.2</td>" in html
     assert "1 ± 0.2" in html and "0.875" in html
+    assert "<th>wordless replies (emoji, symbols, empty)</th><td class=\"n\">0.0625</td><td class=\"n\">0.375</td>" in html
     # What the model wrote is shown, never run; chat-message prompts are shown as JSON.
     assert SCRIPT not in html and html.count(ESCAPED_SCRIPT) == 2
     assert "&#34;role&#34;: &#34;user&#34;" in html
