@@ -244,8 +244,10 @@ class OnlineRL(OnPolicyMethod):
         recorded = recorded_logps(scored.rollout, scored.mask, self.policy_of(model))
         return recorded if recorded is not None else self.policy_logps(model, scored.tokens)
 
-    def rollout_metrics(self, scored: ScoredRollout, kl: torch.Tensor) -> dict[str, float]:
-        """Sums over sequences (the engine divides by the global count); kl is (R, T-1) k1."""
+    @staticmethod
+    def rollout_metrics(scored: ScoredRollout, kl: torch.Tensor) -> dict[str, float]:
+        """Sums over sequences (the engine divides by the global count); kl is (R, T-1) k1. The
+        figures come from the replies alone."""
         mask = scored.mask
         finished = torch.tensor(scored.rollout.finished, dtype=torch.float32)
         scores = scored.scores.float()

@@ -45,9 +45,8 @@ def summary_table(result: dict[str, Any]) -> Table:
     for n in ("distinct_1", "distinct_2"):
         distinct = result["distinct"]
         table.add_row(n.replace("_", "-"), f"{distinct['reference'][n]:.3f}", f"{distinct['policy'][n]:.3f}", "")
-    if "wordless_rate" in result:  # eval.json files written before it existed lack it
-        wordless = result["wordless_rate"]
-        table.add_row("wordless replies", f"{wordless['reference']:.2f}", f"{wordless['policy']:.2f}", "")
+    wordless = result["wordless_rate"]
+    table.add_row("wordless replies", f"{wordless['reference']:.2f}", f"{wordless['policy']:.2f}", "")
     return table
 
 

@@ -89,7 +89,6 @@ def test_rollout_metrics_are_sums_over_the_replies_wordless_ones_counted():
                       texts=["Fine, thanks.", "🌍🌍🌍", "ok"], temperature=1.0)
     scored = ScoredRollout(items=[], rollout=rollout, scores=torch.tensor([1.0, 2.0, -0.5]), tokens=tokens)
     kl = torch.full((3, 3), 0.5)
-    # The method's own state plays no part: the figures come from the replies alone.
-    metrics = OnlineRL.rollout_metrics(None, scored, kl)
+    metrics = OnlineRL.rollout_metrics(scored, kl)
     assert metrics == {"reward": 2.5, "kl/sequence": 0.5 * (2 + 3 + 1), "completions/mean_length": 6.0,
                        "response/eos_rate": 2.0, "response/wordless_rate": 1.0}
