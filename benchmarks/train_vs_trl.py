@@ -120,6 +120,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from importlib import metadata
 from pathlib import Path
@@ -621,7 +622,7 @@ def write_plot(path: Path, ratios: dict[str, dict], methods, modes, title: str) 
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylabel("alignloop / TRL tokens/s")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 80), fontsize=9)  # the headline is longer than a narrow figure
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
