@@ -70,6 +70,12 @@ class TrainingMethod(ABC):
         run then keeps the last weights its replies measured within bounds, to end on them."""
         return False
 
+    def backtrack(self, metrics: dict[str, float]) -> float | None:
+        """Instead of ending at a step `stop_reason` answers for: the factor the learning rate is
+        scaled by when the run goes back to its last weights within bounds and carries on, or
+        None to end (default: always end)."""
+        return None
+
 
 @dataclass
 class Experience:

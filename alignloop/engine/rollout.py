@@ -39,7 +39,7 @@ from typing import Literal, Protocol, Sequence
 
 import torch
 from pydantic import Field, model_validator
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from alignloop import hardware
 from alignloop.config import Section
@@ -231,6 +231,29 @@ class GumbelMaxSampling(LogitsProcessor):
         return gumbel.add_(scores.float(), alpha=1.0 / self.temperature)  # in place: one vocabulary-wide buffer
 
 
+def shared_prompt_cache(model, chunk: Sequence[list[int]], input_ids: torch.Tensor,
+                        attention_mask: torch.Tensor) -> DynamicCache | None:
+    """The KV cache of each row's prompt but its last token, computed once per distinct prompt
+    and laid out for every row, or None where no prompt repeats (or prompts are one token).
+
+    GRPO, RLOO, candidate generation and evaluation sample K replies per prompt; `generate`
+    would run each prompt's forward pass K times. Given this cache it runs only the last
+    prompt token and the new ones (transformers' prompt-cache reuse). Positions follow
+    `generate`'s own rule for left-padded rows, so the cache holds what it would have computed.
+    """
+    distinct: dict[tuple[int, ...], int] = {}
+    row_of = [distinct.setdefault(tuple(prompt), len(distinct)) for prompt in chunk]
+    if len(distinct) == len(chunk) or input_ids.shape[1] < 2:
+        return None
+    firsts = torch.tensor([row_of.index(number) for number in range(len(distinct))], device=input_ids.device)
+    ids, mask = input_ids[firsts, :-1], attention_mask[firsts, :-1]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)
+    cache = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=DynamicCache(),
+                  use_cache=True, logits_to_keep=1).past_key_values
+    cache.reorder_cache(torch.tensor(row_of, device=input_ids.device))  # one row per reply
+    return cache
+
+
 class HFRolloutEngine:
     """Batched sampling with transformers' `generate` (CPU or GPU). It records the drawn tokens'
     log-probs, when asked, where the sampler runs the model's own weights (see the module
@@ -284,11 +307,14 @@ class HFRolloutEngine:
                         records: bool) -> list[tuple[list[int], list[float]]]:
         """(new tokens, their log-probs if `records`, else []) of each row."""
         pad_id = self.tokenizer.pad_token_id
-        input_ids, attention_mask = left_pad(chunk, pad_id)
+        input_ids, attention_mask = (tensor.to(device) for tensor in left_pad(chunk, pad_id))
+        kwargs = self._generation_kwargs(pad_id)
+        shared = shared_prompt_cache(self.model, chunk, input_ids, attention_mask)
+        if shared is not None:
+            kwargs["past_key_values"] = shared
         recording = DrawnLogprobs(self.model, self.sampling.temperature or 1.0) if records else contextlib.nullcontext()
         with recording:
-            output = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                         **self._generation_kwargs(pad_id))
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         new_tokens = output[:, input_ids.shape[1] :]
         logprobs = recording.drawn(new_tokens).tolist() if records else [[]] * len(new_tokens)
         return list(zip(new_tokens.tolist(), logprobs))

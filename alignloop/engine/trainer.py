@@ -249,6 +249,11 @@ class Trainer:
         """Whether the method ends the run at this step (online RL's KL budget), said once."""
         reason = self.method.stop_reason(metrics)
         where = f"step {self.global_step} of {self.total_steps}"
+        if "train/backtracked_to_step" in metrics:
+            console_for(self.accelerator).print(
+                f"[bold]backtracked[/] at {where}, without its update: {reason}; on from the weights that sampled step "
+                f"{metrics['train/backtracked_to_step']:.0f}'s replies at lr {metrics['train/lr']:.3g}", soft_wrap=True)
+            return False
         if "train/updates_skipped" in metrics:
             kept = metrics.get("train/ended_on_step")
             ending = (f"; the run ends on the weights that sampled step {kept:.0f}'s replies, the last within bounds"
@@ -315,7 +320,17 @@ class Trainer:
             metrics.update({"_tokens": 0.0, "train/updates_skipped": float(len(experience.updates)),
                             "time/rollout_s": collected - started})
             if self._within_bounds is not None:
-                metrics["train/ended_on_step"] = float(self._restore_within_bounds())
+                # The method may go back to those weights at a lower rate instead of ending there,
+                # unless they sampled this step's replies themselves (just gone back to): twice
+                # read, once within and once past, they are as near the bound as it can tell.
+                gone_back_to = self._within_bounds[0] < self.global_step
+                factor = None if gone_back_to else self.method.backtrack(metrics)
+                kept = float(self._restore_within_bounds())
+                if factor is None:
+                    metrics["train/ended_on_step"] = kept
+                else:
+                    self._scale_lr(factor)
+                    metrics.update({"train/backtracked_to_step": kept, "train/lr": self.optimizer.param_groups[0]["lr"]})
             return metrics
         if self.method.may_stop():
             self._within_bounds = (self.global_step + 1, trainable_copy(self.model))
@@ -338,6 +353,13 @@ class Trainer:
                 if name in weights:
                     parameter.copy_(weights[name])
         return step
+
+    def _scale_lr(self, factor: float) -> None:
+        """Scale the learning rate from now on: the scheduler's base rates (its later steps
+        recompute the rate from them, and its checkpoints keep them) and the current ones."""
+        self.scheduler.base_lrs = [rate * factor for rate in self.scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
 
     def _rollout_metrics(self, experience: Experience) -> dict[str, float]:
         """What the step's replies say about the weights that sampled them (every process's)."""
@@ -390,7 +412,7 @@ class Trainer:
         if float(self._reduce(bad)) > 0:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(self._non_finite_message(loss_sum, grad_norm))
-        used_lr = self.scheduler.get_last_lr()[0]
+        used_lr = self.optimizer.param_groups[0]["lr"]  # the rate this update takes
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

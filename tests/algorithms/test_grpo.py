@@ -165,3 +165,47 @@ def test_the_samplers_logprobs_stand_for_the_policys_only_in_full_precision(smol
     unrecorded = ScoredRollout([None, None], Rollout(rollout.prompt_ids, rollout.response_ids, rollout.finished,
                                                      rollout.texts, 1.0), torch.zeros(2), scored.tokens)
     assert torch.equal(method.sampling_logps(policy, unrecorded)[mask], computed)
+
+
+def test_the_method_backtracks_on_the_kl_budget_as_often_as_allowed_and_never_on_the_alarm():
+    method = method_with(GroupSettings(kl_stop=2.0, kl_backtracks=2))
+    assert method.backtrack({"kl/sequence": 1.5}) is None  # within the budget: nothing to go back from
+    assert [method.backtrack({"kl/sequence": 2.5}) for _ in range(3)] == [0.5, 0.5, None]
+    assert method.state_dict()["backtracks_taken"] == 2
+    resumed = method_with(GroupSettings(kl_stop=2.0, kl_backtracks=2))
+    resumed.load_state_dict(method.state_dict())
+    assert resumed.backtrack({"kl/sequence": 2.5}) is None  # a resumed run has none left either
+    alarmed = method_with(GroupSettings(kl_stop=2.0, kl_backtracks=2, stop_on_overoptimisation=True))
+    alarmed.watch_overoptimisation({"reward/disagreement": 1.0, "reward": 0.0})
+    alarmed.watch_overoptimisation({"reward/disagreement": 10.0, "reward": 1.0})
+    assert alarmed.watch.rang_at is not None and alarmed.backtrack({"kl/sequence": 2.5}) is None
+
+
+def test_a_run_that_reaches_its_kl_budget_goes_back_and_on_at_half_the_rate(tiny_model_dir, tmp_path, capsys):
+    # The budget test's run with two backtracks. A step that reaches 0.3 nats updates nothing;
+    # the weights go back to those that sampled the step before and later updates take half
+    # the rate. The run ends at a crossing with no backtrack left, or at one whose replies the
+    # restored weights sampled themselves (then it ends on them), or after its 12 steps.
+    run(tiny_model_dir, tmp_path, "train.max_steps=12", "group.kl_stop=0.3", "group.kl_backtracks=2",
+        "train.lr=1e-1", "train.schedule=constant")
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "kl/sequence" in r]
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1))
+    rate, backtracks = 0.1, []
+    for before, record in zip([None, *records], records):
+        if "train/loss" in record:
+            assert record["kl/sequence"] < 0.3 and record["train/lr"] == pytest.approx(rate)
+        elif "train/backtracked_to_step" in record:
+            assert record["kl/sequence"] >= 0.3 and record["train/updates_skipped"] == 1 and "train/loss" in before
+            assert record["train/backtracked_to_step"] == record["step"] - 1
+            rate /= 2
+            assert record["train/lr"] == pytest.approx(rate)
+            backtracks.append(record["step"])
+        else:  # the crossing that ends the run
+            assert record is records[-1] and record["kl/sequence"] >= 0.3
+            gone_back = "train/backtracked_to_step" in before
+            assert len(backtracks) == 2 or gone_back
+            assert record["train/ended_on_step"] == record["step"] - (2 if gone_back else 1)
+    assert backtracks and (records[-1]["step"] == 12 or "train/ended_on_step" in records[-1])
+    out = " ".join(capsys.readouterr().out.split())
+    assert (f"backtracked at step {backtracks[0]} of 12, without its update: its replies were" in out
+            and f"on from the weights that sampled step {backtracks[0] - 1}'s replies at lr 0.05" in out)

@@ -165,6 +165,39 @@ def test_recorded_logprobs_are_the_policys_own_in_float64(smol_tokenizer):
     assert torch.allclose(recorded, computed, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_prompts_repeated_for_a_group_are_computed_once_and_sample_what_each_row_alone_would(
+        smol_tokenizer, monkeypatch, temperature):
+    """K replies per prompt: the prompt's forward pass runs once for its distinct rows (here 3
+    of 7, of different lengths, in any order) and the replies, their EOS and their log-probs
+    are those of sampling every row's prompt in full, to float64 rounding."""
+    import alignloop.engine.rollout as rollout_module
+
+    model = lora_policy_in_float64(smol_tokenizer)
+    engine = HFRolloutEngine(model, smol_tokenizer, SamplingConfig(temperature=temperature, max_new_tokens=6))
+    engine.eos_ids = set(range(3, len(smol_tokenizer), 8))  # some replies end early
+    prompts = [[10, 11, 12], [10, 11, 12], [13], [20, 21], [10, 11, 12], [13], [20, 21]]
+    prefilled_rows = []
+    real_cache = rollout_module.shared_prompt_cache
+
+    def counting_cache(model, chunk, input_ids, attention_mask):
+        cache = real_cache(model, chunk, input_ids, attention_mask)
+        prefilled_rows.append(None if cache is None else len({tuple(p) for p in chunk}))
+        return cache
+
+    monkeypatch.setattr(rollout_module, "shared_prompt_cache", counting_cache)
+    shared = engine.generate(prompts, seed=4, record_logprobs=True)
+    monkeypatch.setattr(rollout_module, "shared_prompt_cache", lambda *args: None)
+    in_full = engine.generate(prompts, seed=4, record_logprobs=True)
+    assert prefilled_rows == [3]
+    assert shared.response_ids == in_full.response_ids and shared.finished == in_full.finished
+    assert any(len(r) < 6 for r in shared.response_ids)
+    if temperature > 0:  # a group's replies differ: each row drew its own tokens from the shared prompt
+        assert len(set(map(tuple, shared.response_ids))) > 3
+    flat = [torch.tensor([v for row in rollout.logprobs for v in row], dtype=torch.float64) for rollout in (shared, in_full)]
+    assert torch.allclose(flat[0], flat[1], rtol=0, atol=1e-10)  # float64: the order of operations only
+
+
 @pytest.mark.parametrize("settings", [{"min_new_tokens": 4}, {"top_k": 5}, {"temperature": 0.0}])
 def test_recorded_logprobs_are_the_models_own_softmax_whatever_generate_masks(smol_tokenizer, settings):
     """A minimum length masks EOS, top-k truncates, greedy takes the argmax: the log-probs kept
