@@ -62,7 +62,7 @@ def push(
 @friendly_errors
 def demo(overrides: Overrides = None, resume: Resume = False) -> None:
     """Detoxify the built-in model with the whole RLHF loop on a CPU and print the result (about
-    8-10 minutes on 2 cores with native bf16, 12-14 on a 2-core AVX2-only CPU)."""
+    8-10 minutes on 2 cores with native bf16, 11-15 on a 2-core AVX2-only CPU)."""
     from alignloop.loop import run_loop
     from alignloop.loop.demo import demo_config
 

@@ -321,10 +321,12 @@ class Trainer:
                             "time/rollout_s": collected - started})
             if self._within_bounds is not None:
                 # The method may go back to those weights at a lower rate instead of ending there,
-                # unless they sampled this step's replies themselves (just gone back to): twice
-                # read, once within and once past, they are as near the bound as it can tell.
+                # unless they sampled this step's replies themselves (just gone back to: twice
+                # read, once within and once past, they are as near the bound as it can tell) or
+                # no step is left to carry on with.
                 gone_back_to = self._within_bounds[0] < self.global_step
-                factor = None if gone_back_to else self.method.backtrack(metrics)
+                last = self.global_step + 1 >= self.total_steps
+                factor = None if gone_back_to or last else self.method.backtrack(metrics)
                 kept = float(self._restore_within_bounds())
                 if factor is None:
                     metrics["train/ended_on_step"] = kept

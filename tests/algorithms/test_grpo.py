@@ -184,8 +184,9 @@ def test_the_method_backtracks_on_the_kl_budget_as_often_as_allowed_and_never_on
 def test_a_run_that_reaches_its_kl_budget_goes_back_and_on_at_half_the_rate(tiny_model_dir, tmp_path, capsys):
     # The budget test's run with two backtracks. A step that reaches 0.3 nats updates nothing;
     # the weights go back to those that sampled the step before and later updates take half
-    # the rate. The run ends at a crossing with no backtrack left, or at one whose replies the
-    # restored weights sampled themselves (then it ends on them), or after its 12 steps.
+    # the rate. The run ends at a crossing with no backtrack left, at one whose replies the
+    # restored weights sampled themselves (then it ends on them), or at one on its last step,
+    # or after its 12 steps.
     run(tiny_model_dir, tmp_path, "train.max_steps=12", "group.kl_stop=0.3", "group.kl_backtracks=2",
         "train.lr=1e-1", "train.schedule=constant")
     records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "kl/sequence" in r]
@@ -203,7 +204,7 @@ def test_a_run_that_reaches_its_kl_budget_goes_back_and_on_at_half_the_rate(tiny
         else:  # the crossing that ends the run
             assert record is records[-1] and record["kl/sequence"] >= 0.3
             gone_back = "train/backtracked_to_step" in before
-            assert len(backtracks) == 2 or gone_back
+            assert len(backtracks) == 2 or gone_back or record["step"] == 12
             assert record["train/ended_on_step"] == record["step"] - (2 if gone_back else 1)
     assert backtracks and (records[-1]["step"] == 12 or "train/ended_on_step" in records[-1])
     out = " ".join(capsys.readouterr().out.split())
