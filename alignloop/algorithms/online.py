@@ -154,13 +154,18 @@ class OnlineRL(OnPolicyMethod):
         nats from the reference ends the run, so that a reward model the policy climbs fast
         cannot pull it further in the steps left (a fixed β and step count suit one reward
         model's pace, not every one's)."""
-        # The watch remembers the alarm, so a run resumed after the alarm stopped it stops again.
-        if self.settings.stop_on_overoptimisation and self.watch is not None and self.watch.rang_at is not None:
+        if self.alarm_stops:
             return "the over-optimisation alarm rang (stop_on_overoptimisation)"
         kl, budget = metrics.get("kl/sequence"), self.settings.kl_stop
         if budget is None or kl is None or kl < budget:
             return None
         return f"its replies were {kl:.2f} nats from the reference, at or past kl_stop = {budget:g}"
+
+    @property
+    def alarm_stops(self) -> bool:
+        """The over-optimisation alarm has rung and ends the run. The watch remembers the alarm,
+        so a run resumed after the alarm stopped it stops again."""
+        return self.settings.stop_on_overoptimisation and self.watch is not None and self.watch.rang_at is not None
 
     def may_stop(self) -> bool:
         return self.settings.kl_stop is not None or self.settings.stop_on_overoptimisation
@@ -171,8 +176,7 @@ class OnlineRL(OnPolicyMethod):
         the distance, so the step that crosses the budget often crosses it by far (3.88 -> 5.42
         nats in one demo run) and the run would end with part of its budget unspent; going back
         and on at half the pace spends it in smaller strides."""
-        alarm = self.settings.stop_on_overoptimisation and self.watch is not None and self.watch.rang_at is not None
-        if alarm or self.backtracks_taken >= self.settings.kl_backtracks or self.stop_reason(metrics) is None:
+        if self.alarm_stops or self.backtracks_taken >= self.settings.kl_backtracks or self.stop_reason(metrics) is None:
             return None
         self.backtracks_taken += 1
         return 0.5

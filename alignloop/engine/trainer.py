@@ -320,19 +320,7 @@ class Trainer:
             metrics.update({"_tokens": 0.0, "train/updates_skipped": float(len(experience.updates)),
                             "time/rollout_s": collected - started})
             if self._within_bounds is not None:
-                # The method may go back to those weights at a lower rate instead of ending there,
-                # unless they sampled this step's replies themselves (just gone back to: twice
-                # read, once within and once past, they are as near the bound as it can tell) or
-                # no step is left to carry on with.
-                gone_back_to = self._within_bounds[0] < self.global_step
-                last = self.global_step + 1 >= self.total_steps
-                factor = None if gone_back_to or last else self.method.backtrack(metrics)
-                kept = float(self._restore_within_bounds())
-                if factor is None:
-                    metrics["train/ended_on_step"] = kept
-                else:
-                    self._scale_lr(factor)
-                    metrics.update({"train/backtracked_to_step": kept, "train/lr": self.optimizer.param_groups[0]["lr"]})
+                metrics.update(self._end_or_backtrack(metrics))
             return metrics
         if self.method.may_stop():
             self._within_bounds = (self.global_step + 1, trainable_copy(self.model))
@@ -346,6 +334,20 @@ class Trainer:
         metrics["time/rollout_s"] = collected - started
         metrics["time/update_s"] = time.perf_counter() - collected
         return metrics
+
+    def _end_or_backtrack(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Put back the last weights within bounds, to end on them or, where the method goes
+        back instead, to carry on from them at its lower rate. Never when they sampled this
+        step's replies themselves (just gone back to: twice read, once within and once past,
+        they are as near the bound as it can tell) or no step is left to carry on with."""
+        gone_back_to = self._within_bounds[0] < self.global_step
+        last = self.global_step + 1 >= self.total_steps
+        factor = None if gone_back_to or last else self.method.backtrack(metrics)
+        kept = float(self._restore_within_bounds())
+        if factor is None:
+            return {"train/ended_on_step": kept}
+        self._scale_lr(factor)
+        return {"train/backtracked_to_step": kept, "train/lr": self.optimizer.param_groups[0]["lr"]}
 
     def _restore_within_bounds(self) -> int:
         """Put back the weights kept by `_train_step`; returns the step whose replies measured them."""
