@@ -110,7 +110,7 @@ class GroupPolicyGradient(OnlineRL):
         if logps is None:
             metrics.pop("kl/sequence")  # measured by the loss instead, in the update's forward pass
         return Experience(updates, metrics, len(scored.items),
-                          self.sample_rows(scored, kl, every=self.settings.group_size), {"scores": scored.scores})
+                          self.sample_rows(scored, kl, every=self.settings.group_size), scored.statistics_tensors())
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
         logps, mask, logits = response_token_logps(model, batch, self.temperature)  # (R, T-1)

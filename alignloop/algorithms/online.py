@@ -23,7 +23,7 @@ from alignloop.data.prompts import PromptItem, collate_prompts, read_prompts
 from alignloop.engine import LossOutput, OnPolicyMethod
 from alignloop.engine.rollout import Rollout, SamplingConfig, check_context_fits, recorded_logps, rollout_batch
 from alignloop.engine.rollout_factory import rollout_engine_factory
-from alignloop.evaluation.diversity import is_wordless
+from alignloop.evaluation.diversity import is_wordless, ngram_codes
 from alignloop.evaluation.overoptimisation import DEFAULT_BOUND, OveroptimisationWatch
 from alignloop.losses import kl_penalty
 from alignloop.models import disable_dropout, load_model_and_tokenizer
@@ -109,11 +109,22 @@ class ScoredRollout:
     def mask(self) -> torch.Tensor:
         return response_mask(self.tokens)  # (R, T-1)
 
+    def statistics_tensors(self) -> dict[str, torch.Tensor]:
+        """What `rollout_statistics` needs of these rows, as the tensors the engine gathers."""
+        return {"scores": self.scores, "bigrams": torch.tensor(ngram_codes(self.rollout.texts, 2), dtype=torch.int64)}
+
 
 def rollout_statistics(rollout: dict[str, torch.Tensor]) -> dict[str, float]:
-    """The step's reward statistics that do not add up across processes, from the scores of
-    the whole step's rollout (gathered from every process): `reward_std`, their population std."""
-    return {"reward_std": float(rollout["scores"].double().std(unbiased=False))}
+    """The step's statistics that do not add up across processes, from the whole step's rollout
+    (gathered from every process): `reward_std`, the scores' population std, and
+    `response/distinct_2`, the replies' distinct word bigrams over all their bigrams, as
+    `alignloop eval` measures the degeneration it warns of (on the step's replies, not the
+    held-out ones: a step's 64 replies score higher than 320, so compare steps with steps)."""
+    statistics = {"reward_std": float(rollout["scores"].double().std(unbiased=False))}
+    bigrams = rollout.get("bigrams")
+    if bigrams is not None and bigrams.numel():
+        statistics["response/distinct_2"] = bigrams.unique().numel() / bigrams.numel()
+    return statistics
 
 
 @dataclass

@@ -122,7 +122,7 @@ class PPO(OnlineRL):
                       "advantages": advantages, "returns": returns}
         updates = update_micro_batches(experience, self.rows_per_micro_batch, s.epochs, s.num_minibatches)
         kl = kl_penalty(old_logps, ref_logps, "k1")  # the reported KL is always the k1 sum per sequence
-        rollout = {"scores": scored.scores, "values": values[mask], "returns": returns[mask]}  # tokens: (N,)
+        rollout = {**scored.statistics_tensors(), "values": values[mask], "returns": returns[mask]}  # tokens: (N,)
         return Experience(updates, self.rollout_metrics(scored, kl), len(scored.items), self.sample_rows(scored, kl),
                           rollout)
 

@@ -51,6 +51,7 @@ def test_first_step_policy_equals_reference_and_rewards_are_those_of_the_source(
     # The length reward of a response of L ≤ 8 tokens: every sample's text has length ≥ 0.
     assert first["reward"] >= 0.0 and first["reward_std"] >= 0.0
     assert 0.0 <= first["response/eos_rate"] <= 1.0 and 1.0 <= first["completions/mean_length"] <= 8.0
+    assert 0.0 < first["response/distinct_2"] <= 1.0
     assert first["train/tokens_per_s"] > 0
 
 

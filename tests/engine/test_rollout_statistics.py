@@ -1,4 +1,4 @@
-"""A step's statistics that do not add up across processes (`reward_std`,
+"""A step's statistics that do not add up across processes (`reward_std`, `response/distinct_2`,
 `value/explained_variance`) are computed once over the rollout gathered from every process: a
 real 2-process gloo run gives what one process gives on the same rollout."""
 
@@ -17,12 +17,17 @@ import torch.multiprocessing as mp
 from alignloop.algorithms.online import rollout_statistics
 from alignloop.algorithms.ppo import explained_variance
 from alignloop.engine.trainer import gather_rollout
+from alignloop.evaluation.diversity import ngram_codes
 
 # An uneven split, as processes hold responses of different lengths: rank 0 gets the first part.
 SCORES = torch.tensor([0.1, 2.0, -1.0, 0.5, 3.0, -2.5, 1.5])  # (R,) one per response
 VALUES = torch.linspace(-1.0, 2.0, 11)  # (N,) the value of each response token
 RETURNS = VALUES ** 2 - 0.3  # (N,)
-SPLIT = {"scores": 3, "values": 4, "returns": 4}  # rank 0's share of each
+# Bigrams: (the cat) (cat sat) | (the cat) (cat ran) | (I am) (am sorry) | (I am) (am sorry)
+# (sorry again): 9 in all, 6 distinct. Rank 0 holds the first 4, rank 1 the other 5.
+REPLIES = ["the cat sat", "the cat ran", "I am sorry", "I am sorry again"]
+BIGRAMS = torch.tensor(ngram_codes(REPLIES, 2), dtype=torch.int64)
+SPLIT = {"scores": 3, "values": 4, "returns": 4, "bigrams": 4}  # rank 0's share of each
 
 
 def step_statistics(rollout: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -32,7 +37,7 @@ def step_statistics(rollout: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def full_rollout() -> dict[str, torch.Tensor]:
-    return {"scores": SCORES, "values": VALUES, "returns": RETURNS}
+    return {"scores": SCORES, "values": VALUES, "returns": RETURNS, "bigrams": BIGRAMS}
 
 
 def share(rank: int) -> dict[str, torch.Tensor]:
@@ -71,6 +76,13 @@ def test_two_processes_record_what_one_process_records(tmp_path):
     for rank in (0, 1):
         two_processes = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert two_processes == pytest.approx(one_process, abs=1e-12)
+
+
+def test_distinct_2_counts_the_bigrams_of_every_process_once():
+    assert rollout_statistics(full_rollout())["response/distinct_2"] == pytest.approx(6 / 9, abs=1e-12)
+    # Each process alone counts only its own share: 3 of 4 distinct, and 3 of 5.
+    assert rollout_statistics(share(0))["response/distinct_2"] == pytest.approx(3 / 4, abs=1e-12)
+    assert rollout_statistics(share(1))["response/distinct_2"] == pytest.approx(3 / 5, abs=1e-12)
 
 
 def test_the_old_size_weighted_std_of_each_process_was_not_the_std():

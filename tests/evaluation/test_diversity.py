@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alignloop.evaluation.diversity import distinct_n, distinct_scores, is_wordless, ngrams, wordless_rate
+from alignloop.evaluation.diversity import distinct_n, distinct_scores, is_wordless, ngram_codes, ngrams, wordless_rate
 
 
 def test_ngrams_are_consecutive_windows():
@@ -22,6 +22,18 @@ def test_distinct_counts_pool_all_responses_without_crossing_them():
     # responses -> 4 in all, 3 distinct
     assert distinct_n(texts, 2) == pytest.approx(3 / 4)
     assert distinct_scores(texts) == {"distinct_1": pytest.approx(5 / 7), "distinct_2": pytest.approx(3 / 4)}
+
+
+def test_ngram_codes_count_what_distinct_n_counts():
+    texts = ["the cat sat", "the cat ran", "hi", "cat sat the"]
+    codes = ngram_codes(texts, 2)
+    # (the cat) (cat sat) (the cat) (cat ran) (cat sat) (sat the): 6 in all, 4 distinct
+    assert len(codes) == 6 and len(set(codes)) == 4
+    assert len(set(codes)) / len(codes) == pytest.approx(distinct_n(texts, 2))
+    assert all(-2**63 <= code < 2**63 for code in codes)  # fits an int64 tensor
+    # Fixed codes (blake2b of "the cat"), not Python's per-process salted str hash, so every
+    # process of a distributed run gives a bigram the same code.
+    assert ngram_codes(["the cat"], 2) == [3042635075010022360] != ngram_codes(["cat the"], 2)
 
 
 def test_tokens_are_whitespace_words_as_written():
