@@ -34,9 +34,9 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 def ngram_codes(texts: Sequence[str], n: int) -> list[int]:
     """Every n-gram of `texts` (as `distinct_n` counts them) as a signed 64-bit code, the same in
     every process (Python's str hash is salted per process), so that distributed training can
-    gather them as a tensor: distinct_n = unique codes / codes, up to hash collisions (about
-    one in 10^15 per pair of a step's 2,000 n-grams). Words hold no whitespace, so joining
-    them with a space keeps n-grams apart."""
+    gather them as a tensor: distinct_n = unique codes / codes, up to hash collisions (for a
+    step's 2,000 n-grams, a chance of about 1e-13 that any two collide: 2000² / 2^65). Words
+    hold no whitespace, so joining them with a space keeps n-grams apart."""
     return [int.from_bytes(hashlib.blake2b(" ".join(gram).encode(), digest_size=8).digest(), "little", signed=True)
             for text in texts for gram in ngrams(text.split(), n)]
 
