@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-__all__ = ["ngrams", "distinct_n", "distinct_scores", "ngram_codes", "is_wordless", "wordless_rate"]
+__all__ = ["ngrams", "text_ngrams", "distinct_n", "distinct_scores", "ngram_codes", "is_wordless", "wordless_rate"]
 
 
 def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
@@ -25,9 +25,14 @@ def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
+def text_ngrams(texts: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """The n-grams of every text's whitespace words, text by text (none spans two texts)."""
+    return [gram for text in texts for gram in ngrams(text.split(), n)]
+
+
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct n-grams / total n-grams over all `texts` (whitespace tokens); 0.0 when there are none."""
-    grams = [gram for text in texts for gram in ngrams(text.split(), n)]
+    grams = text_ngrams(texts, n)
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -38,7 +43,7 @@ def ngram_codes(texts: Sequence[str], n: int) -> list[int]:
     step's 2,000 n-grams, a chance of about 1e-13 that any two collide: 2000² / 2^65). Words
     hold no whitespace, so joining them with a space keeps n-grams apart."""
     return [int.from_bytes(hashlib.blake2b(" ".join(gram).encode(), digest_size=8).digest(), "little", signed=True)
-            for text in texts for gram in ngrams(text.split(), n)]
+            for gram in text_ngrams(texts, n)]
 
 
 def distinct_scores(texts: Sequence[str]) -> dict[str, float]:
