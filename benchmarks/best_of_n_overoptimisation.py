@@ -11,7 +11,9 @@ computed exactly from the N samples (alignloop/evaluation/best_of_n.py), with no
 
 Per seed, a single reward model and a `--members`-member ensemble learn the loop's round-1
 judgements (or `--judgements` of them, drawn per seed: a weaker proxy) with the loop's own
-reward-model recipe, as benchmarks/overoptimisation.py trains them. Arms: `single`, and the
+reward-model recipe, as benchmarks/overoptimisation.py trains them: heads on the frozen model's
+features, or with `--adapters` each its own LoRA adapter on the one frozen base, so that the
+members' features differ too (`--adapter-epochs`, `--adapter-lr`). Arms: `single`, and the
 ensemble's `mean`, `min` and `mean_minus_std` (λ = `--penalty`). The gold scorer is the one the
 loop's scripted annotators followed (for the demo, 1 − alt-profanity-check's toxicity).
 
@@ -37,7 +39,8 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overoptimisation import gold_scorer, peak_fall_alarm, plot_gold_and_proxy, train_reward_models  # noqa: E402
+from overoptimisation import (  # noqa: E402
+    add_member_arguments, gold_scorer, peak_fall_alarm, plot_gold_and_proxy, train_reward_models)
 from roofline import cpu_description, results_dir  # noqa: E402
 
 ARMS = ("single", "mean", "min", "mean_minus_std")
@@ -108,6 +111,11 @@ def draw_samples(loop: Any, count: int, seed: int, path: Path, console: Console)
     return samples
 
 
+def has_frozen_backbone(folder: str) -> bool:
+    """Whether the reward model at `folder` trained its head alone (`reward.backbone: frozen`)."""
+    return json.loads((Path(folder) / "reward_model.json").read_text())["extra"].get("backbone") == "frozen"
+
+
 def score_samples(samples: dict[str, Any], models: dict[str, str], features):
     """(single (P, N), members (P, N, K)) scores of the samples."""
     from alignloop.models import load_reward_model
@@ -118,7 +126,8 @@ def score_samples(samples: dict[str, Any], models: dict[str, str], features):
     scores = {}
     for name, folder in models.items():
         model, tokenizer = load_reward_model(folder)
-        model.features = features  # the frozen backbone's features of each reply, computed once for every model
+        if has_frozen_backbone(folder):
+            model.features = features  # the frozen backbone's features of each reply, computed once for every model
         scores[name] = RewardScorer(model, tokenizer, batch_size=count).member_scores(flat_prompts, samples["texts"])
     shape = (len(prompts), count)
     return scores["single"][:, 0].reshape(shape), scores["ensemble"].reshape(*shape, -1)
@@ -154,10 +163,12 @@ def run_seed(loop, loop_dir: Path, samples: dict[str, Any], gold, seed: int, arg
     from alignloop.models.reward_ensemble import aggregate_members, disagreement
 
     started = time.perf_counter()
-    models, _ = train_reward_models(loop, loop_dir, args.work / f"seed-{seed}", seed, args)
-    if not features:
+    models, timings = train_reward_models(loop, loop_dir, args.work / f"seed-{seed}", seed, args)
+    if not features and has_frozen_backbone(models["single"]):
         features.append(shared_features(models["single"]))
-    single, members = score_samples(samples, models, features[0])
+    scoring_started = time.perf_counter()
+    single, members = score_samples(samples, models, features[0] if features else None)
+    timings["scoring_s"] = time.perf_counter() - scoring_started
     spread = disagreement(members)  # (P, N)
     rewards = {"single": single, **{arm: aggregate_members(members, arm, args.penalty) for arm in ARMS[1:]}}
     ns = powers_of_two(samples["count"])
@@ -166,7 +177,7 @@ def run_seed(loop, loop_dir: Path, samples: dict[str, Any], gold, seed: int, arg
         rows = arm_curve(rewards[arm], gold, spread, ns, args.bound)
         arms[arm] = {"curve": rows, **curve_summary(rows)}
         console.print(f"seed {seed} {arm}: " + json.dumps({k: v for k, v in arms[arm].items() if k != "curve"}))
-    return {"arms": arms, "seconds": time.perf_counter() - started}
+    return {"arms": arms, "seconds": time.perf_counter() - started, "timings_s": timings}
 
 
 # ------------------------------------------------------------------ output
@@ -193,7 +204,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32, help="N replies per held-out prompt")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
-    parser.add_argument("--members", type=int, default=5)
+    add_member_arguments(parser)
     parser.add_argument("--penalty", type=float, default=1.0, help="λ of mean_minus_std")
     parser.add_argument("--bound", type=float, default=1.5, help="the alarm's bound on the disagreement ratio")
     parser.add_argument("--judgements", type=int, default=None, help="train on this many judgements, drawn per seed")

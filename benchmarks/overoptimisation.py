@@ -145,10 +145,29 @@ def fresh(folder: Path) -> Path:
     return folder
 
 
+def add_member_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both over-optimisation benchmarks share: how the reward models are made."""
+    parser.add_argument("--members", type=int, default=5)
+    parser.add_argument("--adapters", action="store_true",
+                        help="the single model and every member train their own LoRA adapter (the loop recipe's "
+                             "model.lora, reward.backbone: trained) instead of a head on the frozen features")
+    parser.add_argument("--adapter-epochs", type=int, default=20, help="with --adapters: epochs (the head-only recipe's "
+                                                                       "are too many for a backbone that trains)")
+    parser.add_argument("--adapter-lr", type=float, default=3e-3, help="with --adapters: the learning rate")
+
+
+def member_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Overrides of the loop's reward-model recipe for `--adapters` (none without)."""
+    if not args.adapters:
+        return {}
+    return {"reward": {"backbone": "trained"}, "train": {"epochs": args.adapter_epochs, "lr": args.adapter_lr}}
+
+
 def train_reward_models(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Namespace
                         ) -> tuple[dict[str, str], dict[str, float]]:
     """({single, ensemble}: the seed's two reward-model folders, trained afresh on the loop's
-    round-1 judgements (or `args.judgements` of them) with the loop's recipe; their seconds)."""
+    round-1 judgements (or `args.judgements` of them) with the loop's recipe (`member_settings`
+    applied); their seconds)."""
     from alignloop.algorithms.reward import RewardConfig, run_reward
     from alignloop.loop.recipes import reward_model_recipe, stage_recipe
     from alignloop.loop.state import load_state
@@ -158,7 +177,7 @@ def train_reward_models(loop: Any, loop_dir: Path, out: Path, seed: int, args: a
     models, timings = {}, {}
     for name, members in (("single", 1), ("ensemble", args.members)):
         started = time.perf_counter()
-        recipe = reward_model_recipe(loop, feedback, fresh(out / f"rm-{name}"), seed)
+        recipe = stage_recipe(reward_model_recipe(loop, feedback, fresh(out / f"rm-{name}"), seed), **member_settings(args))
         recipe = stage_recipe(recipe, reward={"ensemble": members}, train={"progress": False})
         models[name] = str(run_reward(RewardConfig.model_validate(recipe)).final_model_dir)
         timings[f"rm_{name}_s"] = time.perf_counter() - started
@@ -246,7 +265,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--members", type=int, default=5)
+    add_member_arguments(parser)
     parser.add_argument("--penalty", type=float, default=1.0, help="λ of mean_minus_std")
     parser.add_argument("--judgements", type=int, default=None,
                         help="train the reward models on this many of the loop's judgements, drawn per seed")
