@@ -113,7 +113,7 @@ def draw_samples(loop: Any, count: int, seed: int, path: Path, console: Console)
 
 def has_frozen_backbone(folder: str) -> bool:
     """Whether the reward model at `folder` trained its head alone (`reward.backbone: frozen`)."""
-    return json.loads((Path(folder) / "reward_model.json").read_text())["extra"].get("backbone") == "frozen"
+    return json.loads((Path(folder) / "reward_model.json").read_text()).get("extra", {}).get("backbone") == "frozen"
 
 
 def score_samples(samples: dict[str, Any], models: dict[str, str], features):
