@@ -16,12 +16,15 @@ features, or with `--adapters` each its own LoRA adapter on the one frozen base,
 members' features differ too (`--adapter-epochs`, `--adapter-lr`). Arms: `single`, and the
 ensemble's `mean`, `min` and `mean_minus_std` (λ = `--penalty`). The gold scorer is the one the
 loop's scripted annotators followed (for the demo, 1 − alt-profanity-check's toxicity).
+`--watch M` trains one more ensemble of M members with a seed of its own, and the alarm of every
+arm reads its disagreement instead of the ensemble's: members no arm optimises, so a conservative
+aggregate cannot hide its errors by choosing replies its own members agree on.
 
 Per arm and seed: the peak gold and the KL at it, whether gold then fell by more than a tenth of
 its gain (and at which n), and the n at which the over-optimisation alarm rings: the ensemble's
-mean disagreement on the kept replies at least `--bound` times its disagreement on all samples
-(the starting model's) while the proxy is above its n = 1 value, the rule RL uses
-(alignloop/evaluation/overoptimisation.py). Writes <name>.json / .png under
+(or the watch ensemble's) mean disagreement on the kept replies at least `--bound` times its
+disagreement on all samples (the starting model's) while the proxy is above its n = 1 value, the
+rule RL uses (alignloop/evaluation/overoptimisation.py). Writes <name>.json / .png under
 benchmarks/results/<cpu>/; the samples and reward models go under `--work`.
 """
 
@@ -53,6 +56,15 @@ def powers_of_two(samples: int) -> list[int]:
     return ns if ns[-1] == samples else [*ns, samples]
 
 
+def disagreement_ratios(reward, disagreement, ns: list[int]) -> list[float]:
+    """For each n, the mean disagreement (P, N) on the reply best-of-n by `reward` keeps over its
+    mean on all samples."""
+    from alignloop.evaluation.best_of_n import expected_best_of_n
+
+    reference = float(disagreement.double().mean())
+    return [float(expected_best_of_n(reward, disagreement, n).mean()) / reference for n in ns]
+
+
 def arm_curve(reward, gold, disagreement, ns: list[int], bound: float) -> list[dict[str, float]]:
     """{n, kl, gold, proxy, disagreement_ratio, alarm} of best-of-n by `reward` (P, N) for each n;
     gold and disagreement (P, N) of the same samples."""
@@ -61,13 +73,12 @@ def arm_curve(reward, gold, disagreement, ns: list[int], bound: float) -> list[d
 
     reference_disagreement = float(disagreement.double().mean())
     rows, first_proxy = [], None
-    for n in ns:
+    for n, ratio in zip(ns, disagreement_ratios(reward, disagreement, ns)):
         proxy = float(expected_best_of_n(reward, reward, n).mean())
         first_proxy = proxy if first_proxy is None else first_proxy
-        spread = float(expected_best_of_n(reward, disagreement, n).mean())
+        alarm = overoptimisation_alarm(ratio * reference_disagreement, proxy, reference_disagreement, first_proxy, bound)
         rows.append({"n": n, "kl": best_of_n_kl(n), "gold": float(expected_best_of_n(reward, gold, n).mean()),
-                     "proxy": proxy, "disagreement_ratio": spread / reference_disagreement,
-                     "alarm": overoptimisation_alarm(spread, proxy, reference_disagreement, first_proxy, bound) is not None})
+                     "proxy": proxy, "disagreement_ratio": ratio, "alarm": alarm is not None})
     return rows
 
 
@@ -81,10 +92,9 @@ def curve_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the samples and reward models
-def draw_samples(loop: Any, count: int, seed: int, path: Path, console: Console) -> dict[str, Any]:
-    """{prompts, texts} of `count` replies of the starting model to each held-out prompt (cached)."""
-    if path.is_file():
-        return json.loads(path.read_text())
+def sample_replies(loop: Any, count: int, seed: int, console: Console) -> dict[str, Any]:
+    """{prompts, texts}: `count` replies of the starting model to each held-out prompt, drawn with
+    `seed`, the prompts' replies one after another."""
     import torch
 
     from alignloop.data.prompts import PromptDataConfig, read_prompts
@@ -95,7 +105,7 @@ def draw_samples(loop: Any, count: int, seed: int, path: Path, console: Console)
     from alignloop.models import ModelConfig, load_model_and_tokenizer
 
     dtype, why = resolve_weight_dtype("auto", "cpu")
-    console.print(f"sampling {count} replies per held-out prompt; precision: {why}")
+    console.print(f"sampling {count} replies per held-out prompt (seed {seed}); precision: {why}")
     model, tokenizer = load_model_and_tokenizer(ModelConfig(name=loop.model.name, dtype=dtype))
     model.eval()
     data = PromptDataConfig(train=loop.prompts.eval, max_prompt_length=loop.prompts.max_prompt_length)
@@ -105,7 +115,44 @@ def draw_samples(loop: Any, count: int, seed: int, path: Path, console: Console)
     batches = -(-len(rows) // sampling.batch_size)
     with torch.no_grad(), TrainingProgress(batches, 0, True, "sampling") as progress:
         rollout = sample(model, tokenizer, [item.prompt_ids for item in rows], sampling, seed, progress)
-    samples = {"prompts": [prompt_text(item.prompt) for item in items], "count": count, "texts": rollout.texts}
+    return {"prompts": [prompt_text(item.prompt) for item in items], "texts": rollout.texts}
+
+
+def merged_per_prompt(first: list[str], first_count: int, second: list[str], second_count: int) -> list[str]:
+    """Each prompt's `first_count` replies of `first`, then its `second_count` of `second`."""
+    prompts = len(first) // first_count
+    return [text for p in range(prompts) for text in (first[p * first_count:(p + 1) * first_count]
+                                                      + second[p * second_count:(p + 1) * second_count])]
+
+
+def cached_sample_counts(work: Path) -> list[int]:
+    """The counts N of the samples-<N>.json files under `work`."""
+    suffixes = (file.stem.removeprefix("samples-") for file in work.glob("samples-*.json"))
+    return [int(suffix) for suffix in suffixes if suffix.isdigit()]
+
+
+def draw_samples(loop: Any, count: int, seed: int, work: Path, console: Console) -> dict[str, Any]:
+    """{prompts, count, texts, draws} of `count` replies of the starting model to each held-out
+    prompt, cached under `work` as samples-<count>.json. Where a smaller count is cached, only the
+    missing replies are drawn, with the next seed (`draws`: [{count, seed}, ...] in order), so a
+    larger N costs only its new samples (384 replies a prompt: 42 min on a 2-core CPU)."""
+    path = work / f"samples-{count}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    smaller = [cached for cached in cached_sample_counts(work) if cached < count]
+    if smaller:
+        source = work / f"samples-{max(smaller)}.json"
+        before = json.loads(source.read_text())
+        draws = before.get("draws", [{"count": before["count"], "seed": seed}])
+        more = sample_replies(loop, count - before["count"], seed + len(draws), console)
+        if more["prompts"] != before["prompts"]:
+            raise SystemExit(f"{source}: its prompts are not the loop's held-out prompts; remove it")
+        texts = merged_per_prompt(before["texts"], before["count"], more["texts"], count - before["count"])
+        samples = {"prompts": before["prompts"], "count": count, "texts": texts,
+                   "draws": [*draws, {"count": count - before["count"], "seed": seed + len(draws)}]}
+    else:
+        samples = {**sample_replies(loop, count, seed, console), "count": count,
+                   "draws": [{"count": count, "seed": seed}]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(samples))
     return samples
@@ -116,8 +163,8 @@ def has_frozen_backbone(folder: str) -> bool:
     return json.loads((Path(folder) / "reward_model.json").read_text()).get("extra", {}).get("backbone") == "frozen"
 
 
-def score_samples(samples: dict[str, Any], models: dict[str, str], features):
-    """(single (P, N), members (P, N, K)) scores of the samples."""
+def score_samples(samples: dict[str, Any], models: dict[str, str], features) -> dict[str, Any]:
+    """{name: (P, N, K) its members' scores of the samples} for each of `models`."""
     from alignloop.models import load_reward_model
     from alignloop.models.reward_scoring import RewardScorer
 
@@ -129,8 +176,7 @@ def score_samples(samples: dict[str, Any], models: dict[str, str], features):
         if has_frozen_backbone(folder):
             model.features = features  # the frozen backbone's features of each reply, computed once for every model
         scores[name] = RewardScorer(model, tokenizer, batch_size=count).member_scores(flat_prompts, samples["texts"])
-    shape = (len(prompts), count)
-    return scores["single"][:, 0].reshape(shape), scores["ensemble"].reshape(*shape, -1)
+    return {name: members.reshape(len(prompts), count, -1) for name, members in scores.items()}
 
 
 def shared_features(folder: str):
@@ -167,14 +213,19 @@ def run_seed(loop, loop_dir: Path, samples: dict[str, Any], gold, seed: int, arg
     if not features and has_frozen_backbone(models["single"]):
         features.append(shared_features(models["single"]))
     scoring_started = time.perf_counter()
-    single, members = score_samples(samples, models, features[0] if features else None)
+    scores = score_samples(samples, models, features[0] if features else None)
     timings["scoring_s"] = time.perf_counter() - scoring_started
-    spread = disagreement(members)  # (P, N)
-    rewards = {"single": single, **{arm: aggregate_members(members, arm, args.penalty) for arm in ARMS[1:]}}
+    spread = disagreement(scores.get("watch", scores["ensemble"]))  # (P, N)
+    rewards = {"single": scores["single"][..., 0],
+               **{arm: aggregate_members(scores["ensemble"], arm, args.penalty) for arm in ARMS[1:]}}
     ns = powers_of_two(samples["count"])
     arms = {}
     for arm in args.arms:
         rows = arm_curve(rewards[arm], gold, spread, ns, args.bound)
+        if "watch" in scores:  # the arm's own ensemble's ratio too, for comparison with the watch's
+            own = disagreement(scores["ensemble"])
+            for row, ratio in zip(rows, disagreement_ratios(rewards[arm], own, ns)):
+                row["ensemble_disagreement_ratio"] = ratio
         arms[arm] = {"curve": rows, **curve_summary(rows)}
         console.print(f"seed {seed} {arm}: " + json.dumps({k: v for k, v in arms[arm].items() if k != "curve"}))
     return {"arms": arms, "seconds": time.perf_counter() - started, "timings_s": timings}
@@ -218,11 +269,12 @@ def main() -> None:
 
     console = Console()
     loop = LoopConfig.model_validate(yaml.safe_load((args.loop_dir / "config.yaml").read_text()))
-    samples = draw_samples(loop, args.samples, loop.seed, args.work / f"samples-{args.samples}.json", console)
+    samples = draw_samples(loop, args.samples, loop.seed, args.work, console)
     out = results_dir()
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {**cpu_description(), "settings": vars(args) | {"loop_dir": str(args.loop_dir),
-                                                                              "work": str(args.work)}, "seeds": {}}
+                                                                              "work": str(args.work)},
+                               "sample_draws": samples.get("draws"), "seeds": {}}
     gold, features = gold_scores(loop, samples), []
     for seed in args.seeds:
         results["seeds"][seed] = run_seed(loop, args.loop_dir, samples, gold, seed, args, console, features)

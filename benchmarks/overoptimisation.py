@@ -14,6 +14,10 @@ penalty (`--kl-coef`) and no KL stop, once per arm:
   min             its worst member
   mean_minus_std  its mean minus `--penalty` times its members' spread
 
+`--watch M` trains one more ensemble of M members with a seed of its own, which every arm carries
+as a weight-0 part named `watch`: the alarm then reads the disagreement of members the policy does
+not climb (a `min` or `mean_minus_std` reward drives its own members' spread down).
+
 Every arm's reward is a mix whose weight-0 part `gold` (the scorer the loop's scripted annotators
 followed: for the demo, 1 - alt-profanity-check's toxicity) is logged each step and never trained
 on. `--judgements N` trains the reward models on N of the judgements, drawn per seed. Per step: the proxy (the
@@ -104,15 +108,18 @@ def gold_scorer(loop: Any) -> dict[str, Any]:
     return {**preference, "name": "gold", "weight": 0.0}
 
 
-def arm_reward(arm: str, single: str, ensemble: str, gold: dict[str, Any], penalty: float) -> dict[str, Any]:
-    """The arm's mix: its proxy (weight 1), for `single` the ensemble as a watched weight-0 part, gold (weight 0)."""
+def arm_reward(arm: str, models: dict[str, str], gold: dict[str, Any], penalty: float) -> dict[str, Any]:
+    """The arm's mix: its proxy (weight 1), the ensemble it watches as a weight-0 part (`models`'
+    watch ensemble if there is one, else for `single` the ensemble; the other arms' proxies report
+    their own disagreement), gold (weight 0)."""
     if arm == "single":
-        proxy = {"type": "reward_model", "path": single, "name": "proxy"}
-        watched = {"type": "reward_model", "path": ensemble, "name": "ensemble", "weight": 0.0}
-        return {"type": "mix", "sources": [proxy, watched, gold]}
-    proxy = {"type": "reward_model", "path": ensemble, "name": "proxy", "aggregate": arm,
-             **({"penalty": penalty} if arm == "mean_minus_std" else {})}
-    return {"type": "mix", "sources": [proxy, gold]}
+        proxy = {"type": "reward_model", "path": models["single"], "name": "proxy"}
+    else:
+        proxy = {"type": "reward_model", "path": models["ensemble"], "name": "proxy", "aggregate": arm,
+                 **({"penalty": penalty} if arm == "mean_minus_std" else {})}
+    watched = "watch" if "watch" in models else "ensemble" if arm == "single" else None
+    monitor = [] if watched is None else [{"type": "reward_model", "path": models[watched], "name": watched, "weight": 0.0}]
+    return {"type": "mix", "sources": [proxy, *monitor, gold]}
 
 
 def arm_recipe(loop: Any, reward: dict[str, Any], out: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -154,6 +161,9 @@ def add_member_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter-epochs", type=int, default=20, help="with --adapters: epochs (the head-only recipe's "
                                                                        "are too many for a backbone that trains)")
     parser.add_argument("--adapter-lr", type=float, default=3e-3, help="with --adapters: the learning rate")
+    parser.add_argument("--watch", type=int, default=0, metavar="M",
+                        help="train one more ensemble of M members (its own seed) whose disagreement the alarm reads "
+                             "in every arm: members the arm's reward does not use, so optimising cannot lower it")
 
 
 def member_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -163,9 +173,18 @@ def member_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"reward": {"backbone": "trained"}, "train": {"epochs": args.adapter_epochs, "lr": args.adapter_lr}}
 
 
+WATCH_SEED_OFFSET = 1000  # the watch ensemble's seed: its members' bootstraps and starts differ from the ensemble's
+
+
+def reward_models_to_train(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """(name, members, seed offset) of each reward model a seed trains."""
+    watch = [("watch", args.watch, WATCH_SEED_OFFSET)] if args.watch else []
+    return [("single", 1, 0), ("ensemble", args.members, 0), *watch]
+
+
 def train_reward_models(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Namespace
                         ) -> tuple[dict[str, str], dict[str, float]]:
-    """({single, ensemble}: the seed's two reward-model folders, trained afresh on the loop's
+    """({single, ensemble[, watch]}: the seed's reward-model folders, trained afresh on the loop's
     round-1 judgements (or `args.judgements` of them) with the loop's recipe (`member_settings`
     applied); their seconds)."""
     from alignloop.algorithms.reward import RewardConfig, run_reward
@@ -175,9 +194,10 @@ def train_reward_models(loop: Any, loop_dir: Path, out: Path, seed: int, args: a
     feedback = [subsample(Path(load_state(loop_dir, loop.rounds, resume=True).artifact(1, "preferences")),
                           args.judgements, seed, out / "feedback.jsonl")]
     models, timings = {}, {}
-    for name, members in (("single", 1), ("ensemble", args.members)):
+    for name, members, seed_offset in reward_models_to_train(args):
         started = time.perf_counter()
-        recipe = stage_recipe(reward_model_recipe(loop, feedback, fresh(out / f"rm-{name}"), seed), **member_settings(args))
+        recipe = reward_model_recipe(loop, feedback, fresh(out / f"rm-{name}"), seed + seed_offset)
+        recipe = stage_recipe(recipe, **member_settings(args))
         recipe = stage_recipe(recipe, reward={"ensemble": members}, train={"progress": False})
         models[name] = str(run_reward(RewardConfig.model_validate(recipe)).final_model_dir)
         timings[f"rm_{name}_s"] = time.perf_counter() - started
@@ -191,7 +211,7 @@ def run_seed(loop: Any, loop_dir: Path, out: Path, seed: int, args: argparse.Nam
     arms = {}
     for arm in args.arms:
         started = time.perf_counter()
-        reward = arm_reward(arm, models["single"], models["ensemble"], gold_scorer(loop), args.penalty)
+        reward = arm_reward(arm, models, gold_scorer(loop), args.penalty)
         recipe = arm_recipe(loop, reward, fresh(out / arm), seed, args)
         run_grpo(GRPOConfig.model_validate(recipe))
         timings[f"rl_{arm}_s"] = time.perf_counter() - started

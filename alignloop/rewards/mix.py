@@ -49,10 +49,13 @@ class MixedRewardSource(RewardSource):
 
     def diagnostics(self) -> dict[str, list[float]]:
         """The last batch's unweighted score of every part by its name, then the parts' own
-        figures; where two parts report one name, a part that is trained on (weight ≠ 0) wins
-        over a monitor, then the first: the alarm watches the ensemble the policy climbs."""
+        figures; where two parts report one name, a monitor (weight 0) wins over a part that is
+        trained on, then the first. So the over-optimisation alarm, which reads `disagreement`,
+        watches a monitoring ensemble when the mix has one: members the policy does not climb.
+        A `min` or `mean_minus_std` reward drives its own members' spread down on the replies it
+        favours, which blinds an alarm that watches them."""
         figures = dict(self._last_parts)
-        for _, source in sorted(self.parts, key=lambda part: part[0] == 0):
+        for _, source in sorted(self.parts, key=lambda part: part[0] != 0):
             for name, values in source.diagnostics().items():
                 figures.setdefault(name, values)
         return figures

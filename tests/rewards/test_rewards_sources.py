@@ -206,6 +206,20 @@ def test_a_mix_reports_each_part_and_the_parts_own_figures_so_a_weight_zero_part
     assert mix.diagnostics() == {"proxy": [1.0, 2.0], "gold": [0.9, 0.1], "disagreement": [0.25, 0.5]}
 
 
+def test_where_two_parts_report_a_disagreement_the_monitor_wins_over_the_part_trained_on():
+    climbed = _Spread(lambda prompts, responses: [1.0, 2.0], name="proxy")
+
+    class _Watch(FunctionRewardSource):
+        def diagnostics(self):
+            return {"disagreement": [0.75, 1.0]}
+
+    watch = _Watch(lambda prompts, responses: [0.0, 0.0], name="watch")
+    for parts in ([(1.0, climbed), (0.0, watch)], [(0.0, watch), (1.0, climbed)]):
+        mix = MixedRewardSource(parts)
+        mix(["p", "q"], ["r", "s"])
+        assert mix.diagnostics()["disagreement"] == [0.75, 1.0]
+
+
 def test_mix_names_the_failing_part_and_keeps_names_unique():
     mix = MixedRewardSource([(1.0, _constant([1.0], "a")), (1.0, _constant([math.nan], "a"))])
     assert mix.part_names == ["a", "a#2"]
