@@ -144,12 +144,13 @@ def draw_samples(loop: Any, count: int, seed: int, work: Path, console: Console)
         source = work / f"samples-{max(smaller)}.json"
         before = json.loads(source.read_text())
         draws = before.get("draws", [{"count": before["count"], "seed": seed}])
-        more = sample_replies(loop, count - before["count"], seed + len(draws), console)
+        missing, next_seed = count - before["count"], seed + len(draws)
+        more = sample_replies(loop, missing, next_seed, console)
         if more["prompts"] != before["prompts"]:
             raise SystemExit(f"{source}: its prompts are not the loop's held-out prompts; remove it")
-        texts = merged_per_prompt(before["texts"], before["count"], more["texts"], count - before["count"])
-        samples = {"prompts": before["prompts"], "count": count, "texts": texts,
-                   "draws": [*draws, {"count": count - before["count"], "seed": seed + len(draws)}]}
+        samples = {"prompts": before["prompts"], "count": count,
+                   "texts": merged_per_prompt(before["texts"], before["count"], more["texts"], missing),
+                   "draws": [*draws, {"count": missing, "seed": next_seed}]}
     else:
         samples = {**sample_replies(loop, count, seed, console), "count": count,
                    "draws": [{"count": count, "seed": seed}]}
@@ -160,7 +161,9 @@ def draw_samples(loop: Any, count: int, seed: int, work: Path, console: Console)
 
 def has_frozen_backbone(folder: str) -> bool:
     """Whether the reward model at `folder` trained its head alone (`reward.backbone: frozen`)."""
-    return json.loads((Path(folder) / "reward_model.json").read_text()).get("extra", {}).get("backbone") == "frozen"
+    from alignloop.models import read_reward_metadata
+
+    return read_reward_metadata(folder).get("extra", {}).get("backbone") == "frozen"
 
 
 def score_samples(samples: dict[str, Any], models: dict[str, str], features) -> dict[str, Any]:
@@ -218,13 +221,13 @@ def run_seed(loop, loop_dir: Path, samples: dict[str, Any], gold, seed: int, arg
     spread = disagreement(scores.get("watch", scores["ensemble"]))  # (P, N)
     rewards = {"single": scores["single"][..., 0],
                **{arm: aggregate_members(scores["ensemble"], arm, args.penalty) for arm in ARMS[1:]}}
+    own_spread = disagreement(scores["ensemble"]) if "watch" in scores else None
     ns = powers_of_two(samples["count"])
     arms = {}
     for arm in args.arms:
         rows = arm_curve(rewards[arm], gold, spread, ns, args.bound)
-        if "watch" in scores:  # the arm's own ensemble's ratio too, for comparison with the watch's
-            own = disagreement(scores["ensemble"])
-            for row, ratio in zip(rows, disagreement_ratios(rewards[arm], own, ns)):
+        if own_spread is not None:  # the arm's own ensemble's ratio too, for comparison with the watch's
+            for row, ratio in zip(rows, disagreement_ratios(rewards[arm], own_spread, ns)):
                 row["ensemble_disagreement_ratio"] = ratio
         arms[arm] = {"curve": rows, **curve_summary(rows)}
         console.print(f"seed {seed} {arm}: " + json.dumps({k: v for k, v in arms[arm].items() if k != "curve"}))
