@@ -152,6 +152,13 @@ def fresh(folder: Path) -> Path:
     return folder
 
 
+def watch_members(value: str) -> int:
+    """--watch's M: 0 (no watching ensemble) or at least 2 (one member has no disagreement)."""
+    if not value.isdigit() or int(value) == 1:
+        raise argparse.ArgumentTypeError(f"expected 0 or a whole number of members >= 2, got {value!r}")
+    return int(value)
+
+
 def add_member_arguments(parser: argparse.ArgumentParser) -> None:
     """The options both over-optimisation benchmarks share: how the reward models are made."""
     parser.add_argument("--members", type=int, default=5)
@@ -161,7 +168,7 @@ def add_member_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter-epochs", type=int, default=20, help="with --adapters: epochs (the head-only recipe's "
                                                                        "are too many for a backbone that trains)")
     parser.add_argument("--adapter-lr", type=float, default=3e-3, help="with --adapters: the learning rate")
-    parser.add_argument("--watch", type=int, default=0, metavar="M",
+    parser.add_argument("--watch", type=watch_members, default=0, metavar="M",
                         help="train one more ensemble of M members (its own seed) whose disagreement the alarm reads "
                              "in every arm: members the arm's reward does not use, so optimising cannot lower it")
 
