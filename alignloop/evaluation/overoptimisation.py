@@ -7,6 +7,13 @@ replies grows relative to its disagreement on the starting model's while the pro
 rises. That is visible during training, without a gold scorer, which the
 reward-hacking warnings (hacking.py) need.
 
+How far to trust it, measured (README, "Over-optimisation"): a ring is a reason to look, and
+silence is no proof. With 8-32 rankings, members on one model's features share most of the
+proxy's mistakes. Over 7 best-of-n curves whose gold fell, the alarm rang in time for 2, and it
+rang on 6 of 17 where gold did not fall (a watching ensemble, n up to 512, AVX2 EPYC). A
+conservative aggregate (`min`, `mean_minus_std`) picks the replies its own members agree on,
+so a reward `mix` lets a weight-0 monitor's disagreement win over theirs.
+
 The rule, a pure function of the figures of the first step (whose replies are the reference's
 own: the policy has not moved) and of the current step: the alarm rings when the disagreement
 is at least `bound` times the first step's while the proxy reward is above the first step's.
