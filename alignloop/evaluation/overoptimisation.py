@@ -2,17 +2,18 @@
 
 Members trained on different bootstraps of the judgements agree on replies like those they
 learned from and disagree where the judgements did not pin a score down. A policy that climbs
-its reward model's errors moves exactly there, so the ensemble's disagreement on the policy's
+errors the members do not share moves there, so the ensemble's disagreement on the policy's
 replies grows relative to its disagreement on the starting model's while the proxy reward
 rises. That is visible during training, without a gold scorer, which the
 reward-hacking warnings (hacking.py) need.
 
 How far to trust it, measured (README, "Over-optimisation"): a ring is a reason to look, and
 silence is no proof. With 8-32 rankings, members on one model's features share most of the
-proxy's mistakes. Over 7 best-of-n curves whose gold fell, the alarm rang in time for 2, and it
-rang on 6 of 17 where gold did not fall (a watching ensemble, n up to 512, AVX2 EPYC). A
-conservative aggregate (`min`, `mean_minus_std`) picks the replies its own members agree on,
-so a reward `mix` lets a weight-0 monitor's disagreement win over theirs.
+proxy's mistakes, and no spread shows a mistake every member makes. Over 7 best-of-n curves
+whose gold fell, the alarm rang in time for 2; it rang on 6 of 17 where gold did not fall (a
+watching ensemble, n up to 512, AVX2 EPYC). A conservative aggregate (`min`,
+`mean_minus_std`) picks the replies its own members agree on, so a reward `mix` lets a
+weight-0 monitor's disagreement win over theirs.
 
 The rule, a pure function of the figures of the first step (whose replies are the reference's
 own: the policy has not moved) and of the current step: the alarm rings when the disagreement
