@@ -125,7 +125,7 @@ def arm_reward(arm: str, models: dict[str, str], gold: dict[str, Any], penalty: 
 def arm_recipe(loop: Any, reward: dict[str, Any], out: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """The loop's RLOO recipe from the starting model, with a weak β, no KL stop, `--steps` steps,
     every step logged (the alarm's flag is set on the one step it first rings)."""
-    from alignloop.loop.steps import rl_recipe, stage_recipe
+    from alignloop.loop.recipes import rl_recipe, stage_recipe
 
     loop = loop.model_copy(update={"rl": loop.rl.model_copy(update={"method": "rloo"})})
     recipe = rl_recipe(loop, None, [], None, out, seed)
