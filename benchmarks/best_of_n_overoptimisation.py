@@ -71,12 +71,12 @@ def arm_curve(reward, gold, disagreement, ns: list[int], bound: float) -> list[d
     from alignloop.evaluation.best_of_n import best_of_n_kl, expected_best_of_n
     from alignloop.evaluation.overoptimisation import overoptimisation_alarm
 
-    reference_disagreement = float(disagreement.double().mean())
     rows, first_proxy = [], None
     for n, ratio in zip(ns, disagreement_ratios(reward, disagreement, ns)):
         proxy = float(expected_best_of_n(reward, reward, n).mean())
         first_proxy = proxy if first_proxy is None else first_proxy
-        alarm = overoptimisation_alarm(ratio * reference_disagreement, proxy, reference_disagreement, first_proxy, bound)
+        # the ratio is already relative to all samples' disagreement: the reference's is 1
+        alarm = overoptimisation_alarm(ratio, proxy, 1.0, first_proxy, bound)
         rows.append({"n": n, "kl": best_of_n_kl(n), "gold": float(expected_best_of_n(reward, gold, n).mean()),
                      "proxy": proxy, "disagreement_ratio": ratio, "alarm": alarm is not None})
     return rows
